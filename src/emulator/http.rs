@@ -1,0 +1,288 @@
+//! HTTP front of the emulator: routes rest-json requests to operations, injects faults, records calls,
+//! and serves the control API:
+//!
+//! | Method + path | Effect |
+//! |---|---|
+//! | `GET /_emulator/calls` | the call log (JSON array of [`CallRecord`](super::CallRecord)) |
+//! | `DELETE /_emulator/calls` | clears the call log |
+//! | `GET /_emulator/state` | every instance and profile |
+//! | `GET/PUT /_emulator/faults` | read or replace the [`Faults`](super::Faults) |
+//! | `POST /_emulator/instances/{id}` | adds an instance (body `{"instanceStatus": "CREATION_FAILED"}` optional) |
+//! | `PATCH /_emulator/profiles/{instance}/{id}` | sets `inUse` / `deleteDenied` on a profile |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+use super::service::{self, Connect};
+use super::{ApiError, Faults, Shared, injected_latency, input, unix_now};
+
+type Body = Full<Bytes>;
+
+/// Returned by the handler to make hyper drop the connection without a response (lost-response mode).
+#[derive(Debug)]
+struct DropConnection;
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("response deliberately lost")
+    }
+}
+impl std::error::Error for DropConnection {}
+
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-amzn-requestid", uuid::Uuid::new_v4().to_string())
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("valid response")
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    let mut body = json!({"Message": e.message});
+    if let (Some(Value::Object(extra)), Some(obj)) = (&e.extra, body.as_object_mut()) {
+        obj.extend(extra.clone());
+    }
+    let mut resp = json_response(e.status, &body);
+    resp.headers_mut()
+        .insert("x-amzn-errortype", e.code.parse().expect("valid header"));
+    resp
+}
+
+fn decode(segment: &str) -> String {
+    urlencoding::decode(segment)
+        .map(|s| s.into_owned())
+        .unwrap_or_else(|_| segment.to_string())
+}
+
+fn parse_query(query: Option<&str>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.entry(decode(&k.replace('+', " ")))
+            .or_default()
+            .push(decode(&v.replace('+', " ")));
+    }
+    out
+}
+
+/// Maps method + path to an operation name and its URI labels.
+fn route(method: &Method, segments: &[String]) -> Option<(&'static str, Vec<String>)> {
+    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let op = match (method, s.as_slice()) {
+        (&Method::PUT, ["security-profiles", _]) => "CreateSecurityProfile",
+        (&Method::GET, ["security-profiles", _, _]) => "DescribeSecurityProfile",
+        (&Method::POST, ["security-profiles", _, _]) => "UpdateSecurityProfile",
+        (&Method::DELETE, ["security-profiles", _, _]) => "DeleteSecurityProfile",
+        (&Method::GET, ["security-profiles-summary", _]) => "ListSecurityProfiles",
+        (&Method::GET, ["security-profiles-permissions", _, _]) => "ListSecurityProfilePermissions",
+        (&Method::GET, ["security-profiles-applications", _, _]) => {
+            "ListSecurityProfileApplications"
+        }
+        (&Method::GET, ["security-profiles-flow-modules", _, _]) => {
+            "ListSecurityProfileFlowModules"
+        }
+        (&Method::GET, ["security-profiles-ai-agents", _, _]) => "ListSecurityProfileAIAgents",
+        (&Method::POST, ["search-security-profiles"]) => "SearchSecurityProfiles",
+        (&Method::POST, ["tags", _]) => "TagResource",
+        (&Method::DELETE, ["tags", _]) => "UntagResource",
+        (&Method::GET, ["tags", _]) => "ListTagsForResource",
+        (&Method::GET, ["instance", _]) => "DescribeInstance",
+        _ => return None,
+    };
+    Some((op, segments[1..].to_vec()))
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, DropConnection> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = parse_query(req.uri().query());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    // Split before decoding: a percent-encoded ARN is one label even though it contains '/'.
+    let segments: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
+    if segments.first().map(String::as_str) == Some("_emulator") {
+        return Ok(control(&shared, &method, &segments[1..], &body));
+    }
+    let Some((operation, labels)) = route(&method, &segments) else {
+        return Ok(error_response(&ApiError::new(
+            "UnknownOperationException",
+            404,
+            format!("no Connect operation at {method} {path}"),
+        )));
+    };
+    connect_call(&shared, operation, labels, query, &body).await
+}
+
+async fn connect_call(
+    shared: &Shared,
+    operation: &'static str,
+    labels: Vec<String>,
+    query: BTreeMap<String, Vec<String>>,
+    body: &[u8],
+) -> Result<Response<Body>, DropConnection> {
+    injected_latency(shared).await;
+    let parsed_body = input::body_object(body);
+    let mut params = json!({"labels": labels, "query": query});
+    if let Ok(b) = &parsed_body {
+        params["body"] = Value::Object(b.clone());
+    }
+    if !shared.admit() {
+        let e = ApiError::new("ThrottlingException", 429, "Rate exceeded");
+        shared.record(operation, params, e.code.into(), e.status);
+        return Ok(error_response(&e));
+    }
+    let error_rate = shared.faults.lock().expect("faults lock").error_rate;
+    if error_rate > 0.0 && rand::random::<f64>() < error_rate {
+        let e = ApiError::new(
+            "InternalServiceException",
+            500,
+            "Request processing failed (injected fault)",
+        );
+        shared.record(operation, params, e.code.into(), e.status);
+        return Ok(error_response(&e));
+    }
+    let result = parsed_body.and_then(|body| {
+        let request = service::Request {
+            labels,
+            query,
+            body,
+        };
+        shared
+            .connect
+            .lock()
+            .expect("state lock")
+            .call(operation, &request, unix_now())
+    });
+    match result {
+        Ok(out) => {
+            if operation == "CreateSecurityProfile" {
+                let mut faults = shared.faults.lock().expect("faults lock");
+                if faults.lose_next_creates > 0 {
+                    faults.lose_next_creates -= 1;
+                    drop(faults);
+                    shared.record(operation, params, "ok:response-lost".into(), 200);
+                    return Err(DropConnection);
+                }
+            }
+            shared.record(operation, params, "ok".into(), 200);
+            Ok(json_response(200, &strip_nulls(out)))
+        }
+        Err(e) => {
+            shared.record(operation, params, e.code.into(), e.status);
+            Ok(error_response(&e))
+        }
+    }
+}
+
+fn strip_nulls(mut v: Value) -> Value {
+    if let Value::Object(o) = &mut v {
+        o.retain(|_, v| !v.is_null());
+    }
+    v
+}
+
+fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Response<Body> {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    let bad = |msg: String| json_response(400, &json!({"Message": msg}));
+    match (method, p.as_slice()) {
+        (&Method::GET, ["calls"]) => {
+            json_response(200, &json!(*shared.calls.lock().expect("calls lock")))
+        }
+        (&Method::DELETE, ["calls"]) => {
+            shared.calls.lock().expect("calls lock").clear();
+            json_response(200, &json!({}))
+        }
+        (&Method::GET, ["state"]) => {
+            json_response(200, &json!(*shared.connect.lock().expect("state lock")))
+        }
+        (&Method::GET, ["faults"]) => {
+            json_response(200, &json!(*shared.faults.lock().expect("faults lock")))
+        }
+        (&Method::PUT, ["faults"]) => match serde_json::from_slice::<Faults>(body) {
+            Ok(f) => {
+                shared.set_faults(f.clone());
+                json_response(200, &json!(f))
+            }
+            Err(e) => bad(format!("invalid faults: {e}")),
+        },
+        (&Method::POST, ["instances", id]) => {
+            let status: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let mut connect = shared.connect.lock().expect("state lock");
+            add_instance(&mut connect, id, shared.default_profiles);
+            if let Some(s) = status.get("instanceStatus").and_then(Value::as_str) {
+                connect
+                    .instances
+                    .get_mut(*id)
+                    .expect("added")
+                    .instance_status = s.to_string();
+            }
+            json_response(200, &json!(connect.instances[*id]))
+        }
+        (&Method::PATCH, ["profiles", instance, id]) => {
+            let flags: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let mut connect = shared.connect.lock().expect("state lock");
+            let profile = connect
+                .instances
+                .get_mut(*instance)
+                .and_then(|i| i.profiles.iter_mut().find(|p| p.id == *id));
+            match profile {
+                None => json_response(
+                    404,
+                    &json!({"Message": format!("no profile {id} in instance {instance}")}),
+                ),
+                Some(p) => {
+                    if let Some(b) = flags.get("inUse").and_then(Value::as_bool) {
+                        p.in_use = b;
+                    }
+                    if let Some(b) = flags.get("deleteDenied").and_then(Value::as_bool) {
+                        p.delete_denied = b;
+                    }
+                    json_response(200, &json!(p))
+                }
+            }
+        }
+        _ => json_response(
+            404,
+            &json!({"Message": format!("no control endpoint {method} /_emulator/{}", p.join("/"))}),
+        ),
+    }
+}
+
+fn add_instance(connect: &mut Connect, id: &str, default_profiles: bool) {
+    if !connect.instances.contains_key(id) {
+        connect.add_instance(id, default_profiles, unix_now());
+    }
+}

@@ -1,0 +1,288 @@
+//! A local Amazon Connect: speaks the rest-json protocol of the security-profile operations well enough
+//! that `aws-sdk-connect`, pointed at it with `AWS_ENDPOINT_URL_CONNECT`, works unmodified.
+//!
+//! Besides the Connect API it serves a control API under `/_emulator/` (see [`http`]) for tests: the call
+//! log, the full state, fault injection (throttling, 500s, latency, lost create responses) and profile flags.
+
+pub mod http;
+pub mod input;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use service::{Connect, Profile};
+
+/// The default instance the emulator creates when none is configured.
+pub const DEFAULT_INSTANCE_ID: &str = "11111111-2222-4333-8444-555555555555";
+
+/// An error in the form Connect returns it: `x-amzn-ErrorType` header, status code, `{"Message": ...}` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub status: u16,
+    pub message: String,
+    /// Extra members of the error shape (e.g. ResourceInUseException's ResourceType and ResourceId).
+    pub extra: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(code: &'static str, status: u16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            status,
+            message: message.into(),
+            extra: None,
+        }
+    }
+    pub fn invalid_parameter(message: impl Into<String>) -> Self {
+        Self::new("InvalidParameterException", 400, message)
+    }
+    pub fn serialization(message: impl Into<String>) -> Self {
+        Self::new("SerializationException", 400, message)
+    }
+}
+
+/// Faults injected into the Connect API (the control API changes them at run time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Faults {
+    /// Token-bucket refill rate in requests per second; 0 disables throttling.
+    pub throttle_rate: f64,
+    /// Token-bucket capacity.
+    pub throttle_burst: f64,
+    /// Fraction (0..=1) of calls answered with InternalServiceException before they take effect.
+    pub error_rate: f64,
+    /// Latency added to every Connect call.
+    pub latency_ms: u64,
+    /// The next N successful CreateSecurityProfile calls create the profile, then drop the connection.
+    pub lose_next_creates: u32,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            throttle_rate: 2.0,
+            throttle_burst: 5.0,
+            error_rate: 0.0,
+            latency_ms: 0,
+            lose_next_creates: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    pub listen: SocketAddr,
+    pub region: String,
+    pub account: String,
+    pub instances: Vec<String>,
+    pub default_profiles: bool,
+    pub profile_limit: usize,
+    pub faults: Faults,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 0).into(),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            instances: vec![DEFAULT_INSTANCE_ID.into()],
+            default_profiles: true,
+            profile_limit: 100,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// One Connect call as the emulator saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallRecord {
+    pub seq: u64,
+    /// Milliseconds since the emulator started.
+    pub at_ms: u64,
+    pub operation: String,
+    /// URI labels, query string and body, merged into one object.
+    pub params: Value,
+    /// `ok`, `ok:response-lost`, or the error code returned.
+    pub outcome: String,
+    pub status: u16,
+}
+
+impl CallRecord {
+    pub fn succeeded(&self) -> bool {
+        self.outcome.starts_with("ok")
+    }
+}
+
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Everything the server's tasks share.
+pub struct Shared {
+    pub(crate) connect: Mutex<Connect>,
+    pub(crate) faults: Mutex<Faults>,
+    pub(crate) calls: Mutex<Vec<CallRecord>>,
+    bucket: Mutex<TokenBucket>,
+    started: Instant,
+    default_profiles: bool,
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as f64 / 1000.0)
+        .unwrap_or_default()
+}
+
+impl Shared {
+    fn new(config: &EmulatorConfig) -> Self {
+        let mut connect = Connect::new(&config.region, &config.account, config.profile_limit);
+        for id in &config.instances {
+            connect.add_instance(id, config.default_profiles, unix_now());
+        }
+        Self {
+            connect: Mutex::new(connect),
+            bucket: Mutex::new(TokenBucket {
+                tokens: config.faults.throttle_burst,
+                last: Instant::now(),
+            }),
+            faults: Mutex::new(config.faults.clone()),
+            calls: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            default_profiles: config.default_profiles,
+        }
+    }
+
+    /// Takes a token; `false` means the caller is throttled.
+    fn admit(&self) -> bool {
+        let faults = self.faults.lock().expect("faults lock").clone();
+        if faults.throttle_rate <= 0.0 {
+            return true;
+        }
+        let mut bucket = self.bucket.lock().expect("bucket lock");
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.last).as_secs_f64() * faults.throttle_rate;
+        bucket.tokens = (bucket.tokens + refill).min(faults.throttle_burst);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn record(&self, operation: &str, params: Value, outcome: String, status: u16) {
+        let mut calls = self.calls.lock().expect("calls lock");
+        let seq = calls.len() as u64 + 1;
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        calls.push(CallRecord {
+            seq,
+            at_ms,
+            operation: operation.into(),
+            params,
+            outcome,
+            status,
+        });
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        let mut bucket = self.bucket.lock().expect("bucket lock");
+        bucket.tokens = faults.throttle_burst;
+        bucket.last = Instant::now();
+        *self.faults.lock().expect("faults lock") = faults;
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+pub struct Emulator {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Emulator {
+    /// Binds (port 0 picks a free port) and serves in the background on the current Tokio runtime.
+    pub async fn start(config: EmulatorConfig) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(&config));
+        let task = tokio::spawn(http::serve(listener, shared.clone()));
+        Ok(Self { addr, shared, task })
+    }
+
+    /// The base URL to put in `AWS_ENDPOINT_URL_CONNECT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.shared.calls.lock().expect("calls lock").clone()
+    }
+
+    pub fn clear_calls(&self) {
+        self.shared.calls.lock().expect("calls lock").clear();
+    }
+
+    pub fn state(&self) -> Connect {
+        self.shared.connect.lock().expect("state lock").clone()
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.lock().expect("faults lock").clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.set_faults(faults);
+    }
+
+    /// Applies `f` to the profile (e.g. to mark it in use); `false` if there is no such profile.
+    pub fn with_profile(
+        &self,
+        instance_id: &str,
+        profile_id: &str,
+        f: impl FnOnce(&mut Profile),
+    ) -> bool {
+        let mut connect = self.shared.connect.lock().expect("state lock");
+        let profile = connect
+            .instances
+            .get_mut(instance_id)
+            .and_then(|i| i.profiles.iter_mut().find(|p| p.id == profile_id));
+        profile.map(f).is_some()
+    }
+
+    /// Adds an instance in the given status (`ACTIVE`, `CREATION_FAILED`, ...).
+    pub fn add_instance(&self, id: &str, status: &str) {
+        let default_profiles = self.shared.default_profiles;
+        let mut connect = self.shared.connect.lock().expect("state lock");
+        connect.add_instance(id, default_profiles, unix_now());
+        connect
+            .instances
+            .get_mut(id)
+            .expect("added")
+            .instance_status = status.into();
+    }
+}
+
+/// Sleeps for the configured latency; kept apart so the HTTP layer stays synchronous around the state lock.
+pub(crate) async fn injected_latency(shared: &Shared) {
+    let ms = shared.faults.lock().expect("faults lock").latency_ms;
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
