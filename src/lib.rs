@@ -1,5 +1,7 @@
 //! connect-operator: manages Amazon Connect security profiles as Kubernetes resources.
 
+pub mod api;
 pub mod connect;
 pub mod constraints;
 pub mod emulator;
+pub mod reconcile;

@@ -1,0 +1,332 @@
+//! The `SecurityProfile` custom resource (`connect.cloud-operators.dev/v1alpha1`).
+//!
+//! The spec mirrors the body of Amazon Connect's CreateSecurityProfile request, camelCased, with every
+//! constraint of the API model in the schema. Rules a schema cannot state are CEL rules
+//! (`x-kubernetes-validations`); clusters older than 1.25 ignore those, so the controller re-checks every
+//! one of them in [`crate::reconcile::validate`] before anything reaches Connect.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "connect.cloud-operators.dev";
+/// The finalizer that keeps a resource until its profile is deleted (or retained) in Connect.
+pub const FINALIZER: &str = "connect.cloud-operators.dev/finalizer";
+/// The tag every profile the operator creates carries: the UID of the owning resource.
+pub const OWNER_UID_TAG: &str = "connect.cloud-operators.dev/owner-uid";
+/// Annotation that allows adopting an existing profile of the same name that no resource owns.
+pub const ADOPT_ANNOTATION: &str = "connect.cloud-operators.dev/adopt";
+
+/// Desired state of an Amazon Connect security profile. Field names and constraints follow the
+/// CreateSecurityProfile API (https://docs.aws.amazon.com/connect/latest/APIReference/API_CreateSecurityProfile.html).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "connect.cloud-operators.dev",
+    version = "v1alpha1",
+    kind = "SecurityProfile",
+    plural = "securityprofiles",
+    singular = "securityprofile",
+    shortname = "csp",
+    category = "connect",
+    namespaced,
+    status = "SecurityProfileStatus",
+    cel,
+    doc = "An Amazon Connect security profile, managed by connect-operator.",
+    printcolumn = r#"{"name":"Profile","type":"string","jsonPath":".spec.securityProfileName"}"#,
+    printcolumn = r#"{"name":"ID","type":"string","jsonPath":".status.securityProfileId"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityProfileSpec {
+    /// The identifier of the Amazon Connect instance (as in the instance ARN). Immutable.
+    #[schemars(length(min = 1, max = 100))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("instanceId is immutable; create a new SecurityProfile to move a profile to another instance"))]
+    pub instance_id: String,
+
+    /// The name of the security profile: 1-127 characters of letters, digits, spaces and _ @ -. Immutable
+    /// (Connect cannot rename a profile through its API).
+    #[schemars(length(min = 1, max = 127), regex(pattern = r"^[ a-zA-Z0-9_@-]+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("securityProfileName is immutable: Connect cannot rename a profile; create a new SecurityProfile instead"))]
+    pub security_profile_name: String,
+
+    /// The description of the security profile (at most 250 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 250))]
+    pub description: Option<String>,
+
+    /// Permissions assigned to the security profile, by their API names (at most 500, each 1-128
+    /// characters). See "List of security profile permissions" in the Connect Administrator Guide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 500), inner(length(min = 1, max = 128)))]
+    pub permissions: Option<Vec<String>>,
+
+    /// Tags a security profile uses to restrict access to resources (at most 4 entries; keys 1-128
+    /// characters, values at most 256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 4, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 128)").message("allowedAccessControlTags keys must be 1 to 128 characters long"))]
+    pub allowed_access_control_tags: Option<BTreeMap<String, String>>,
+
+    /// The identifier of the hierarchy group that the profile uses to restrict access to resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_access_control_hierarchy_group_id: Option<String>,
+
+    /// Resources to which tag restrictions apply (at most 10): User, SecurityProfile, Queue, RoutingProfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10))]
+    pub tag_restricted_resources: Option<Vec<TagRestrictedResource>>,
+
+    /// Resources to which hierarchy restrictions apply: User.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hierarchy_restricted_resources: Option<Vec<HierarchyRestrictedResource>>,
+
+    /// Third-party applications and MCP servers the profile gives access to (at most 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10))]
+    pub applications: Option<Vec<Application>>,
+
+    /// Flow modules the profile may use (at most 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10))]
+    pub allowed_flow_modules: Option<Vec<FlowModule>>,
+
+    /// AI agents the profile may use (at most 100).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "allowedAIAgents"
+    )]
+    #[schemars(length(max = 100))]
+    pub allowed_ai_agents: Option<Vec<AiAgent>>,
+
+    /// Granular access control: which data-table rows, by primary attribute value, the profile may access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granular_access_control_configuration: Option<GranularAccessControlConfiguration>,
+
+    /// Tags of the profile itself (at most 50; keys 1-128 characters, not starting with "aws:";
+    /// values at most 256). The operator adds its own owner tag, `connect.cloud-operators.dev/owner-uid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 50, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:'))").message("tag keys must not begin with the reserved prefix aws:"))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 128 && k.matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]*$'))").message("tag keys must be 1 to 128 letters, numbers, spaces or _ . : / = + - @"))]
+    pub tags: Option<BTreeMap<String, String>>,
+
+    /// AWS Region of the instance; defaults to the operator's region (AWS_REGION).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]$"))]
+    pub region: Option<String>,
+
+    /// What happens to the Connect profile when this resource is deleted: Delete (default) or Retain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// A resource type tag restrictions apply to.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, PartialOrd, Ord,
+)]
+pub enum TagRestrictedResource {
+    User,
+    SecurityProfile,
+    Queue,
+    RoutingProfile,
+}
+
+/// A resource type hierarchy restrictions apply to.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, PartialOrd, Ord,
+)]
+pub enum HierarchyRestrictedResource {
+    User,
+}
+
+/// What to do with the Connect profile when the resource is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum DeletionPolicy {
+    /// Delete the profile in Connect (the default).
+    #[default]
+    Delete,
+    /// Leave the profile in Connect; only the Kubernetes resource goes away.
+    Retain,
+}
+
+/// An application (third-party app or MCP server) and the permissions the profile has on it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Application {
+    /// Namespace of the application (1-128 characters).
+    #[schemars(length(min = 1, max = 128))]
+    pub namespace: String,
+    /// Permissions granted on the application (1-50, each 1-128 characters).
+    #[schemars(length(min = 1, max = 50), inner(length(min = 1, max = 128)))]
+    pub application_permissions: Vec<String>,
+    /// Type of the application.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub application_type: Option<ApplicationType>,
+}
+
+/// The kind of an application.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ApplicationType {
+    #[serde(rename = "MCP")]
+    Mcp,
+    #[serde(rename = "THIRD_PARTY_APPLICATION")]
+    ThirdPartyApplication,
+}
+
+/// A flow module the profile may use.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowModule {
+    /// Type of the flow module.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub module_type: Option<FlowModuleType>,
+    /// Identifier of the flow module (1-128 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub flow_module_id: Option<String>,
+}
+
+/// The kind of a flow module.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FlowModuleType {
+    #[serde(rename = "MCP")]
+    Mcp,
+}
+
+/// An AI agent the profile may use.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AiAgent {
+    /// ARN of the AI agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// Type of the AI agent.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub agent_type: Option<AiAgentType>,
+}
+
+/// The kind of an AI agent.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AiAgentType {
+    #[serde(rename = "THIRD_PARTY")]
+    ThirdParty,
+}
+
+/// Granular access control settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GranularAccessControlConfiguration {
+    /// Access control for data tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_table_access_control_configuration: Option<DataTableAccessControlConfiguration>,
+}
+
+/// Access control for data tables.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DataTableAccessControlConfiguration {
+    /// Restriction by primary attribute values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_attribute_access_control_configuration:
+        Option<PrimaryAttributeAccessControlConfiguration>,
+}
+
+/// Restriction of data-table access by primary attribute values.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryAttributeAccessControlConfiguration {
+    /// Allowed primary attribute values (at most 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 5))]
+    pub primary_attribute_values: Option<Vec<PrimaryAttributeValue>>,
+}
+
+/// One allowed primary attribute and its values.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryAttributeValue {
+    /// The access granted: ALLOW.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_type: Option<AccessType>,
+    /// Name of the attribute: 1-127 printable Latin-1 characters, not starting with "aws:" or "connect:".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 127),
+        regex(pattern = r"^[\t\n\r\x20-\x7E\xA1-\xFF]+$")
+    )]
+    #[x_kube(validation = Rule::new("!self.startsWith('aws:') && !self.startsWith('connect:')").message("attributeName must not begin with aws: or connect:"))]
+    pub attribute_name: Option<String>,
+    /// Allowed values (at most 2, printable Latin-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 2),
+        inner(regex(pattern = r"^[\t\n\r\x20-\x7E\xA1-\xFF]+$"))
+    )]
+    pub values: Option<Vec<String>>,
+}
+
+/// The access a primary attribute value grants.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AccessType {
+    #[serde(rename = "ALLOW")]
+    Allow,
+}
+
+/// Observed state of the security profile.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityProfileStatus {
+    /// The identifier Connect gave the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_profile_id: Option<String>,
+    /// The ARN of the profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_profile_arn: Option<String>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready: the profile exists in Connect and matches the spec of observedGeneration.
+    /// Synced: whether the last reconcile succeeded; its reason names the error when it did not.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The CustomResourceDefinition as installed: the derived one, with `null` removed from the enums of
+/// optional members (the derive lists it; the apiserver needs only `nullable`).
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut value = serde_json::to_value(SecurityProfile::crd()).expect("CRD serializes");
+    strip_null_from_enums(&mut value);
+    serde_json::from_value(value).expect("CRD deserializes")
+}
+
+fn strip_null_from_enums(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Array(items)) = map.get_mut("enum") {
+                items.retain(|i| !i.is_null());
+            }
+            map.values_mut().for_each(strip_null_from_enums);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_null_from_enums),
+        _ => {}
+    }
+}
+
+impl SecurityProfile {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+}

@@ -1,0 +1,147 @@
+//! Every Connect error falls in exactly one class, which decides what the controller does next.
+
+use std::fmt;
+
+use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
+
+/// ACK's taxonomy, without its sticky failure (see design.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The spec must change: InvalidParameter, InvalidRequest. No retry until the generation changes.
+    Terminal,
+    /// Transient: throttling, 5xx, timeouts, lost connections, AccessDenied, credentials. Backoff with jitter.
+    Recoverable,
+    /// LimitExceeded: retried slowly (minutes), never terminal.
+    Quota,
+    /// ResourceNotFound: of the profile (gone) or of the instance, depending on the call.
+    NotFound,
+    /// DuplicateResource: a profile of that name exists already.
+    Duplicate,
+    /// ResourceInUse: the profile is still assigned (delete).
+    InUse,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectError {
+    pub class: ErrorClass,
+    /// The AWS exception name (`ThrottlingException`), or our code for transport failures.
+    pub code: String,
+    pub message: String,
+    /// True when the request may have taken effect although no answer arrived (timeout, dropped connection).
+    pub outcome_unknown: bool,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// The class of an AWS error code.
+pub fn classify(code: &str) -> ErrorClass {
+    match code {
+        "InvalidParameterException"
+        | "InvalidRequestException"
+        | "ValidationException"
+        | "SerializationException" => ErrorClass::Terminal,
+        "LimitExceededException" | "ServiceQuotaExceededException" => ErrorClass::Quota,
+        "ResourceNotFoundException" => ErrorClass::NotFound,
+        "DuplicateResourceException" => ErrorClass::Duplicate,
+        "ResourceInUseException" => ErrorClass::InUse,
+        // Throttling, InternalService, AccessDenied, expired or invalid credentials, anything new.
+        _ => ErrorClass::Recoverable,
+    }
+}
+
+impl ConnectError {
+    pub fn new(class: ErrorClass, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            code: code.into(),
+            message: message.into(),
+            outcome_unknown: false,
+        }
+    }
+
+    pub fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        match &err {
+            SdkError::ServiceError(service) => {
+                let code = service.err().code().unwrap_or("UnknownError").to_string();
+                let message = service.err().message().unwrap_or("no message").to_string();
+                Self::new(classify(&code), code, message)
+            }
+            SdkError::TimeoutError(_) => Self {
+                outcome_unknown: true,
+                ..Self::new(
+                    ErrorClass::Recoverable,
+                    "RequestTimeout",
+                    "the call to Connect timed out",
+                )
+            },
+            SdkError::DispatchFailure(f) => Self {
+                outcome_unknown: !f.is_user(),
+                ..Self::new(
+                    ErrorClass::Recoverable,
+                    "ConnectionFailure",
+                    format!("could not reach Connect: {}", source_chain(&err)),
+                )
+            },
+            SdkError::ResponseError(_) => Self {
+                outcome_unknown: true,
+                ..Self::new(
+                    ErrorClass::Recoverable,
+                    "ResponseError",
+                    format!("unreadable answer from Connect: {}", source_chain(&err)),
+                )
+            },
+            // Construction failures are configuration problems (no region, no credentials): fixable
+            // outside the spec, so retried.
+            _ => Self::new(
+                ErrorClass::Recoverable,
+                "ClientConfiguration",
+                source_chain(&err),
+            ),
+        }
+    }
+}
+
+fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_code_has_exactly_one_class() {
+        assert_eq!(classify("InvalidParameterException"), ErrorClass::Terminal);
+        assert_eq!(classify("InvalidRequestException"), ErrorClass::Terminal);
+        assert_eq!(classify("ThrottlingException"), ErrorClass::Recoverable);
+        assert_eq!(
+            classify("InternalServiceException"),
+            ErrorClass::Recoverable
+        );
+        assert_eq!(classify("AccessDeniedException"), ErrorClass::Recoverable);
+        assert_eq!(classify("LimitExceededException"), ErrorClass::Quota);
+        assert_eq!(classify("ResourceNotFoundException"), ErrorClass::NotFound);
+        assert_eq!(
+            classify("DuplicateResourceException"),
+            ErrorClass::Duplicate
+        );
+        assert_eq!(classify("ResourceInUseException"), ErrorClass::InUse);
+        assert_eq!(classify("SomethingNew"), ErrorClass::Recoverable);
+    }
+}

@@ -1,0 +1,780 @@
+//! The controller: for each SecurityProfile, `validate -> (create | observe) -> update_status`, with a
+//! finalizer for deletion. Pure steps live in [`validate`] and [`status`]; Connect is reached only
+//! through [`ConnectApi`].
+
+pub mod status;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::{
+    ADOPT_ANNOTATION, DeletionPolicy, FINALIZER, OWNER_UID_TAG, SecurityProfile,
+    SecurityProfileStatus,
+};
+use crate::connect::{ConnectApi, ConnectError, ErrorClass, Target};
+use status::{Outcome, reason};
+
+/// Field manager of the operator's writes.
+pub const MANAGER: &str = "connect-operator";
+
+/// Tunables of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Re-observe every profile this often (drift repair), with ±10% jitter.
+    pub resync: Duration,
+    /// First retry delay of a recoverable error; doubles per failure, with jitter.
+    pub retry_base: Duration,
+    /// Cap of the recoverable backoff.
+    pub retry_max: Duration,
+    /// Delay of quota and unknown-instance retries.
+    pub slow_retry: Duration,
+    /// Reconciles in parallel.
+    pub concurrency: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(600),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            slow_retry: Duration::from_secs(300),
+            concurrency: 4,
+        }
+    }
+}
+
+/// One error type; each variant says which step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API call failed while {step}: {source}")]
+    Kube {
+        step: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("Connect call failed while {step}: {source}")]
+    Connect {
+        step: &'static str,
+        #[source]
+        source: ConnectError,
+    },
+    /// The spec breaks a rule; the status says which. Retried only when the spec changes.
+    #[error("invalid spec: {0}")]
+    Invalid(String),
+    /// No Region in the spec and none configured for the operator.
+    #[error("no AWS Region: set spec.region or AWS_REGION for the operator")]
+    NoRegion,
+}
+
+impl Error {
+    /// Step category, for logs and metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kubernetes",
+            Error::Connect { .. } => "connect",
+            Error::Invalid(_) => "validation",
+            Error::NoRegion => "configuration",
+        }
+    }
+}
+
+pub struct Context<C> {
+    pub client: kube::Client,
+    pub connect: C,
+    pub default_region: Option<String>,
+    pub settings: Settings,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl<C: ConnectApi> Context<C> {
+    pub fn new(
+        client: kube::Client,
+        connect: C,
+        default_region: Option<String>,
+        settings: Settings,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            connect,
+            default_region,
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn key(meta: &kube::api::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Runs the controller until SIGTERM/SIGINT: all namespaces when `namespaces` is empty, else those.
+pub async fn run<C: ConnectApi>(
+    ctx: Arc<Context<C>>,
+    namespaces: Vec<String>,
+) -> anyhow::Result<()> {
+    let probe: Api<DeserializeGuard<SecurityProfile>> = Api::all(ctx.client.clone());
+    if let Err(e) = probe.list(&kube::api::ListParams::default().limit(1)).await {
+        if matches!(&e, kube::Error::Api(s) if s.is_not_found()) {
+            anyhow::bail!(
+                "the SecurityProfile CRD is not installed: run `connect-operator crd | kubectl apply -f -` (or install the Helm chart)"
+            );
+        }
+        if namespaces.is_empty() {
+            return Err(
+                anyhow::anyhow!(e).context("cannot list SecurityProfiles in all namespaces")
+            );
+        }
+    }
+    let apis: Vec<Api<DeserializeGuard<SecurityProfile>>> = if namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
+            .collect()
+    };
+    let controllers = apis.into_iter().map(|api| {
+        let (reader, writer) = reflector::store();
+        // Only changes that can alter what the reconcile does trigger it; our own status writes do not.
+        let deletion = |o: &DeserializeGuard<SecurityProfile>| o.meta().deletion_timestamp.as_ref().map(|_| 1u64);
+        let trigger = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(
+                predicates::generation.combine(predicates::finalizers).combine(predicates::annotations).combine(deletion),
+                Default::default(),
+            );
+        Controller::for_stream(trigger, reader)
+            .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+            .graceful_shutdown_on(shutdown_signal())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(e, obj)) => {
+                        info!(object = %obj, category = e.category(), error = %e, "reconcile failed")
+                    }
+                    Err(e) => warn!(error = %e, "controller error"),
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    info!("shutting down: finishing reconciles in flight");
+}
+
+/// Entry point for one object.
+pub async fn reconcile<C: ConnectApi>(
+    obj: Arc<DeserializeGuard<SecurityProfile>>,
+    ctx: Arc<Context<C>>,
+) -> Result<Action, Error> {
+    let action = match &obj.0 {
+        Ok(profile) => reconcile_profile(profile, &ctx).await?,
+        Err(invalid) => report_invalid_object(invalid, &ctx).await?,
+    };
+    ctx.failures
+        .lock()
+        .expect("failures lock")
+        .remove(&key(obj.meta()));
+    Ok(action)
+}
+
+/// Requeue policy by error class; recoverable errors back off exponentially with jitter.
+pub fn error_policy<C: ConnectApi>(
+    obj: Arc<DeserializeGuard<SecurityProfile>>,
+    err: &Error,
+    ctx: Arc<Context<C>>,
+) -> Action {
+    let s = &ctx.settings;
+    let failures = {
+        let mut map = ctx.failures.lock().expect("failures lock");
+        let n = map.entry(key(obj.meta())).or_insert(0);
+        *n += 1;
+        *n
+    };
+    match err {
+        Error::Invalid(_) => Action::await_change(),
+        Error::Connect { source, .. } => match source.class {
+            ErrorClass::Terminal | ErrorClass::Duplicate => Action::await_change(),
+            ErrorClass::Quota | ErrorClass::NotFound => Action::requeue(jitter(s.slow_retry)),
+            ErrorClass::Recoverable | ErrorClass::InUse => Action::requeue(backoff(s, failures)),
+        },
+        Error::NoRegion => Action::requeue(jitter(s.slow_retry)),
+        Error::Kube { .. } => Action::requeue(backoff(s, failures)),
+    }
+}
+
+/// `retry_base * 2^(failures-1)`, capped at `retry_max`, with ±25% jitter.
+pub fn backoff(s: &Settings, failures: u32) -> Duration {
+    let exp = s
+        .retry_base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    jitter(exp.min(s.retry_max))
+}
+
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::random_range(0.75..1.25))
+}
+
+/// The instance ID inside a profile ARN (`...:instance/{instance}/security-profile/{id}`).
+pub fn instance_of_arn(arn: &str) -> Option<&str> {
+    arn.split_once(":instance/")?.1.split('/').next()
+}
+
+async fn reconcile_profile<C: ConnectApi>(
+    profile: &SecurityProfile,
+    ctx: &Context<C>,
+) -> Result<Action, Error> {
+    let ns = profile.namespace().unwrap_or_default();
+    let api: Api<SecurityProfile> = Api::namespaced(ctx.client.clone(), &ns);
+    if profile.metadata.deletion_timestamp.is_some() {
+        return cleanup(profile, &api, ctx).await;
+    }
+    ensure_finalizer(profile, &api).await?;
+    let generation = profile.metadata.generation;
+    let status = profile.status.as_ref();
+    let adopt = profile
+        .annotations()
+        .get(ADOPT_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    if let Some(terminal) = status::terminal_for_generation(status, generation)
+        && !(adopt && terminal.reason == "DuplicateResourceException")
+    {
+        // Already reported for this generation: nothing to do until the spec changes.
+        return Ok(Action::await_change());
+    }
+    let current_instance = status
+        .and_then(|s| s.security_profile_arn.as_deref())
+        .and_then(instance_of_arn);
+    if let Err(errors) = validate::validate_spec(&profile.spec, current_instance) {
+        let message = format!(
+            "{}. Fix the spec; nothing was sent to Connect.",
+            validate::describe(&errors)
+        );
+        let ready = status
+            .and_then(|s| s.security_profile_id.as_ref())
+            .is_some()
+            && is_ready(profile);
+        write_status(
+            profile,
+            &api,
+            ctx,
+            None,
+            &Outcome::failed(reason::VALIDATION_FAILED, &message, ready),
+        )
+        .await?;
+        return Err(Error::Invalid(message));
+    }
+    let Some(region) = profile
+        .spec
+        .region
+        .clone()
+        .or_else(|| ctx.default_region.clone())
+    else {
+        let message = "No AWS Region: set spec.region, or AWS_REGION for the operator";
+        write_status(
+            profile,
+            &api,
+            ctx,
+            None,
+            &Outcome::failed(reason::NO_REGION, message, false),
+        )
+        .await?;
+        return Err(Error::NoRegion);
+    };
+    let target = Target {
+        region,
+        instance_id: profile.spec.instance_id.clone(),
+    };
+    match status.and_then(|s| s.security_profile_id.clone()) {
+        None => create(profile, &api, ctx, &target).await,
+        Some(id) => {
+            let outcome = Outcome::in_sync(
+                &profile.spec.security_profile_name,
+                &id,
+                generation.unwrap_or_default(),
+            );
+            write_status(profile, &api, ctx, None, &outcome).await?;
+            Ok(Action::requeue(jitter_resync(&ctx.settings)))
+        }
+    }
+}
+
+fn jitter_resync(s: &Settings) -> Duration {
+    s.resync.mul_f64(rand::random_range(0.9..1.1))
+}
+
+fn is_ready(profile: &SecurityProfile) -> bool {
+    profile
+        .condition(status::READY)
+        .is_some_and(|c| c.status == "True")
+}
+
+/// The tags a created profile carries: the spec's, plus the owner tag with this resource's UID.
+pub fn tags_with_owner(profile: &SecurityProfile) -> BTreeMap<String, String> {
+    let mut tags = profile.spec.tags.clone().unwrap_or_default();
+    tags.insert(OWNER_UID_TAG.into(), profile.uid().unwrap_or_default());
+    tags
+}
+
+async fn create<C: ConnectApi>(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Context<C>,
+    target: &Target,
+) -> Result<Action, Error> {
+    let generation = profile.metadata.generation.unwrap_or_default();
+    let name = &profile.spec.security_profile_name;
+    let uid = profile.uid().unwrap_or_default();
+    let created = match ctx
+        .connect
+        .create_profile(target, &profile.spec, &tags_with_owner(profile))
+        .await
+    {
+        Ok(p) => {
+            publish(
+                ctx,
+                profile,
+                EventType::Normal,
+                "Created",
+                format!(
+                    "Created security profile {name:?} ({}) in instance {}",
+                    p.id, target.instance_id
+                ),
+            )
+            .await;
+            p
+        }
+        Err(e) if e.class == ErrorClass::Duplicate => {
+            // A profile of this name exists: ours if a create whose answer was lost made it.
+            let found = ctx
+                .connect
+                .find_profile_by_name(target, name)
+                .await
+                .map_err(|source| Error::Connect {
+                    step: "looking up a profile by name",
+                    source,
+                })?;
+            match found {
+                Some(f) if f.tags.get(OWNER_UID_TAG) == Some(&uid) => {
+                    publish(
+                        ctx,
+                        profile,
+                        EventType::Normal,
+                        "Recovered",
+                        format!(
+                            "Found security profile {name:?} ({}) created by an earlier attempt",
+                            f.profile.id
+                        ),
+                    )
+                    .await;
+                    f.profile
+                }
+                other => {
+                    let owner = other
+                        .as_ref()
+                        .and_then(|f| f.tags.get(OWNER_UID_TAG))
+                        .map(|o| format!(", owned by the resource with UID {o}"))
+                        .unwrap_or_default();
+                    let message = format!(
+                        "A security profile named {name:?} already exists in instance {}{owner}. Choose another securityProfileName{}",
+                        target.instance_id,
+                        if owner.is_empty() {
+                            ", or adopt it with the annotation connect.cloud-operators.dev/adopt: \"true\""
+                        } else {
+                            ""
+                        }
+                    );
+                    return fail(
+                        profile,
+                        api,
+                        ctx,
+                        ConnectError { message, ..e },
+                        "creating the profile",
+                    )
+                    .await;
+                }
+            }
+        }
+        Err(e) => return fail(profile, api, ctx, e, "creating the profile").await,
+    };
+    let outcome = Outcome::in_sync(name, &created.id, generation);
+    write_status(
+        profile,
+        api,
+        ctx,
+        Some((&created.id, &created.arn)),
+        &outcome,
+    )
+    .await?;
+    Ok(Action::requeue(jitter_resync(&ctx.settings)))
+}
+
+/// Records a failed Connect call in the status (and an Event when the reason is new), then returns it.
+async fn fail<C: ConnectApi>(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Context<C>,
+    e: ConnectError,
+    step: &'static str,
+) -> Result<Action, Error> {
+    let retry = match e.class {
+        ErrorClass::Terminal | ErrorClass::Duplicate => {
+            "Fix the spec; it is retried when the spec changes.".to_string()
+        }
+        ErrorClass::Quota | ErrorClass::NotFound => {
+            format!("Retrying every {}s.", ctx.settings.slow_retry.as_secs())
+        }
+        ErrorClass::Recoverable | ErrorClass::InUse => "Retrying with backoff.".to_string(),
+    };
+    let what = match (e.class, step) {
+        (ErrorClass::NotFound, "creating the profile") => format!(
+            "Connect instance {:?} was not found in region {}: check spec.instanceId and spec.region ({}).",
+            profile.spec.instance_id,
+            profile
+                .spec
+                .region
+                .as_deref()
+                .or(ctx.default_region.as_deref())
+                .unwrap_or("?"),
+            e.message
+        ),
+        (ErrorClass::Quota, _) => format!(
+            "The security-profile quota of instance {} is reached: {}. Delete unused profiles or ask AWS for a higher quota.",
+            profile.spec.instance_id, e.message
+        ),
+        _ => format!("{step}: {}.", e.message.trim_end_matches('.')),
+    };
+    let message = format!("{what} {retry}");
+    let ready = profile
+        .status
+        .as_ref()
+        .and_then(|s| s.security_profile_id.as_ref())
+        .is_some()
+        && is_ready(profile);
+    write_status(
+        profile,
+        api,
+        ctx,
+        None,
+        &Outcome::failed(&e.code, &message, ready),
+    )
+    .await?;
+    Err(Error::Connect {
+        step,
+        source: ConnectError { message, ..e },
+    })
+}
+
+/// Writes the status (server-side apply) unless it would change nothing but timestamps.
+async fn write_status<C: ConnectApi>(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Context<C>,
+    created: Option<(&str, &str)>,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    let current = profile.status.as_ref();
+    let next = status::next_status(
+        current,
+        created,
+        profile.metadata.generation,
+        outcome,
+        Time(jiff::Timestamp::now()),
+    );
+    if status::unchanged(current, &next) {
+        return Ok(());
+    }
+    let old_reason = profile.condition(status::SYNCED).map(|c| c.reason.clone());
+    apply_status(api, &profile.name_any(), &next).await?;
+    if !outcome.synced && old_reason.as_deref() != Some(outcome.synced_reason.as_str()) {
+        publish(
+            ctx,
+            profile,
+            EventType::Warning,
+            &outcome.synced_reason,
+            outcome.synced_message.clone(),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &SecurityProfileStatus,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+        "kind": "SecurityProfile",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|source| Error::Kube {
+        step: "writing status",
+        source,
+    })?;
+    Ok(())
+}
+
+async fn publish<C: ConnectApi>(
+    ctx: &Context<C>,
+    profile: &SecurityProfile,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &profile.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+async fn ensure_finalizer(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+) -> Result<(), Error> {
+    if profile.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let rv = profile.resource_version().unwrap_or_default();
+    let ops = if profile.metadata.finalizers.is_some() {
+        json!([{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+               {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}])
+    } else {
+        json!([{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+               {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("valid JSON patch");
+    api.patch(
+        &profile.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await
+    .map_err(|source| Error::Kube {
+        step: "adding the finalizer",
+        source,
+    })?;
+    Ok(())
+}
+
+async fn remove_finalizer<K>(api: &Api<K>, meta: &kube::api::ObjectMeta) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+    let Some(i) = finalizers.iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let ops = json!([{"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
+                     {"op": "remove", "path": format!("/metadata/finalizers/{i}")}]);
+    let patch: json_patch::Patch = serde_json::from_value(ops).expect("valid JSON patch");
+    match api
+        .patch(
+            meta.name.as_deref().unwrap_or_default(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(source) => Err(Error::Kube {
+            step: "removing the finalizer",
+            source,
+        }),
+    }
+}
+
+/// Deletion: with `deletionPolicy: Delete` (the default) the profile goes first; Retain leaves it.
+async fn cleanup<C: ConnectApi>(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Context<C>,
+) -> Result<Action, Error> {
+    if !profile.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let id = profile
+        .status
+        .as_ref()
+        .and_then(|s| s.security_profile_id.clone());
+    let policy = profile.spec.deletion_policy.unwrap_or_default();
+    if let (Some(id), DeletionPolicy::Delete) = (id, policy) {
+        let region = profile
+            .spec
+            .region
+            .clone()
+            .or_else(|| ctx.default_region.clone())
+            .ok_or(Error::NoRegion)?;
+        let target = Target {
+            region,
+            instance_id: profile.spec.instance_id.clone(),
+        };
+        match ctx.connect.delete_profile(&target, &id).await {
+            Ok(()) => {
+                publish(
+                    ctx,
+                    profile,
+                    EventType::Normal,
+                    "Deleted",
+                    format!(
+                        "Deleted security profile {id} from instance {}",
+                        target.instance_id
+                    ),
+                )
+                .await
+            }
+            Err(e) if e.class == ErrorClass::NotFound => {}
+            Err(e) => {
+                let hint = match e.class {
+                    ErrorClass::InUse => {
+                        "The profile is still assigned to users; reassign them, or set deletionPolicy: Retain."
+                    }
+                    _ if e.code == "AccessDeniedException" => {
+                        "The operator may not delete this profile; grant connect:DeleteSecurityProfile, or set deletionPolicy: Retain."
+                    }
+                    _ => "Retrying with backoff.",
+                };
+                let message = format!("Cannot delete security profile {id}: {}. {hint}", e.message);
+                let reason = if e.class == ErrorClass::InUse {
+                    reason::DELETE_BLOCKED
+                } else {
+                    e.code.as_str()
+                };
+                write_status(
+                    profile,
+                    api,
+                    ctx,
+                    None,
+                    &Outcome::failed(reason, &message, is_ready(profile)),
+                )
+                .await?;
+                return Err(Error::Connect {
+                    step: "deleting the profile",
+                    source: ConnectError {
+                        class: ErrorClass::Recoverable,
+                        message,
+                        ..e
+                    },
+                });
+            }
+        }
+    }
+    remove_finalizer(api, &profile.metadata).await?;
+    Ok(Action::await_change())
+}
+
+/// An object the operator cannot read as a SecurityProfile (it bypassed the schema): say so in its
+/// status, never call Connect, and keep serving every other object.
+async fn report_invalid_object<C: ConnectApi>(
+    invalid: &kube::core::error_boundary::InvalidObject,
+    ctx: &Context<C>,
+) -> Result<Action, Error> {
+    let meta = &invalid.metadata;
+    let ns = meta.namespace.clone().unwrap_or_default();
+    let name = meta.name.clone().unwrap_or_default();
+    let api: Api<DeserializeGuard<SecurityProfile>> = Api::namespaced(ctx.client.clone(), &ns);
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        ctx.client.clone(),
+        &ns,
+        &kube::discovery::ApiResource::erase::<SecurityProfile>(&()),
+    );
+    let current = raw.get_opt(&name).await.map_err(|source| Error::Kube {
+        step: "reading an invalid object",
+        source,
+    })?;
+    let current_status: Option<SecurityProfileStatus> = current
+        .as_ref()
+        .and_then(|o| o.data.get("status"))
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    if meta.deletion_timestamp.is_some()
+        && current_status
+            .as_ref()
+            .and_then(|s| s.security_profile_id.as_ref())
+            .is_none()
+    {
+        // Nothing was created in Connect: nothing to clean up.
+        remove_finalizer(&api, meta).await?;
+        return Ok(Action::await_change());
+    }
+    let message = format!(
+        "The object does not match the SecurityProfile schema: {}. Fix the manifest; nothing was sent to Connect.",
+        invalid.error
+    );
+    let next = status::next_status(
+        current_status.as_ref(),
+        None,
+        meta.generation,
+        &Outcome::failed(reason::INVALID_OBJECT, &message, false),
+        Time(jiff::Timestamp::now()),
+    );
+    if !status::unchanged(current_status.as_ref(), &next) {
+        apply_status(&api, &name, &next).await?;
+        let reference = ObjectRef::<SecurityProfile>::new(&name).within(&ns);
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason::INVALID_OBJECT.into(),
+            note: Some(message.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let mut object_ref = k8s_openapi::api::core::v1::ObjectReference::from(reference);
+        object_ref.uid = meta.uid.clone();
+        if let Err(e) = ctx.recorder.publish(&event, &object_ref).await {
+            warn!(error = %e, "could not publish event");
+        }
+    }
+    Err(Error::Invalid(message))
+}

@@ -1,0 +1,238 @@
+//! Pure status computation: the conditions for an outcome, and whether a new status differs from the
+//! current one in anything but timestamps (no write when it does not).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::SecurityProfileStatus;
+
+pub const READY: &str = "Ready";
+pub const SYNCED: &str = "Synced";
+
+/// Our own condition reasons (the others are AWS exception names).
+pub mod reason {
+    pub const AVAILABLE: &str = "Available";
+    pub const RECONCILE_SUCCEEDED: &str = "ReconcileSucceeded";
+    pub const VALIDATION_FAILED: &str = "ValidationFailed";
+    pub const INVALID_OBJECT: &str = "InvalidObject";
+    pub const PROFILE_OWNED_ELSEWHERE: &str = "ProfileOwnedElsewhere";
+    pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
+    pub const CREATING: &str = "Creating";
+    pub const DELETE_BLOCKED: &str = "DeleteBlocked";
+    pub const NO_REGION: &str = "RegionNotConfigured";
+}
+
+/// Reasons that mean "the spec must change": no retry until the generation does.
+pub const TERMINAL_REASONS: &[&str] = &[
+    reason::VALIDATION_FAILED,
+    reason::INVALID_OBJECT,
+    reason::PROFILE_OWNED_ELSEWHERE,
+    "InvalidParameterException",
+    "InvalidRequestException",
+    "DuplicateResourceException",
+];
+
+/// What the reconcile concluded, in the terms of the two conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub ready: bool,
+    pub ready_reason: String,
+    pub ready_message: String,
+    pub synced: bool,
+    pub synced_reason: String,
+    pub synced_message: String,
+}
+
+impl Outcome {
+    /// The profile exists and matches the spec.
+    pub fn in_sync(name: &str, id: &str, generation: i64) -> Self {
+        Self {
+            ready: true,
+            ready_reason: reason::AVAILABLE.into(),
+            ready_message: format!(
+                "Security profile {name:?} ({id}) matches generation {generation}"
+            ),
+            synced: true,
+            synced_reason: reason::RECONCILE_SUCCEEDED.into(),
+            synced_message: "The last reconcile succeeded".into(),
+        }
+    }
+
+    /// The reconcile failed with `reason`; `profile_ready` says whether a matching profile still exists.
+    pub fn failed(reason: &str, message: &str, profile_ready: bool) -> Self {
+        Self {
+            ready: profile_ready,
+            ready_reason: if profile_ready {
+                reason::AVAILABLE.into()
+            } else {
+                reason.into()
+            },
+            ready_message: if profile_ready {
+                "The profile exists in Connect and matched the spec when last synced".into()
+            } else {
+                message.into()
+            },
+            synced: false,
+            synced_reason: reason.into(),
+            synced_message: message.into(),
+        }
+    }
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }
+}
+
+/// The next status: identity from `current` unless `profile` replaces it, conditions from `outcome`.
+/// A condition whose status does not change keeps its lastTransitionTime.
+pub fn next_status(
+    current: Option<&SecurityProfileStatus>,
+    profile: Option<(&str, &str)>,
+    generation: Option<i64>,
+    outcome: &Outcome,
+    now: Time,
+) -> SecurityProfileStatus {
+    let current = current.cloned().unwrap_or_default();
+    let (id, arn) = match profile {
+        Some((id, arn)) => (Some(id.to_string()), Some(arn.to_string())),
+        None => (
+            current.security_profile_id.clone(),
+            current.security_profile_arn.clone(),
+        ),
+    };
+    let mut conditions = vec![
+        condition(
+            READY,
+            outcome.ready,
+            &outcome.ready_reason,
+            &outcome.ready_message,
+            generation,
+            &now,
+        ),
+        condition(
+            SYNCED,
+            outcome.synced,
+            &outcome.synced_reason,
+            &outcome.synced_message,
+            generation,
+            &now,
+        ),
+    ];
+    for c in &mut conditions {
+        if let Some(old) = current.conditions.iter().find(|o| o.type_ == c.type_)
+            && old.status == c.status
+        {
+            c.last_transition_time = old.last_transition_time.clone();
+        }
+    }
+    SecurityProfileStatus {
+        security_profile_id: id,
+        security_profile_arn: arn,
+        observed_generation: generation,
+        conditions,
+    }
+}
+
+/// True when `next` would change nothing but timestamps.
+pub fn unchanged(current: Option<&SecurityProfileStatus>, next: &SecurityProfileStatus) -> bool {
+    let Some(current) = current else { return false };
+    let strip = |s: &SecurityProfileStatus| {
+        let mut s = s.clone();
+        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(current) == strip(next)
+}
+
+/// True when the status records a terminal failure of exactly this generation.
+pub fn terminal_for_generation(
+    status: Option<&SecurityProfileStatus>,
+    generation: Option<i64>,
+) -> Option<&Condition> {
+    let status = status?;
+    let synced = status.conditions.iter().find(|c| c.type_ == SYNCED)?;
+    (synced.status == "False"
+        && synced.observed_generation == generation
+        && TERMINAL_REASONS.contains(&synced.reason.as_str()))
+    .then_some(synced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Time {
+        Time(jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_changes() {
+        let first = next_status(
+            None,
+            Some(("id", "arn")),
+            Some(1),
+            &Outcome::failed("ThrottlingException", "slow down", false),
+            at(10),
+        );
+        let same = next_status(
+            Some(&first),
+            None,
+            Some(1),
+            &Outcome::failed("ThrottlingException", "slow down", false),
+            at(20),
+        );
+        assert!(unchanged(Some(&first), &same));
+        assert_eq!(same.conditions[0].last_transition_time, at(10));
+        let ready = next_status(
+            Some(&same),
+            None,
+            Some(1),
+            &Outcome::in_sync("n", "id", 1),
+            at(30),
+        );
+        assert!(!unchanged(Some(&same), &ready));
+        assert_eq!(ready.conditions[0].last_transition_time, at(30));
+        assert_eq!(
+            ready.security_profile_id.as_deref(),
+            Some("id"),
+            "identity is kept"
+        );
+    }
+
+    #[test]
+    fn terminal_holds_only_for_its_generation() {
+        let s = next_status(
+            None,
+            None,
+            Some(2),
+            &Outcome::failed("ValidationFailed", "spec.tags: bad", false),
+            at(1),
+        );
+        assert!(terminal_for_generation(Some(&s), Some(2)).is_some());
+        assert!(terminal_for_generation(Some(&s), Some(3)).is_none());
+        let t = next_status(
+            None,
+            None,
+            Some(2),
+            &Outcome::failed("ThrottlingException", "x", false),
+            at(1),
+        );
+        assert!(terminal_for_generation(Some(&t), Some(2)).is_none());
+    }
+}
