@@ -330,3 +330,81 @@ impl SecurityProfile {
             .find(|c| c.type_ == type_)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn committed_crd_matches_the_generated_one() {
+        let generated = serde_yaml::to_string(&crd()).expect("CRD serializes");
+        let committed = include_str!("../../crds/securityprofile.yaml");
+        assert!(
+            generated == committed,
+            "crds/securityprofile.yaml is stale: run `make crd` (or `connect-operator crd > crds/securityprofile.yaml`) and commit it"
+        );
+    }
+
+    fn object(spec: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "connect.cloud-operators.dev/v1alpha1", "kind": "SecurityProfile",
+               "metadata": {"name": "x"}, "spec": spec})
+    }
+
+    fn profile(spec: serde_json::Value) -> SecurityProfile {
+        serde_json::from_value(object(spec)).expect("valid shape")
+    }
+
+    #[test]
+    fn cel_rules_refuse_reserved_tag_keys_and_renames() {
+        let ok =
+            profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": {"team": "x"}}));
+        assert!(ok.validate_cel().is_ok(), "{:?}", ok.validate_cel());
+        let aws = profile(
+            json!({"instanceId": "i", "securityProfileName": "a", "tags": {"aws:owner": "x"}}),
+        );
+        let err = format!("{:?}", aws.validate_cel().expect_err("aws: prefix"));
+        assert!(err.contains("reserved prefix aws:"), "{err}");
+        let star =
+            profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": {"a*b": "x"}}));
+        assert!(star.validate_cel().is_err());
+        let renamed = profile(json!({"instanceId": "i", "securityProfileName": "b"}));
+        let err = format!(
+            "{:?}",
+            renamed.validate_cel_update(&ok).expect_err("rename")
+        );
+        assert!(err.contains("securityProfileName is immutable"), "{err}");
+        let moved =
+            profile(json!({"instanceId": "j", "securityProfileName": "a", "tags": {"team": "x"}}));
+        assert!(
+            format!("{:?}", moved.validate_cel_update(&ok)).contains("instanceId is immutable")
+        );
+        assert!(ok.validate_cel_update(&ok).is_ok());
+        let attr = profile(
+            json!({"instanceId": "i", "securityProfileName": "a", "granularAccessControlConfiguration": {
+            "dataTableAccessControlConfiguration": {"primaryAttributeAccessControlConfiguration": {
+                "primaryAttributeValues": [{"attributeName": "connect:x"}]}}}}),
+        );
+        assert!(attr.validate_cel().is_err());
+    }
+
+    #[test]
+    fn the_controller_refuses_everything_cel_refuses() {
+        // Every CEL-only rule must also be enforced by the controller's own validation.
+        for spec in [
+            json!({"instanceId": "i", "securityProfileName": "a", "tags": {"aws:owner": "x"}}),
+            json!({"instanceId": "i", "securityProfileName": "a", "tags": {"a*b": "x"}}),
+            json!({"instanceId": "i", "securityProfileName": "a", "allowedAccessControlTags": {"": "x"}}),
+            json!({"instanceId": "i", "securityProfileName": "a", "granularAccessControlConfiguration": {
+                "dataTableAccessControlConfiguration": {"primaryAttributeAccessControlConfiguration": {
+                    "primaryAttributeValues": [{"attributeName": "aws:x"}]}}}}),
+        ] {
+            let p = profile(spec.clone());
+            assert!(p.validate_cel().is_err(), "CEL accepts {spec}");
+            assert!(
+                crate::reconcile::validate::validate_spec(&p.spec, None).is_err(),
+                "controller accepts {spec}"
+            );
+        }
+    }
+}

@@ -375,10 +375,9 @@ pub fn granular_access_control(obj: &Object) -> Result<Option<Value>, ApiError> 
                     &format!("{name}.AttributeName"),
                     1,
                     c::PRIMARY_ATTRIBUTE_NAME_MAX,
-                )? {
-                    if let Some(problem) = c::attribute_name_problem(&attr) {
-                        return Err(invalid(&format!("{name}.AttributeName"), problem));
-                    }
+                )? && let Some(problem) = c::attribute_name_problem(&attr)
+                {
+                    return Err(invalid(&format!("{name}.AttributeName"), problem));
                 }
                 let values_name = format!("{name}.Values");
                 let mut vw = Object::new();

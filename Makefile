@@ -1,0 +1,41 @@
+# connect-operator: common tasks. `make help` lists them.
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/connect-operator
+CLUSTER_ENV := target/test-cluster/env
+export PATH := $(CACHE)/bin:$(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: help deps cluster-up cluster-down build test unit-test e2e-test lint crd demo demo-down
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## install what the tests need (Debian packages, kubectl, helm)
+	tests/cluster/install-deps.sh
+
+cluster-up: deps ## start the local kube-apiserver + etcd (builds kube-apiserver once, ~4 min)
+	TEST_CLUSTER_SKIP_DEPS=1 tests/cluster/up.sh >/dev/null
+
+cluster-down: ## stop the local cluster
+	tests/cluster/down.sh
+
+build: ## build the binaries (debug)
+	cargo build --locked --bins
+
+test: cluster-up ## the whole test suite: unit, emulator, CRD, end to end (starts the cluster)
+	source $(CLUSTER_ENV) && cargo test --locked --all-targets -- --test-threads=4
+
+unit-test: ## tests that need no cluster
+	cargo test --locked --lib --bins --test emulator
+
+lint: ## rustfmt + clippy
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+crd: ## regenerate crds/securityprofile.yaml from the Rust types
+	cargo run --locked --quiet --bin connect-operator -- crd > crds/securityprofile.yaml
+
+demo: cluster-up build ## local cluster + Connect emulator + operator; applies deploy/samples and shows them Ready
+	scripts/demo.sh up
+
+demo-down: ## stop what `make demo` started (the cluster stays; `make cluster-down` stops it)
+	scripts/demo.sh down
