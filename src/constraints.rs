@@ -29,8 +29,7 @@ pub const ACCESS_CONTROL_TAGS_MAX_ENTRIES: usize = 4;
 /// `TagRestrictedResourceList`: at most 10 items of 1..=128 characters.
 pub const TAG_RESTRICTED_RESOURCES_MAX_ITEMS: usize = 10;
 /// The resource names the API reference lists as acceptable for tag restrictions.
-pub const TAG_RESTRICTED_RESOURCE_NAMES: &[&str] =
-    &["User", "SecurityProfile", "Queue", "RoutingProfile"];
+pub const TAG_RESTRICTED_RESOURCE_NAMES: &[&str] = &["User", "SecurityProfile", "Queue", "RoutingProfile"];
 /// The resource names the API reference lists as acceptable for hierarchy restrictions.
 pub const HIERARCHY_RESTRICTED_RESOURCE_NAMES: &[&str] = &["User"];
 /// Resource names (both restriction lists): 1..=128 characters.
@@ -61,12 +60,9 @@ pub const SEARCH_MAX_RESULTS: i64 = 100;
 /// `NextToken2500`.
 pub const SEARCH_NEXT_TOKEN_MAX: usize = 2500;
 
-static PROFILE_NAME_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(PROFILE_NAME_PATTERN).expect("valid regex"));
-static TAG_KEY_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(TAG_KEY_PATTERN).expect("valid regex"));
-static LATIN1_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(LATIN1_PRINTABLE_PATTERN).expect("valid regex"));
+static PROFILE_NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(PROFILE_NAME_PATTERN).expect("valid regex"));
+static TAG_KEY_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(TAG_KEY_PATTERN).expect("valid regex"));
+static LATIN1_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(LATIN1_PRINTABLE_PATTERN).expect("valid regex"));
 
 /// Length as the API model counts it: in characters, not bytes.
 pub fn char_len(s: &str) -> usize {
@@ -81,20 +77,13 @@ pub fn is_valid_profile_name(name: &str) -> bool {
 pub fn tag_key_problem(key: &str) -> Option<String> {
     let len = char_len(key);
     if !(1..=TAG_KEY_MAX).contains(&len) {
-        return Some(format!(
-            "must be 1 to {TAG_KEY_MAX} characters long, is {len}"
-        ));
+        return Some(format!("must be 1 to {TAG_KEY_MAX} characters long, is {len}"));
     }
     if key.starts_with(RESERVED_TAG_PREFIX) {
-        return Some(format!(
-            "must not begin with the reserved prefix {RESERVED_TAG_PREFIX:?}"
-        ));
+        return Some(format!("must not begin with the reserved prefix {RESERVED_TAG_PREFIX:?}"));
     }
     if !TAG_KEY_RE.is_match(key) {
-        return Some(
-            "may contain only letters, numbers, spaces and the characters _ . : / = + - @"
-                .to_string(),
-        );
+        return Some("may contain only letters, numbers, spaces and the characters _ . : / = + - @".to_string());
     }
     None
 }
@@ -107,17 +96,10 @@ pub fn is_latin1_printable(s: &str) -> bool {
 pub fn attribute_name_problem(name: &str) -> Option<String> {
     let len = char_len(name);
     if !(1..=PRIMARY_ATTRIBUTE_NAME_MAX).contains(&len) {
-        return Some(format!(
-            "must be 1 to {PRIMARY_ATTRIBUTE_NAME_MAX} characters long, is {len}"
-        ));
+        return Some(format!("must be 1 to {PRIMARY_ATTRIBUTE_NAME_MAX} characters long, is {len}"));
     }
-    if let Some(prefix) = RESERVED_ATTRIBUTE_PREFIXES
-        .iter()
-        .find(|p| name.starts_with(**p))
-    {
-        return Some(format!(
-            "must not begin with the reserved prefix {prefix:?}"
-        ));
+    if let Some(prefix) = RESERVED_ATTRIBUTE_PREFIXES.iter().find(|p| name.starts_with(**p)) {
+        return Some(format!("must not begin with the reserved prefix {prefix:?}"));
     }
     if !is_latin1_printable(name) {
         return Some("may contain only printable Latin-1 characters".to_string());
@@ -140,16 +122,9 @@ mod tests {
 
     #[test]
     fn tag_keys_reject_reserved_prefix_and_odd_characters() {
-        assert_eq!(
-            tag_key_problem("connect.cloud-operators.dev/owner-uid"),
-            None
-        );
+        assert_eq!(tag_key_problem("connect.cloud-operators.dev/owner-uid"), None);
         assert_eq!(tag_key_problem("Kostenstelle ä 1"), None);
-        assert!(
-            tag_key_problem("aws:createdBy")
-                .unwrap()
-                .contains("reserved prefix")
-        );
+        assert!(tag_key_problem("aws:createdBy").unwrap().contains("reserved prefix"));
         assert!(tag_key_problem("a*b").unwrap().contains("may contain only"));
         assert!(tag_key_problem("").unwrap().contains("1 to 128"));
     }
@@ -157,11 +132,7 @@ mod tests {
     #[test]
     fn attribute_names_reject_reserved_prefixes() {
         assert_eq!(attribute_name_problem("department"), None);
-        assert!(
-            attribute_name_problem("connect:x")
-                .unwrap()
-                .contains("connect:")
-        );
+        assert!(attribute_name_problem("connect:x").unwrap().contains("connect:"));
         assert!(attribute_name_problem("snow☃").unwrap().contains("Latin-1"));
     }
 }

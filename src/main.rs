@@ -8,11 +8,7 @@ use connect_operator::connect::SdkConnect;
 use connect_operator::reconcile::{self, Context, Settings};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "connect-operator",
-    version,
-    about = "Kubernetes operator for Amazon Connect security profiles"
-)]
+#[command(name = "connect-operator", version, about = "Kubernetes operator for Amazon Connect security profiles")]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -66,13 +62,8 @@ struct RunArgs {
 /// Parses `500ms`, `30s`, `10m`, `1h` (a bare number is seconds).
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 30s, 10m or 1h"))?;
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 30s, 10m or 1h"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -88,9 +79,7 @@ fn init_tracing(format: LogFormat, level: &str) {
         eprintln!("invalid --log-level {level:?} ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -109,15 +98,13 @@ async fn main() -> anyhow::Result<()> {
             init_tracing(cli.log_format, &cli.log_level);
             // kube and the AWS SDK both use rustls; install one process-wide provider.
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            let client = kube::Client::try_default().await.map_err(|e| {
-                anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}")
-            })?;
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}"))?;
             let connect = SdkConnect::from_env(args.sdk_max_attempts.max(1)).await;
             let region = connect.default_region().map(str::to_string);
             if region.is_none() {
-                tracing::warn!(
-                    "no default AWS Region (AWS_REGION); every SecurityProfile must set spec.region"
-                );
+                tracing::warn!("no default AWS Region (AWS_REGION); every SecurityProfile must set spec.region");
             }
             let settings = Settings {
                 resync: args.resync,
@@ -142,10 +129,6 @@ mod tests {
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert!(
-            parse_duration("10 parsecs")
-                .unwrap_err()
-                .contains("unknown unit")
-        );
+        assert!(parse_duration("10 parsecs").unwrap_err().contains("unknown unit"));
     }
 }

@@ -25,18 +25,13 @@ fn full_application() -> Application {
 }
 
 fn granular() -> GranularAccessControlConfiguration {
-    let value = PrimaryAttributeValue::builder()
-        .access_type(AccessType::Allow)
-        .attribute_name("region")
-        .values("emea")
-        .build();
+    let value =
+        PrimaryAttributeValue::builder().access_type(AccessType::Allow).attribute_name("region").values("emea").build();
     GranularAccessControlConfiguration::builder()
         .data_table_access_control_configuration(
             DataTableAccessControlConfiguration::builder()
                 .primary_attribute_access_control_configuration(
-                    PrimaryAttributeAccessControlConfigurationItem::builder()
-                        .primary_attribute_values(value)
-                        .build(),
+                    PrimaryAttributeAccessControlConfigurationItem::builder().primary_attribute_values(value).build(),
                 )
                 .build(),
         )
@@ -52,10 +47,7 @@ async fn create_named(c: &Client, name: &str) -> (String, String) {
         .send()
         .await
         .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
-    (
-        out.security_profile_id().unwrap().to_string(),
-        out.security_profile_arn().unwrap().to_string(),
-    )
+    (out.security_profile_id().unwrap().to_string(), out.security_profile_arn().unwrap().to_string())
 }
 
 #[tokio::test]
@@ -75,12 +67,7 @@ async fn create_describe_lists_update_delete_round_trip() {
         .hierarchy_restricted_resources("User")
         .allowed_access_control_hierarchy_group_id("hg-123")
         .applications(full_application())
-        .allowed_flow_modules(
-            FlowModule::builder()
-                .r#type(FlowModuleType::Mcp)
-                .flow_module_id("fm-1")
-                .build(),
-        )
+        .allowed_flow_modules(FlowModule::builder().r#type(FlowModuleType::Mcp).flow_module_id("fm-1").build())
         .allowed_ai_agents(
             AiAgent::builder()
                 .arn("arn:aws:wisdom:us-east-1:123456789012:ai-agent/a")
@@ -93,18 +80,10 @@ async fn create_describe_lists_update_delete_round_trip() {
         .expect("create");
     let id = out.security_profile_id().expect("id").to_string();
     let arn = out.security_profile_arn().expect("arn").to_string();
-    assert_eq!(
-        arn,
-        format!("arn:aws:connect:us-east-1:123456789012:instance/{INSTANCE}/security-profile/{id}")
-    );
+    assert_eq!(arn, format!("arn:aws:connect:us-east-1:123456789012:instance/{INSTANCE}/security-profile/{id}"));
 
-    let d = c
-        .describe_security_profile()
-        .instance_id(INSTANCE)
-        .security_profile_id(&id)
-        .send()
-        .await
-        .expect("describe");
+    let d =
+        c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await.expect("describe");
     let p = d.security_profile().expect("profile");
     assert_eq!(p.id(), Some(id.as_str()));
     assert_eq!(p.arn(), Some(arn.as_str()));
@@ -112,65 +91,27 @@ async fn create_describe_lists_update_delete_round_trip() {
     assert_eq!(p.security_profile_name(), Some("Tier 2_agents@emea-1"));
     assert_eq!(p.description(), Some("second line"));
     assert_eq!(p.tags().unwrap()["team"], "contact-center");
-    assert_eq!(
-        p.allowed_access_control_tags().unwrap()["department"],
-        "sales"
-    );
+    assert_eq!(p.allowed_access_control_tags().unwrap()["department"], "sales");
     assert_eq!(p.tag_restricted_resources(), ["User"]);
     assert_eq!(p.hierarchy_restricted_resources(), ["User"]);
-    assert_eq!(
-        p.allowed_access_control_hierarchy_group_id(),
-        Some("hg-123")
-    );
+    assert_eq!(p.allowed_access_control_hierarchy_group_id(), Some("hg-123"));
     assert_eq!(p.granular_access_control_configuration(), Some(&granular()));
     assert!(p.last_modified_time().is_some());
     assert_eq!(p.last_modified_region(), Some("us-east-1"));
 
-    let perms = c
-        .list_security_profile_permissions()
-        .instance_id(INSTANCE)
-        .security_profile_id(&id)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        perms.permissions(),
-        ["BasicAgentAccess", "OutboundCallAccess"]
-    );
-    let apps = c
-        .list_security_profile_applications()
-        .instance_id(INSTANCE)
-        .security_profile_id(&id)
-        .send()
-        .await
-        .unwrap();
+    let perms =
+        c.list_security_profile_permissions().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
+    assert_eq!(perms.permissions(), ["BasicAgentAccess", "OutboundCallAccess"]);
+    let apps =
+        c.list_security_profile_applications().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
     assert_eq!(apps.applications(), [full_application()]);
-    let modules = c
-        .list_security_profile_flow_modules()
-        .instance_id(INSTANCE)
-        .security_profile_id(&id)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        modules.allowed_flow_modules()[0].flow_module_id(),
-        Some("fm-1")
-    );
-    assert_eq!(
-        modules.allowed_flow_modules()[0].r#type(),
-        Some(&FlowModuleType::Mcp)
-    );
-    let agents = c
-        .list_security_profile_ai_agents()
-        .instance_id(INSTANCE)
-        .security_profile_id(&id)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        agents.allowed_ai_agents()[0].r#type(),
-        Some(&AiAgentType::ThirdParty)
-    );
+    let modules =
+        c.list_security_profile_flow_modules().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
+    assert_eq!(modules.allowed_flow_modules()[0].flow_module_id(), Some("fm-1"));
+    assert_eq!(modules.allowed_flow_modules()[0].r#type(), Some(&FlowModuleType::Mcp));
+    let agents =
+        c.list_security_profile_ai_agents().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
+    assert_eq!(agents.allowed_ai_agents()[0].r#type(), Some(&AiAgentType::ThirdParty));
 
     // Update: members sent replace, empty members clear, members left out stay.
     c.update_security_profile()
@@ -183,79 +124,36 @@ async fn create_describe_lists_update_delete_round_trip() {
         .send()
         .await
         .expect("update");
-    let d = c
-        .describe_security_profile()
-        .instance_id(INSTANCE)
-        .security_profile_id(&id)
-        .send()
-        .await
-        .unwrap();
+    let d = c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
     let p = d.security_profile().unwrap();
     assert_eq!(p.description(), Some("changed"));
     assert!(p.allowed_access_control_tags().is_none_or(|t| t.is_empty()));
-    assert_eq!(
-        p.tag_restricted_resources(),
-        ["User"],
-        "members left out of an update stay"
-    );
-    let perms = c
-        .list_security_profile_permissions()
-        .instance_id(INSTANCE)
-        .security_profile_id(&id)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(p.tag_restricted_resources(), ["User"], "members left out of an update stay");
+    let perms =
+        c.list_security_profile_permissions().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
     assert!(perms.permissions().is_empty());
-    let apps = c
-        .list_security_profile_applications()
-        .instance_id(INSTANCE)
-        .security_profile_id(&id)
-        .send()
-        .await
-        .unwrap();
+    let apps =
+        c.list_security_profile_applications().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
     assert!(apps.applications().is_empty());
 
-    c.delete_security_profile()
-        .instance_id(INSTANCE)
-        .security_profile_id(&id)
-        .send()
-        .await
-        .expect("delete");
+    c.delete_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await.expect("delete");
     let (code, _) = error_code(
         "describe deleted",
-        c.describe_security_profile()
-            .instance_id(INSTANCE)
-            .security_profile_id(&id)
-            .send()
-            .await,
+        c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await,
     );
     assert_eq!(code, "ResourceNotFoundException");
 
     let ops: Vec<_> = emu.calls().iter().map(|c| c.operation.clone()).collect();
-    assert_eq!(
-        ops.first().map(String::as_str),
-        Some("CreateSecurityProfile")
-    );
-    assert!(
-        ops.contains(&"UpdateSecurityProfile".to_string())
-            && ops.contains(&"DeleteSecurityProfile".to_string())
-    );
-    assert!(
-        emu.calls().iter().all(|c| c.seq > 0),
-        "every call is recorded with a sequence number"
-    );
+    assert_eq!(ops.first().map(String::as_str), Some("CreateSecurityProfile"));
+    assert!(ops.contains(&"UpdateSecurityProfile".to_string()) && ops.contains(&"DeleteSecurityProfile".to_string()));
+    assert!(emu.calls().iter().all(|c| c.seq > 0), "every call is recorded with a sequence number");
 }
 
 #[tokio::test]
 async fn describe_instance_and_default_profiles() {
     let emu = emulator_with(no_faults(), 100).await;
     let c = client(&emu, 1);
-    let i = c
-        .describe_instance()
-        .instance_id(INSTANCE)
-        .send()
-        .await
-        .expect("describe instance");
+    let i = c.describe_instance().instance_id(INSTANCE).send().await.expect("describe instance");
     let i = i.instance().unwrap();
     assert_eq!(i.id(), Some(INSTANCE));
     assert_eq!(i.instance_status(), Some(&InstanceStatus::Active));
@@ -269,62 +167,35 @@ async fn describe_instance_and_default_profiles() {
         .iter()
         .filter_map(|s| s.name().map(str::to_string))
         .collect();
-    assert_eq!(
-        names,
-        ["Admin", "Agent", "CallCenterManager", "QualityAnalyst"]
-            .map(String::from)
-            .into()
-    );
+    assert_eq!(names, ["Admin", "Agent", "CallCenterManager", "QualityAnalyst"].map(String::from).into());
 }
 
 #[tokio::test]
 async fn create_refuses_each_model_constraint_naming_the_field() {
     let emu = emulator_with(no_faults(), 100).await;
     let c = client(&emu, 1);
-    let base = || {
-        c.create_security_profile()
-            .instance_id(INSTANCE)
-            .security_profile_name("valid")
-    };
+    let base = || c.create_security_profile().instance_id(INSTANCE).security_profile_name("valid");
     let many = |n: usize| (0..n).map(|i| format!("p{i}")).collect::<Vec<_>>();
     let cases = vec![
         (
             "bad name",
-            c.create_security_profile()
-                .instance_id(INSTANCE)
-                .security_profile_name("no/slash"),
+            c.create_security_profile().instance_id(INSTANCE).security_profile_name("no/slash"),
             "SecurityProfileName",
         ),
         (
             "long name",
-            c.create_security_profile()
-                .instance_id(INSTANCE)
-                .security_profile_name("a".repeat(128)),
+            c.create_security_profile().instance_id(INSTANCE).security_profile_name("a".repeat(128)),
             "SecurityProfileName",
         ),
-        (
-            "long description",
-            base().description("d".repeat(251)),
-            "Description",
-        ),
-        (
-            "501 permissions",
-            base().set_permissions(Some(many(501))),
-            "Permissions",
-        ),
+        ("long description", base().description("d".repeat(251)), "Description"),
+        ("501 permissions", base().set_permissions(Some(many(501))), "Permissions"),
         ("empty permission", base().permissions(""), "Permissions[0]"),
         ("aws: tag", base().tags("aws:owner", "x"), "reserved prefix"),
         ("tag key chars", base().tags("a*b", "x"), "Tags key"),
-        (
-            "long tag value",
-            base().tags("k", "v".repeat(257)),
-            "Tags[\"k\"]",
-        ),
+        ("long tag value", base().tags("k", "v".repeat(257)), "Tags[\"k\"]"),
         (
             "5 ACL tags",
-            base().set_allowed_access_control_tags(Some(
-                (0..5).map(|i| (format!("k{i}"), "v".into())).collect(),
-            )),
+            base().set_allowed_access_control_tags(Some((0..5).map(|i| (format!("k{i}"), "v".into())).collect())),
             "AllowedAccessControlTags",
         ),
         (
@@ -332,11 +203,7 @@ async fn create_refuses_each_model_constraint_naming_the_field() {
             base().set_tag_restricted_resources(Some(vec!["User".into(); 11])),
             "TagRestrictedResources",
         ),
-        (
-            "unknown tag-restricted",
-            base().tag_restricted_resources("Printer"),
-            "TagRestrictedResources[0]",
-        ),
+        ("unknown tag-restricted", base().tag_restricted_resources("Printer"), "TagRestrictedResources[0]"),
         (
             "unknown hierarchy-restricted",
             base().hierarchy_restricted_resources("Queue"),
@@ -358,18 +225,11 @@ async fn create_refuses_each_model_constraint_naming_the_field() {
             ),
             "Applications[0].Type",
         ),
-        (
-            "11 apps",
-            base().set_applications(Some(vec![full_application(); 11])),
-            "Applications",
-        ),
+        ("11 apps", base().set_applications(Some(vec![full_application(); 11])), "Applications"),
         (
             "flow module type",
             base().allowed_flow_modules(
-                FlowModule::builder()
-                    .r#type(FlowModuleType::from("X"))
-                    .flow_module_id("f")
-                    .build(),
+                FlowModule::builder().r#type(FlowModuleType::from("X")).flow_module_id("f").build(),
             ),
             "AllowedFlowModules[0].Type",
         ),
@@ -397,19 +257,14 @@ async fn create_refuses_each_model_constraint_naming_the_field() {
         ),
         (
             "long instance id",
-            c.create_security_profile()
-                .instance_id("i".repeat(101))
-                .security_profile_name("x"),
+            c.create_security_profile().instance_id("i".repeat(101)).security_profile_name("x"),
             "InstanceId",
         ),
     ];
     for (what, req, field) in cases {
         let (code, message) = error_code(what, req.send().await);
         assert_eq!(code, "InvalidParameterException", "{what}: {message}");
-        assert!(
-            message.contains(field),
-            "{what}: message {message:?} should name {field:?}"
-        );
+        assert!(message.contains(field), "{what}: message {message:?} should name {field:?}");
     }
     let created = emu.calls().iter().filter(|c| c.succeeded()).count();
     assert_eq!(created, 0, "no invalid request created anything");
@@ -421,43 +276,25 @@ async fn create_duplicate_quota_unknown_and_inactive_instance() {
     emu.add_instance("failed-instance", "CREATION_FAILED");
     let c = client(&emu, 1);
     create_named(&c, "one").await;
-    let (code, msg) = error_code(
-        "dup",
-        c.create_security_profile()
-            .instance_id(INSTANCE)
-            .security_profile_name("one")
-            .send()
-            .await,
-    );
+    let (code, msg) =
+        error_code("dup", c.create_security_profile().instance_id(INSTANCE).security_profile_name("one").send().await);
     assert_eq!(code, "DuplicateResourceException");
     assert!(msg.contains("\"one\"") && msg.contains(INSTANCE), "{msg}");
     create_named(&c, "two").await;
     let (code, msg) = error_code(
         "quota",
-        c.create_security_profile()
-            .instance_id(INSTANCE)
-            .security_profile_name("three")
-            .send()
-            .await,
+        c.create_security_profile().instance_id(INSTANCE).security_profile_name("three").send().await,
     );
     assert_eq!(code, "LimitExceededException", "{msg}");
     let (code, msg) = error_code(
         "unknown instance",
-        c.create_security_profile()
-            .instance_id("nope")
-            .security_profile_name("x")
-            .send()
-            .await,
+        c.create_security_profile().instance_id("nope").security_profile_name("x").send().await,
     );
     assert_eq!(code, "ResourceNotFoundException");
     assert!(msg.contains("nope"));
     let (code, _) = error_code(
         "inactive",
-        c.create_security_profile()
-            .instance_id("failed-instance")
-            .security_profile_name("x")
-            .send()
-            .await,
+        c.create_security_profile().instance_id("failed-instance").security_profile_name("x").send().await,
     );
     assert_eq!(code, "InvalidRequestException");
 }
@@ -495,25 +332,13 @@ const ALL_OPS: [Op; 12] = [
 ];
 
 /// Calls `op` on (instance, profile id, ARN); `bad` sends a parameter that breaks the model.
-async fn call(
-    c: &Client,
-    op: Op,
-    instance: &str,
-    id: &str,
-    arn: &str,
-    bad: bool,
-) -> (String, String) {
+async fn call(c: &Client, op: Op, instance: &str, id: &str, arn: &str, bad: bool) -> (String, String) {
     let max = if bad { 0 } else { 10 };
     let what = format!("{op:?}");
     match op {
-        Op::Describe => outcome(
-            &what,
-            c.describe_security_profile()
-                .instance_id(instance)
-                .security_profile_id(id)
-                .send()
-                .await,
-        ),
+        Op::Describe => {
+            outcome(&what, c.describe_security_profile().instance_id(instance).security_profile_id(id).send().await)
+        }
         Op::Update => {
             let desc = if bad { "x".repeat(251) } else { "ok".into() };
             outcome(
@@ -526,22 +351,10 @@ async fn call(
                     .await,
             )
         }
-        Op::Delete => outcome(
-            &what,
-            c.delete_security_profile()
-                .instance_id(instance)
-                .security_profile_id(id)
-                .send()
-                .await,
-        ),
-        Op::List => outcome(
-            &what,
-            c.list_security_profiles()
-                .instance_id(instance)
-                .max_results(max)
-                .send()
-                .await,
-        ),
+        Op::Delete => {
+            outcome(&what, c.delete_security_profile().instance_id(instance).security_profile_id(id).send().await)
+        }
+        Op::List => outcome(&what, c.list_security_profiles().instance_id(instance).max_results(max).send().await),
         Op::ListPermissions => outcome(
             &what,
             c.list_security_profile_permissions()
@@ -580,35 +393,17 @@ async fn call(
         ),
         Op::Search => outcome(
             &what,
-            c.search_security_profiles()
-                .instance_id(instance)
-                .max_results(if bad { 101 } else { 10 })
-                .send()
-                .await,
+            c.search_security_profiles().instance_id(instance).max_results(if bad { 101 } else { 10 }).send().await,
         ),
-        Op::Tag => outcome(
-            &what,
-            c.tag_resource()
-                .resource_arn(arn)
-                .tags(if bad { "aws:x" } else { "k" }, "v")
-                .send()
-                .await,
-        ),
-        Op::Untag => outcome(
-            &what,
-            c.untag_resource()
-                .resource_arn(arn)
-                .tag_keys(if bad { "aws:x" } else { "k" })
-                .send()
-                .await,
-        ),
-        Op::ListTags => outcome(
-            &what,
-            c.list_tags_for_resource()
-                .resource_arn(if bad { "not-an-arn" } else { arn })
-                .send()
-                .await,
-        ),
+        Op::Tag => {
+            outcome(&what, c.tag_resource().resource_arn(arn).tags(if bad { "aws:x" } else { "k" }, "v").send().await)
+        }
+        Op::Untag => {
+            outcome(&what, c.untag_resource().resource_arn(arn).tag_keys(if bad { "aws:x" } else { "k" }).send().await)
+        }
+        Op::ListTags => {
+            outcome(&what, c.list_tags_for_resource().resource_arn(if bad { "not-an-arn" } else { arn }).send().await)
+        }
     }
 }
 
@@ -618,9 +413,7 @@ async fn every_operation_returns_each_error_code_of_its_model() {
     emu.add_instance("inactive", "CREATION_FAILED");
     let c = client(&emu, 1);
     let (id, arn) = create_named(&c, "errors").await;
-    let missing_arn = format!(
-        "arn:aws:connect:us-east-1:123456789012:instance/{INSTANCE}/security-profile/missing"
-    );
+    let missing_arn = format!("arn:aws:connect:us-east-1:123456789012:instance/{INSTANCE}/security-profile/missing");
     for op in ALL_OPS {
         // The profile's own operations must fail here; List and Search have no profile to miss.
         if !matches!(op, Op::List | Op::Search) {
@@ -629,10 +422,7 @@ async fn every_operation_returns_each_error_code_of_its_model() {
         }
         let (code, msg) = call(&c, op, "unknown-instance", &id, &missing_arn, false).await;
         if !matches!(op, Op::Tag | Op::Untag | Op::ListTags) {
-            assert_eq!(
-                code, "ResourceNotFoundException",
-                "{op:?} unknown instance: {msg}"
-            );
+            assert_eq!(code, "ResourceNotFoundException", "{op:?} unknown instance: {msg}");
         }
         if matches!(op, Op::Describe | Op::Delete) {
             // No member of these can break the model but the instance ID's length.
@@ -641,17 +431,11 @@ async fn every_operation_returns_each_error_code_of_its_model() {
             assert!(msg.contains("InstanceId"), "{msg}");
         } else {
             let (code, msg) = call(&c, op, INSTANCE, &id, &arn, true).await;
-            assert_eq!(
-                code, "InvalidParameterException",
-                "{op:?} bad parameter: {msg}"
-            );
+            assert_eq!(code, "InvalidParameterException", "{op:?} bad parameter: {msg}");
         }
         if !matches!(op, Op::Tag | Op::Untag | Op::ListTags) {
             let (code, msg) = call(&c, op, "inactive", &id, &arn, false).await;
-            assert_eq!(
-                code, "InvalidRequestException",
-                "{op:?} inactive instance: {msg}"
-            );
+            assert_eq!(code, "InvalidRequestException", "{op:?} inactive instance: {msg}");
         }
         if !matches!(op, Op::Delete) {
             let (code, msg) = call(&c, op, INSTANCE, &id, &arn, false).await;
@@ -659,60 +443,26 @@ async fn every_operation_returns_each_error_code_of_its_model() {
         }
     }
     // TagResource past 50 tags in all is an InvalidRequestException.
-    let tags: std::collections::HashMap<String, String> =
-        (0..50).map(|i| (format!("t{i}"), "v".into())).collect();
-    c.tag_resource()
-        .resource_arn(&arn)
-        .set_tags(Some(tags))
-        .send()
-        .await
-        .expect("50 tags fit");
-    let (code, msg) = error_code(
-        "51st tag",
-        c.tag_resource()
-            .resource_arn(&arn)
-            .tags("one-more", "v")
-            .send()
-            .await,
-    );
+    let tags: std::collections::HashMap<String, String> = (0..50).map(|i| (format!("t{i}"), "v".into())).collect();
+    c.tag_resource().resource_arn(&arn).set_tags(Some(tags)).send().await.expect("50 tags fit");
+    let (code, msg) = error_code("51st tag", c.tag_resource().resource_arn(&arn).tags("one-more", "v").send().await);
     assert_eq!(code, "InvalidRequestException", "{msg}");
     // DeleteSecurityProfile's own errors: AccessDenied and ResourceInUse.
     assert!(emu.with_profile(INSTANCE, &id, |p| p.delete_denied = true));
-    let (code, _) = error_code(
-        "denied",
-        c.delete_security_profile()
-            .instance_id(INSTANCE)
-            .security_profile_id(&id)
-            .send()
-            .await,
-    );
+    let (code, _) =
+        error_code("denied", c.delete_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await);
     assert_eq!(code, "AccessDeniedException");
     emu.with_profile(INSTANCE, &id, |p| {
         p.delete_denied = false;
         p.in_use = true;
     });
-    let (code, msg) = error_code(
-        "in use",
-        c.delete_security_profile()
-            .instance_id(INSTANCE)
-            .security_profile_id(&id)
-            .send()
-            .await,
-    );
+    let (code, msg) =
+        error_code("in use", c.delete_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await);
     assert_eq!(code, "ResourceInUseException", "{msg}");
     // DescribeInstance: InvalidRequest (bad ID) and ResourceNotFound.
-    let (code, _) = error_code(
-        "instance id",
-        c.describe_instance()
-            .instance_id("i".repeat(101))
-            .send()
-            .await,
-    );
+    let (code, _) = error_code("instance id", c.describe_instance().instance_id("i".repeat(101)).send().await);
     assert_eq!(code, "InvalidRequestException");
-    let (code, _) = error_code(
-        "unknown instance",
-        c.describe_instance().instance_id("nope").send().await,
-    );
+    let (code, _) = error_code("unknown instance", c.describe_instance().instance_id("nope").send().await);
     assert_eq!(code, "ResourceNotFoundException");
 }
 
@@ -740,67 +490,29 @@ async fn every_operation_meets_throttling_and_internal_errors() {
     let emu = emulator_with(no_faults(), 100).await;
     let c = client(&emu, 1);
     let (id, arn) = create_named(&c, "faults").await;
-    emu.set_faults(Faults {
-        throttle_rate: 0.001,
-        throttle_burst: 0.0,
-        ..Faults::default()
-    });
+    emu.set_faults(Faults { throttle_rate: 0.001, throttle_burst: 0.0, ..Faults::default() });
     for op in ALL_OPS {
-        assert_eq!(
-            ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await),
-            "ThrottlingException",
-            "{op:?}"
-        );
+        assert_eq!(ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await), "ThrottlingException", "{op:?}");
     }
     let (code, _) = error_code(
         "create throttled",
-        c.create_security_profile()
-            .instance_id(INSTANCE)
-            .security_profile_name("t")
-            .send()
-            .await,
+        c.create_security_profile().instance_id(INSTANCE).security_profile_name("t").send().await,
     );
     assert_eq!(code, "ThrottlingException");
-    emu.set_faults(Faults {
-        throttle_rate: 0.0,
-        error_rate: 1.0,
-        ..Faults::default()
-    });
+    emu.set_faults(Faults { throttle_rate: 0.0, error_rate: 1.0, ..Faults::default() });
     for op in ALL_OPS {
-        assert_eq!(
-            ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await),
-            "InternalServiceException",
-            "{op:?}"
-        );
+        assert_eq!(ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await), "InternalServiceException", "{op:?}");
     }
     let (code, _) = error_code(
         "create 500",
-        c.create_security_profile()
-            .instance_id(INSTANCE)
-            .security_profile_name("t")
-            .send()
-            .await,
+        c.create_security_profile().instance_id(INSTANCE).security_profile_name("t").send().await,
     );
     assert_eq!(code, "InternalServiceException");
-    let (code, _) = error_code(
-        "instance 500",
-        c.describe_instance().instance_id(INSTANCE).send().await,
-    );
+    let (code, _) = error_code("instance 500", c.describe_instance().instance_id(INSTANCE).send().await);
     assert_eq!(code, "InternalServiceException");
     let state = emu.state();
-    assert!(
-        state.instances[INSTANCE]
-            .profiles
-            .iter()
-            .any(|p| p.id == id),
-        "faults changed nothing"
-    );
-    assert!(
-        !state.instances[INSTANCE]
-            .profiles
-            .iter()
-            .any(|p| p.security_profile_name == "t")
-    );
+    assert!(state.instances[INSTANCE].profiles.iter().any(|p| p.id == id), "faults changed nothing");
+    assert!(!state.instances[INSTANCE].profiles.iter().any(|p| p.security_profile_name == "t"));
 }
 
 #[tokio::test]
@@ -823,16 +535,8 @@ async fn pagination_of_lists_and_search() {
         .map(|s| s.expect("page").name().unwrap().to_string())
         .collect();
     assert_eq!(all.len(), 29, "25 created + 4 defaults");
-    assert_eq!(
-        all.iter().collect::<BTreeSet<_>>().len(),
-        29,
-        "no profile twice"
-    );
-    let pages = emu
-        .calls()
-        .iter()
-        .filter(|c| c.operation == "ListSecurityProfiles")
-        .count();
+    assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 29, "no profile twice");
+    let pages = emu.calls().iter().filter(|c| c.operation == "ListSecurityProfiles").count();
     assert_eq!(pages, 5, "29 profiles in pages of 7");
 
     let perms: Vec<String> = (0..120).map(|i| format!("Perm{i}")).collect();
@@ -881,25 +585,15 @@ async fn pagination_of_lists_and_search() {
             .await
             .unwrap();
         assert_eq!(out.approximate_total_count(), Some(25));
-        names.extend(
-            out.security_profiles()
-                .iter()
-                .map(|p| p.security_profile_name().unwrap().to_string()),
-        );
+        names.extend(out.security_profiles().iter().map(|p| p.security_profile_name().unwrap().to_string()));
         token = out.next_token().map(str::to_string);
         if token.is_none() {
             break;
         }
     }
     assert_eq!(names.len(), 25);
-    let (code, msg) = error_code(
-        "forged token",
-        c.list_security_profiles()
-            .instance_id(INSTANCE)
-            .next_token("forged")
-            .send()
-            .await,
-    );
+    let (code, msg) =
+        error_code("forged token", c.list_security_profiles().instance_id(INSTANCE).next_token("forged").send().await);
     assert_eq!(code, "InvalidParameterException", "{msg}");
 }
 
@@ -909,12 +603,7 @@ async fn search_by_name_and_tags() {
     let c = client(&emu, 1);
     let (_, arn) = create_named(&c, "Billing Agents").await;
     create_named(&c, "Billing").await;
-    c.tag_resource()
-        .resource_arn(&arn)
-        .tags("owner", "uid-1")
-        .send()
-        .await
-        .unwrap();
+    c.tag_resource().resource_arn(&arn).tags("owner", "uid-1").send().await.unwrap();
     let search = |criteria: SecurityProfileSearchCriteria| {
         let c = c.clone();
         async move {
@@ -932,29 +621,12 @@ async fn search_by_name_and_tags() {
     };
     let by = |t: StringComparisonType, v: &str| {
         SecurityProfileSearchCriteria::builder()
-            .string_condition(
-                StringCondition::builder()
-                    .field_name("name")
-                    .value(v)
-                    .comparison_type(t)
-                    .build(),
-            )
+            .string_condition(StringCondition::builder().field_name("name").value(v).comparison_type(t).build())
             .build()
     };
-    assert_eq!(
-        search(by(StringComparisonType::Exact, "Billing")).await,
-        ["Billing".to_string()].into()
-    );
-    assert_eq!(
-        search(by(StringComparisonType::StartsWith, "Billing"))
-            .await
-            .len(),
-        2
-    );
-    assert_eq!(
-        search(by(StringComparisonType::Contains, "agents")).await,
-        ["Billing Agents".to_string()].into()
-    );
+    assert_eq!(search(by(StringComparisonType::Exact, "Billing")).await, ["Billing".to_string()].into());
+    assert_eq!(search(by(StringComparisonType::StartsWith, "Billing")).await.len(), 2);
+    assert_eq!(search(by(StringComparisonType::Contains, "agents")).await, ["Billing Agents".to_string()].into());
     let tagged = c
         .search_security_profiles()
         .instance_id(INSTANCE)
@@ -962,12 +634,7 @@ async fn search_by_name_and_tags() {
             SecurityProfilesSearchFilter::builder()
                 .tag_filter(
                     ControlPlaneTagFilter::builder()
-                        .tag_condition(
-                            TagCondition::builder()
-                                .tag_key("owner")
-                                .tag_value("uid-1")
-                                .build(),
-                        )
+                        .tag_condition(TagCondition::builder().tag_key("owner").tag_value("uid-1").build())
                         .build(),
                 )
                 .build(),
@@ -976,10 +643,7 @@ async fn search_by_name_and_tags() {
         .await
         .unwrap();
     assert_eq!(tagged.security_profiles().len(), 1);
-    assert_eq!(
-        tagged.security_profiles()[0].tags().unwrap()["owner"],
-        "uid-1"
-    );
+    assert_eq!(tagged.security_profiles()[0].tags().unwrap()["owner"], "uid-1");
 }
 
 #[tokio::test]
@@ -987,49 +651,14 @@ async fn tags_are_added_changed_listed_and_removed() {
     let emu = emulator_with(no_faults(), 100).await;
     let c = client(&emu, 1);
     let (_, arn) = create_named(&c, "tagged").await;
-    c.tag_resource()
-        .resource_arn(&arn)
-        .tags("a", "1")
-        .tags("b", "2")
-        .send()
-        .await
-        .unwrap();
-    c.tag_resource()
-        .resource_arn(&arn)
-        .tags("a", "changed")
-        .send()
-        .await
-        .unwrap();
-    c.untag_resource()
-        .resource_arn(&arn)
-        .tag_keys("b")
-        .send()
-        .await
-        .unwrap();
-    let tags = c
-        .list_tags_for_resource()
-        .resource_arn(&arn)
-        .send()
-        .await
-        .unwrap();
-    let tags: Vec<(String, String)> = tags
-        .tags()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    c.tag_resource().resource_arn(&arn).tags("a", "1").tags("b", "2").send().await.unwrap();
+    c.tag_resource().resource_arn(&arn).tags("a", "changed").send().await.unwrap();
+    c.untag_resource().resource_arn(&arn).tag_keys("b").send().await.unwrap();
+    let tags = c.list_tags_for_resource().resource_arn(&arn).send().await.unwrap();
+    let tags: Vec<(String, String)> = tags.tags().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     assert_eq!(tags, vec![("a".to_string(), "changed".to_string())]);
     let ops: Vec<String> = emu.calls().iter().map(|c| c.operation.clone()).collect();
-    assert_eq!(
-        ops,
-        [
-            "CreateSecurityProfile",
-            "TagResource",
-            "TagResource",
-            "UntagResource",
-            "ListTagsForResource"
-        ]
-    );
+    assert_eq!(ops, ["CreateSecurityProfile", "TagResource", "TagResource", "UntagResource", "ListTagsForResource"]);
 }
 
 #[tokio::test]
@@ -1042,43 +671,21 @@ async fn a_burst_of_20_calls_meets_429s_and_the_sdk_retries_them() {
     });
     let results = futures::future::join_all(calls).await;
     let log = emu.calls();
-    let throttled = log
-        .iter()
-        .filter(|c| c.outcome == "ThrottlingException")
-        .count();
+    let throttled = log.iter().filter(|c| c.outcome == "ThrottlingException").count();
     let served = log.iter().filter(|c| c.succeeded()).count();
     assert!(throttled > 0, "a burst of 20 must meet 429s");
-    assert!(
-        log.len() > 20,
-        "the SDK retried throttled calls ({} calls seen)",
-        log.len()
-    );
+    assert!(log.len() > 20, "the SDK retried throttled calls ({} calls seen)", log.len());
     assert_eq!(served, results.iter().filter(|r| r.is_ok()).count());
-    assert!(
-        served > 5,
-        "retries got calls past the burst of 5 ({served} served)"
-    );
+    assert!(served > 5, "retries got calls past the burst of 5 ({served} served)");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
         use aws_sdk_connect::error::ProvideErrorMetadata;
-        assert_eq!(
-            r.code(),
-            Some("ThrottlingException"),
-            "only throttling may fail: {r:?}"
-        );
+        assert_eq!(r.code(), Some("ThrottlingException"), "only throttling may fail: {r:?}");
     }
 }
 
 #[tokio::test]
 async fn a_lost_create_response_leaves_the_profile_created() {
-    let emu = emulator_with(
-        Faults {
-            throttle_rate: 0.0,
-            lose_next_creates: 1,
-            ..Faults::default()
-        },
-        100,
-    )
-    .await;
+    let emu = emulator_with(Faults { throttle_rate: 0.0, lose_next_creates: 1, ..Faults::default() }, 100).await;
     // Without retries the caller sees a transport error, not an answer.
     let once = client(&emu, 1);
     let err = once
@@ -1088,36 +695,17 @@ async fn a_lost_create_response_leaves_the_profile_created() {
         .send()
         .await
         .expect_err("response lost");
-    assert!(
-        matches!(err, aws_sdk_connect::error::SdkError::DispatchFailure(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, aws_sdk_connect::error::SdkError::DispatchFailure(_)), "{err:?}");
     let state = emu.state();
-    let lost: Vec<_> = state.instances[INSTANCE]
-        .profiles
-        .iter()
-        .filter(|p| p.security_profile_name == "lost")
-        .collect();
-    assert_eq!(
-        lost.len(),
-        1,
-        "the profile was created although its response was lost"
-    );
+    let lost: Vec<_> =
+        state.instances[INSTANCE].profiles.iter().filter(|p| p.security_profile_name == "lost").collect();
+    assert_eq!(lost.len(), 1, "the profile was created although its response was lost");
     // With the SDK's retries, the retry of a lost create meets DuplicateResourceException.
-    emu.set_faults(Faults {
-        throttle_rate: 0.0,
-        lose_next_creates: 1,
-        ..Faults::default()
-    });
+    emu.set_faults(Faults { throttle_rate: 0.0, lose_next_creates: 1, ..Faults::default() });
     let retrying = client(&emu, 3);
     let (code, _) = error_code(
         "retried create",
-        retrying
-            .create_security_profile()
-            .instance_id(INSTANCE)
-            .security_profile_name("lost-2")
-            .send()
-            .await,
+        retrying.create_security_profile().instance_id(INSTANCE).security_profile_name("lost-2").send().await,
     );
     assert_eq!(code, "DuplicateResourceException");
     let outcomes: Vec<String> = emu
@@ -1128,11 +716,7 @@ async fn a_lost_create_response_leaves_the_profile_created() {
         .collect();
     assert_eq!(outcomes, ["ok:response-lost", "DuplicateResourceException"]);
     assert_eq!(
-        emu.state().instances[INSTANCE]
-            .profiles
-            .iter()
-            .filter(|p| p.security_profile_name == "lost-2")
-            .count(),
+        emu.state().instances[INSTANCE].profiles.iter().filter(|p| p.security_profile_name == "lost-2").count(),
         1
     );
 }

@@ -96,11 +96,7 @@ pub struct SecurityProfileSpec {
     pub allowed_flow_modules: Option<Vec<FlowModule>>,
 
     /// AI agents the profile may use (at most 100).
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        rename = "allowedAIAgents"
-    )]
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "allowedAIAgents")]
     #[schemars(length(max = 100))]
     pub allowed_ai_agents: Option<Vec<AiAgent>>,
 
@@ -127,9 +123,7 @@ pub struct SecurityProfileSpec {
 }
 
 /// A resource type tag restrictions apply to.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, PartialOrd, Ord,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, PartialOrd, Ord)]
 pub enum TagRestrictedResource {
     User,
     SecurityProfile,
@@ -138,9 +132,7 @@ pub enum TagRestrictedResource {
 }
 
 /// A resource type hierarchy restrictions apply to.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, PartialOrd, Ord,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, PartialOrd, Ord)]
 pub enum HierarchyRestrictedResource {
     User,
 }
@@ -233,8 +225,7 @@ pub struct GranularAccessControlConfiguration {
 pub struct DataTableAccessControlConfiguration {
     /// Restriction by primary attribute values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_attribute_access_control_configuration:
-        Option<PrimaryAttributeAccessControlConfiguration>,
+    pub primary_attribute_access_control_configuration: Option<PrimaryAttributeAccessControlConfiguration>,
 }
 
 /// Restriction of data-table access by primary attribute values.
@@ -256,18 +247,12 @@ pub struct PrimaryAttributeValue {
     pub access_type: Option<AccessType>,
     /// Name of the attribute: 1-127 printable Latin-1 characters, not starting with "aws:" or "connect:".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 127),
-        regex(pattern = r"^[\t\n\r\x20-\x7E\xA1-\xFF]+$")
-    )]
+    #[schemars(length(min = 1, max = 127), regex(pattern = r"^[\t\n\r\x20-\x7E\xA1-\xFF]+$"))]
     #[x_kube(validation = Rule::new("!self.startsWith('aws:') && !self.startsWith('connect:')").message("attributeName must not begin with aws: or connect:"))]
     pub attribute_name: Option<String>,
     /// Allowed values (at most 2, printable Latin-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(max = 2),
-        inner(regex(pattern = r"^[\t\n\r\x20-\x7E\xA1-\xFF]+$"))
-    )]
+    #[schemars(length(max = 2), inner(regex(pattern = r"^[\t\n\r\x20-\x7E\xA1-\xFF]+$")))]
     pub values: Option<Vec<String>>,
 }
 
@@ -288,6 +273,10 @@ pub struct SecurityProfileStatus {
     /// The ARN of the profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_profile_arn: Option<String>,
+    /// Connect's LastModifiedTime of the profile when it was last read in full; while it is unchanged a
+    /// resync reads only DescribeSecurityProfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_last_modified_time: Option<String>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -300,8 +289,7 @@ pub struct SecurityProfileStatus {
 
 /// The CustomResourceDefinition as installed: the derived one, with `null` removed from the enums of
 /// optional members (the derive lists it; the apiserver needs only `nullable`).
-pub fn crd()
--> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     use kube::CustomResourceExt;
     let mut value = serde_json::to_value(SecurityProfile::crd()).expect("CRD serializes");
     strip_null_from_enums(&mut value);
@@ -323,11 +311,7 @@ fn strip_null_from_enums(v: &mut serde_json::Value) {
 
 impl SecurityProfile {
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
     }
 }
 
@@ -357,34 +341,23 @@ mod tests {
 
     #[test]
     fn cel_rules_refuse_reserved_tag_keys_and_renames() {
-        let ok =
-            profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": {"team": "x"}}));
+        let ok = profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": {"team": "x"}}));
         assert!(ok.validate_cel().is_ok(), "{:?}", ok.validate_cel());
-        let aws = profile(
-            json!({"instanceId": "i", "securityProfileName": "a", "tags": {"aws:owner": "x"}}),
-        );
+        let aws = profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": {"aws:owner": "x"}}));
         let err = format!("{:?}", aws.validate_cel().expect_err("aws: prefix"));
         assert!(err.contains("reserved prefix aws:"), "{err}");
-        let star =
-            profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": {"a*b": "x"}}));
+        let star = profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": {"a*b": "x"}}));
         assert!(star.validate_cel().is_err());
         let renamed = profile(json!({"instanceId": "i", "securityProfileName": "b"}));
-        let err = format!(
-            "{:?}",
-            renamed.validate_cel_update(&ok).expect_err("rename")
-        );
+        let err = format!("{:?}", renamed.validate_cel_update(&ok).expect_err("rename"));
         assert!(err.contains("securityProfileName is immutable"), "{err}");
-        let moved =
-            profile(json!({"instanceId": "j", "securityProfileName": "a", "tags": {"team": "x"}}));
-        assert!(
-            format!("{:?}", moved.validate_cel_update(&ok)).contains("instanceId is immutable")
-        );
+        let moved = profile(json!({"instanceId": "j", "securityProfileName": "a", "tags": {"team": "x"}}));
+        assert!(format!("{:?}", moved.validate_cel_update(&ok)).contains("instanceId is immutable"));
         assert!(ok.validate_cel_update(&ok).is_ok());
-        let attr = profile(
-            json!({"instanceId": "i", "securityProfileName": "a", "granularAccessControlConfiguration": {
+        let attr =
+            profile(json!({"instanceId": "i", "securityProfileName": "a", "granularAccessControlConfiguration": {
             "dataTableAccessControlConfiguration": {"primaryAttributeAccessControlConfiguration": {
-                "primaryAttributeValues": [{"attributeName": "connect:x"}]}}}}),
-        );
+                "primaryAttributeValues": [{"attributeName": "connect:x"}]}}}}));
         assert!(attr.validate_cel().is_err());
     }
 
@@ -401,10 +374,7 @@ mod tests {
         ] {
             let p = profile(spec.clone());
             assert!(p.validate_cel().is_err(), "CEL accepts {spec}");
-            assert!(
-                crate::reconcile::validate::validate_spec(&p.spec, None).is_err(),
-                "controller accepts {spec}"
-            );
+            assert!(crate::reconcile::validate::validate_spec(&p.spec, None).is_err(), "controller accepts {spec}");
         }
     }
 }

@@ -14,11 +14,7 @@ use connect_operator::emulator::{DEFAULT_INSTANCE_ID, Emulator, EmulatorConfig, 
 )]
 struct Args {
     /// Address to listen on; port 0 picks a free port.
-    #[arg(
-        long,
-        env = "CONNECT_EMULATOR_LISTEN",
-        default_value = "127.0.0.1:8787"
-    )]
+    #[arg(long, env = "CONNECT_EMULATOR_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
     /// Write the bound address (host:port) to this file once listening.
     #[arg(long)]
@@ -55,9 +51,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let args = Args::parse();
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.error_rate),
@@ -89,11 +83,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.addr_file {
         std::fs::write(path, emulator.addr.to_string())?;
     }
-    println!(
-        "connect-emulator listening on {} (instances: {})",
-        emulator.endpoint(),
-        config.instances.join(", ")
-    );
+    println!("connect-emulator listening on {} (instances: {})", emulator.endpoint(), config.instances.join(", "));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

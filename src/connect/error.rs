@@ -42,10 +42,9 @@ impl std::error::Error for ConnectError {}
 /// The class of an AWS error code.
 pub fn classify(code: &str) -> ErrorClass {
     match code {
-        "InvalidParameterException"
-        | "InvalidRequestException"
-        | "ValidationException"
-        | "SerializationException" => ErrorClass::Terminal,
+        "InvalidParameterException" | "InvalidRequestException" | "ValidationException" | "SerializationException" => {
+            ErrorClass::Terminal
+        }
         "LimitExceededException" | "ServiceQuotaExceededException" => ErrorClass::Quota,
         "ResourceNotFoundException" => ErrorClass::NotFound,
         "DuplicateResourceException" => ErrorClass::Duplicate,
@@ -57,12 +56,7 @@ pub fn classify(code: &str) -> ErrorClass {
 
 impl ConnectError {
     pub fn new(class: ErrorClass, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            class,
-            code: code.into(),
-            message: message.into(),
-            outcome_unknown: false,
-        }
+        Self { class, code: code.into(), message: message.into(), outcome_unknown: false }
     }
 
     pub fn from_sdk<E, R>(err: SdkError<E, R>) -> Self
@@ -78,11 +72,7 @@ impl ConnectError {
             }
             SdkError::TimeoutError(_) => Self {
                 outcome_unknown: true,
-                ..Self::new(
-                    ErrorClass::Recoverable,
-                    "RequestTimeout",
-                    "the call to Connect timed out",
-                )
+                ..Self::new(ErrorClass::Recoverable, "RequestTimeout", "the call to Connect timed out")
             },
             SdkError::DispatchFailure(f) => Self {
                 outcome_unknown: !f.is_user(),
@@ -102,11 +92,7 @@ impl ConnectError {
             },
             // Construction failures are configuration problems (no region, no credentials): fixable
             // outside the spec, so retried.
-            _ => Self::new(
-                ErrorClass::Recoverable,
-                "ClientConfiguration",
-                source_chain(&err),
-            ),
+            _ => Self::new(ErrorClass::Recoverable, "ClientConfiguration", source_chain(&err)),
         }
     }
 }
@@ -130,17 +116,11 @@ mod tests {
         assert_eq!(classify("InvalidParameterException"), ErrorClass::Terminal);
         assert_eq!(classify("InvalidRequestException"), ErrorClass::Terminal);
         assert_eq!(classify("ThrottlingException"), ErrorClass::Recoverable);
-        assert_eq!(
-            classify("InternalServiceException"),
-            ErrorClass::Recoverable
-        );
+        assert_eq!(classify("InternalServiceException"), ErrorClass::Recoverable);
         assert_eq!(classify("AccessDeniedException"), ErrorClass::Recoverable);
         assert_eq!(classify("LimitExceededException"), ErrorClass::Quota);
         assert_eq!(classify("ResourceNotFoundException"), ErrorClass::NotFound);
-        assert_eq!(
-            classify("DuplicateResourceException"),
-            ErrorClass::Duplicate
-        );
+        assert_eq!(classify("DuplicateResourceException"), ErrorClass::Duplicate);
         assert_eq!(classify("ResourceInUseException"), ErrorClass::InUse);
         assert_eq!(classify("SomethingNew"), ErrorClass::Recoverable);
     }

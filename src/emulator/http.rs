@@ -43,9 +43,7 @@ pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(shared.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
@@ -65,28 +63,19 @@ fn error_response(e: &ApiError) -> Response<Body> {
         obj.extend(extra.clone());
     }
     let mut resp = json_response(e.status, &body);
-    resp.headers_mut()
-        .insert("x-amzn-errortype", e.code.parse().expect("valid header"));
+    resp.headers_mut().insert("x-amzn-errortype", e.code.parse().expect("valid header"));
     resp
 }
 
 fn decode(segment: &str) -> String {
-    urlencoding::decode(segment)
-        .map(|s| s.into_owned())
-        .unwrap_or_else(|_| segment.to_string())
+    urlencoding::decode(segment).map(|s| s.into_owned()).unwrap_or_else(|_| segment.to_string())
 }
 
 fn parse_query(query: Option<&str>) -> BTreeMap<String, Vec<String>> {
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|s| !s.is_empty())
-    {
+    for pair in query.unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.entry(decode(&k.replace('+', " ")))
-            .or_default()
-            .push(decode(&v.replace('+', " ")));
+        out.entry(decode(&k.replace('+', " "))).or_default().push(decode(&v.replace('+', " ")));
     }
     out
 }
@@ -101,12 +90,8 @@ fn route(method: &Method, segments: &[String]) -> Option<(&'static str, Vec<Stri
         (&Method::DELETE, ["security-profiles", _, _]) => "DeleteSecurityProfile",
         (&Method::GET, ["security-profiles-summary", _]) => "ListSecurityProfiles",
         (&Method::GET, ["security-profiles-permissions", _, _]) => "ListSecurityProfilePermissions",
-        (&Method::GET, ["security-profiles-applications", _, _]) => {
-            "ListSecurityProfileApplications"
-        }
-        (&Method::GET, ["security-profiles-flow-modules", _, _]) => {
-            "ListSecurityProfileFlowModules"
-        }
+        (&Method::GET, ["security-profiles-applications", _, _]) => "ListSecurityProfileApplications",
+        (&Method::GET, ["security-profiles-flow-modules", _, _]) => "ListSecurityProfileFlowModules",
         (&Method::GET, ["security-profiles-ai-agents", _, _]) => "ListSecurityProfileAIAgents",
         (&Method::POST, ["search-security-profiles"]) => "SearchSecurityProfiles",
         (&Method::POST, ["tags", _]) => "TagResource",
@@ -118,19 +103,11 @@ fn route(method: &Method, segments: &[String]) -> Option<(&'static str, Vec<Stri
     Some((op, segments[1..].to_vec()))
 }
 
-async fn handle(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, DropConnection> {
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, DropConnection> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query());
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     // Split before decoding: a percent-encoded ARN is one label even though it contains '/'.
     let segments: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
     if segments.first().map(String::as_str) == Some("_emulator") {
@@ -166,25 +143,13 @@ async fn connect_call(
     }
     let error_rate = shared.faults.lock().expect("faults lock").error_rate;
     if error_rate > 0.0 && rand::random::<f64>() < error_rate {
-        let e = ApiError::new(
-            "InternalServiceException",
-            500,
-            "Request processing failed (injected fault)",
-        );
+        let e = ApiError::new("InternalServiceException", 500, "Request processing failed (injected fault)");
         shared.record(operation, params, e.code.into(), e.status);
         return Ok(error_response(&e));
     }
     let result = parsed_body.and_then(|body| {
-        let request = service::Request {
-            labels,
-            query,
-            body,
-        };
-        shared
-            .connect
-            .lock()
-            .expect("state lock")
-            .call(operation, &request, unix_now())
+        let request = service::Request { labels, query, body };
+        shared.connect.lock().expect("state lock").call(operation, &request, unix_now())
     });
     match result {
         Ok(out) => {
@@ -218,19 +183,13 @@ fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Re
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     let bad = |msg: String| json_response(400, &json!({"Message": msg}));
     match (method, p.as_slice()) {
-        (&Method::GET, ["calls"]) => {
-            json_response(200, &json!(*shared.calls.lock().expect("calls lock")))
-        }
+        (&Method::GET, ["calls"]) => json_response(200, &json!(*shared.calls.lock().expect("calls lock"))),
         (&Method::DELETE, ["calls"]) => {
             shared.calls.lock().expect("calls lock").clear();
             json_response(200, &json!({}))
         }
-        (&Method::GET, ["state"]) => {
-            json_response(200, &json!(*shared.connect.lock().expect("state lock")))
-        }
-        (&Method::GET, ["faults"]) => {
-            json_response(200, &json!(*shared.faults.lock().expect("faults lock")))
-        }
+        (&Method::GET, ["state"]) => json_response(200, &json!(*shared.connect.lock().expect("state lock"))),
+        (&Method::GET, ["faults"]) => json_response(200, &json!(*shared.faults.lock().expect("faults lock"))),
         (&Method::PUT, ["faults"]) => match serde_json::from_slice::<Faults>(body) {
             Ok(f) => {
                 shared.set_faults(f.clone());
@@ -243,26 +202,17 @@ fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Re
             let mut connect = shared.connect.lock().expect("state lock");
             add_instance(&mut connect, id, shared.default_profiles);
             if let Some(s) = status.get("instanceStatus").and_then(Value::as_str) {
-                connect
-                    .instances
-                    .get_mut(*id)
-                    .expect("added")
-                    .instance_status = s.to_string();
+                connect.instances.get_mut(*id).expect("added").instance_status = s.to_string();
             }
             json_response(200, &json!(connect.instances[*id]))
         }
         (&Method::PATCH, ["profiles", instance, id]) => {
             let flags: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
             let mut connect = shared.connect.lock().expect("state lock");
-            let profile = connect
-                .instances
-                .get_mut(*instance)
-                .and_then(|i| i.profiles.iter_mut().find(|p| p.id == *id));
+            let profile =
+                connect.instances.get_mut(*instance).and_then(|i| i.profiles.iter_mut().find(|p| p.id == *id));
             match profile {
-                None => json_response(
-                    404,
-                    &json!({"Message": format!("no profile {id} in instance {instance}")}),
-                ),
+                None => json_response(404, &json!({"Message": format!("no profile {id} in instance {instance}")})),
                 Some(p) => {
                     if let Some(b) = flags.get("inUse").and_then(Value::as_bool) {
                         p.in_use = b;
@@ -274,10 +224,9 @@ fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Re
                 }
             }
         }
-        _ => json_response(
-            404,
-            &json!({"Message": format!("no control endpoint {method} /_emulator/{}", p.join("/"))}),
-        ),
+        _ => {
+            json_response(404, &json!({"Message": format!("no control endpoint {method} /_emulator/{}", p.join("/"))}))
+        }
     }
 }
 

@@ -21,32 +21,20 @@ pub fn body_object(body: &[u8]) -> Result<Object, ApiError> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::serialization(
-            "request body must be a JSON object",
-        )),
-        Err(e) => Err(ApiError::serialization(format!(
-            "request body is not valid JSON: {e}"
-        ))),
+        Ok(_) => Err(ApiError::serialization("request body must be a JSON object")),
+        Err(e) => Err(ApiError::serialization(format!("request body is not valid JSON: {e}"))),
     }
 }
 
 pub fn string_len(field: &str, s: &str, min: usize, max: usize) -> Result<(), ApiError> {
     let len = char_len(s);
     if len < min || len > max {
-        return Err(invalid(
-            field,
-            format!("length must be between {min} and {max}, got {len}"),
-        ));
+        return Err(invalid(field, format!("length must be between {min} and {max}, got {len}")));
     }
     Ok(())
 }
 
-pub fn opt_string(
-    obj: &Object,
-    field: &str,
-    min: usize,
-    max: usize,
-) -> Result<Option<String>, ApiError> {
+pub fn opt_string(obj: &Object, field: &str, min: usize, max: usize) -> Result<Option<String>, ApiError> {
     opt_member_string(obj, field, field, min, max)
 }
 
@@ -68,22 +56,11 @@ pub fn opt_member_string(
     }
 }
 
-pub fn required_string(
-    obj: &Object,
-    field: &str,
-    min: usize,
-    max: usize,
-) -> Result<String, ApiError> {
+pub fn required_string(obj: &Object, field: &str, min: usize, max: usize) -> Result<String, ApiError> {
     opt_string(obj, field, min, max)?.ok_or_else(|| invalid(field, "is required"))
 }
 
-fn required_member_string(
-    obj: &Object,
-    key: &str,
-    field: &str,
-    min: usize,
-    max: usize,
-) -> Result<String, ApiError> {
+fn required_member_string(obj: &Object, key: &str, field: &str, min: usize, max: usize) -> Result<String, ApiError> {
     opt_member_string(obj, key, field, min, max)?.ok_or_else(|| invalid(field, "is required"))
 }
 
@@ -91,30 +68,16 @@ pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), ApiError
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(invalid(
-            field,
-            format!("must be one of {}, got {value:?}", allowed.join(", ")),
-        ))
+        Err(invalid(field, format!("must be one of {}, got {value:?}", allowed.join(", "))))
     }
 }
 
-fn array<'a>(
-    obj: &'a Object,
-    field: &str,
-    min: usize,
-    max: usize,
-) -> Result<Option<&'a Vec<Value>>, ApiError> {
+fn array<'a>(obj: &'a Object, field: &str, min: usize, max: usize) -> Result<Option<&'a Vec<Value>>, ApiError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => {
             if items.len() < min || items.len() > max {
-                return Err(invalid(
-                    field,
-                    format!(
-                        "must have between {min} and {max} items, got {}",
-                        items.len()
-                    ),
-                ));
+                return Err(invalid(field, format!("must have between {min} and {max} items, got {}", items.len())));
             }
             Ok(Some(items))
         }
@@ -168,10 +131,7 @@ pub fn opt_string_map(
     if map.len() < min_entries || map.len() > max_entries {
         return Err(invalid(
             field,
-            format!(
-                "must have between {min_entries} and {max_entries} entries, got {}",
-                map.len()
-            ),
+            format!("must have between {min_entries} and {max_entries} entries, got {}", map.len()),
         ));
     }
     let mut out = BTreeMap::new();
@@ -189,30 +149,15 @@ pub fn opt_string_map(
 }
 
 pub fn tag_map(obj: &Object, field: &str) -> Result<Option<BTreeMap<String, String>>, ApiError> {
-    opt_string_map(
-        obj,
-        field,
-        1,
-        c::TAGS_MAX_ENTRIES,
-        c::tag_key_problem,
-        c::TAG_VALUE_MAX,
-    )
+    opt_string_map(obj, field, 1, c::TAGS_MAX_ENTRIES, c::tag_key_problem, c::TAG_VALUE_MAX)
 }
 
 pub fn access_control_tags(obj: &Object) -> Result<Option<BTreeMap<String, String>>, ApiError> {
     let key_len = |k: &str| {
         let len = char_len(k);
-        (!(1..=c::TAG_KEY_MAX).contains(&len))
-            .then(|| format!("length must be between 1 and 128, got {len}"))
+        (!(1..=c::TAG_KEY_MAX).contains(&len)).then(|| format!("length must be between 1 and 128, got {len}"))
     };
-    opt_string_map(
-        obj,
-        "AllowedAccessControlTags",
-        0,
-        c::ACCESS_CONTROL_TAGS_MAX_ENTRIES,
-        key_len,
-        c::TAG_VALUE_MAX,
-    )
+    opt_string_map(obj, "AllowedAccessControlTags", 0, c::ACCESS_CONTROL_TAGS_MAX_ENTRIES, key_len, c::TAG_VALUE_MAX)
 }
 
 fn objects<'a>(
@@ -245,13 +190,8 @@ pub fn applications(obj: &Object) -> Result<Option<Vec<Value>>, ApiError> {
     };
     let mut out = Vec::new();
     for (name, app) in items {
-        let namespace = required_member_string(
-            app,
-            "Namespace",
-            &format!("{name}.Namespace"),
-            1,
-            c::APPLICATION_NAMESPACE_MAX,
-        )?;
+        let namespace =
+            required_member_string(app, "Namespace", &format!("{name}.Namespace"), 1, c::APPLICATION_NAMESPACE_MAX)?;
         let perms_field = format!("{name}.ApplicationPermissions");
         let perms = match app.get("ApplicationPermissions") {
             None | Some(Value::Null) => return Err(invalid(&perms_field, "is required")),
@@ -268,16 +208,12 @@ pub fn applications(obj: &Object) -> Result<Option<Vec<Value>>, ApiError> {
                 )?
                 .unwrap_or_default();
                 if perms.is_empty() {
-                    return Err(invalid(
-                        &perms_field,
-                        "must have between 1 and 50 items, got 0",
-                    ));
+                    return Err(invalid(&perms_field, "must have between 1 and 50 items, got 0"));
                 }
                 perms
             }
         };
-        let mut entry =
-            serde_json::json!({"Namespace": namespace, "ApplicationPermissions": perms});
+        let mut entry = serde_json::json!({"Namespace": namespace, "ApplicationPermissions": perms});
         if let Some(t) = opt_member_string(app, "Type", &format!("{name}.Type"), 1, 64)? {
             one_of(&format!("{name}.Type"), &t, c::APPLICATION_TYPES)?;
             entry["Type"] = Value::String(t);
@@ -299,13 +235,9 @@ pub fn flow_modules(obj: &Object) -> Result<Option<Vec<Value>>, ApiError> {
             one_of(&format!("{name}.Type"), &t, c::FLOW_MODULE_TYPES)?;
             entry.insert("Type".into(), Value::String(t));
         }
-        if let Some(id) = opt_member_string(
-            module,
-            "FlowModuleId",
-            &format!("{name}.FlowModuleId"),
-            1,
-            c::FLOW_MODULE_ID_MAX,
-        )? {
+        if let Some(id) =
+            opt_member_string(module, "FlowModuleId", &format!("{name}.FlowModuleId"), 1, c::FLOW_MODULE_ID_MAX)?
+        {
             entry.insert("FlowModuleId".into(), Value::String(id));
         }
         out.push(Value::Object(entry));
@@ -356,17 +288,10 @@ pub fn granular_access_control(obj: &Object) -> Result<Option<Value>, ApiError> 
             if let Some(v) = primary.get("PrimaryAttributeValues") {
                 wrapper.insert(values_field.clone(), v.clone());
             }
-            for (name, value) in objects(
-                &wrapper,
-                &values_field,
-                0,
-                c::PRIMARY_ATTRIBUTE_VALUES_MAX_ITEMS,
-            )?
-            .unwrap_or_default()
+            for (name, value) in
+                objects(&wrapper, &values_field, 0, c::PRIMARY_ATTRIBUTE_VALUES_MAX_ITEMS)?.unwrap_or_default()
             {
-                if let Some(t) =
-                    opt_member_string(value, "AccessType", &format!("{name}.AccessType"), 1, 64)?
-                {
+                if let Some(t) = opt_member_string(value, "AccessType", &format!("{name}.AccessType"), 1, 64)? {
                     one_of(&format!("{name}.AccessType"), &t, c::ACCESS_TYPES)?;
                 }
                 if let Some(attr) = opt_member_string(
@@ -384,17 +309,10 @@ pub fn granular_access_control(obj: &Object) -> Result<Option<Value>, ApiError> 
                 if let Some(v) = value.get("Values") {
                     vw.insert(values_name.clone(), v.clone());
                 }
-                for (i, v) in opt_string_list(
-                    &vw,
-                    &values_name,
-                    c::PRIMARY_VALUES_MAX_ITEMS,
-                    1,
-                    usize::MAX,
-                    None,
-                )?
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
+                for (i, v) in opt_string_list(&vw, &values_name, c::PRIMARY_VALUES_MAX_ITEMS, 1, usize::MAX, None)?
+                    .unwrap_or_default()
+                    .iter()
+                    .enumerate()
                 {
                     if !c::is_latin1_printable(v) {
                         return Err(invalid(
@@ -420,10 +338,7 @@ pub fn max_results(
         None => Ok(default as usize),
         Some(s) => match s.parse::<i64>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n as usize),
-            _ => Err(invalid(
-                "MaxResults",
-                format!("must be an integer between 1 and {max}, got {s:?}"),
-            )),
+            _ => Err(invalid("MaxResults", format!("must be an integer between 1 and {max}, got {s:?}"))),
         },
     }
 }

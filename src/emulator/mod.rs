@@ -32,12 +32,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: &'static str, status: u16, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            status,
-            message: message.into(),
-            extra: None,
-        }
+        Self { code, status, message: message.into(), extra: None }
     }
     pub fn invalid_parameter(message: impl Into<String>) -> Self {
         Self::new("InvalidParameterException", 400, message)
@@ -65,13 +60,7 @@ pub struct Faults {
 
 impl Default for Faults {
     fn default() -> Self {
-        Self {
-            throttle_rate: 2.0,
-            throttle_burst: 5.0,
-            error_rate: 0.0,
-            latency_ms: 0,
-            lose_next_creates: 0,
-        }
+        Self { throttle_rate: 2.0, throttle_burst: 5.0, error_rate: 0.0, latency_ms: 0, lose_next_creates: 0 }
     }
 }
 
@@ -137,10 +126,7 @@ pub struct Shared {
 }
 
 pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as f64 / 1000.0)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as f64 / 1000.0).unwrap_or_default()
 }
 
 impl Shared {
@@ -151,10 +137,7 @@ impl Shared {
         }
         Self {
             connect: Mutex::new(connect),
-            bucket: Mutex::new(TokenBucket {
-                tokens: config.faults.throttle_burst,
-                last: Instant::now(),
-            }),
+            bucket: Mutex::new(TokenBucket { tokens: config.faults.throttle_burst, last: Instant::now() }),
             faults: Mutex::new(config.faults.clone()),
             calls: Mutex::new(Vec::new()),
             started: Instant::now(),
@@ -185,14 +168,7 @@ impl Shared {
         let mut calls = self.calls.lock().expect("calls lock");
         let seq = calls.len() as u64 + 1;
         let at_ms = self.started.elapsed().as_millis() as u64;
-        calls.push(CallRecord {
-            seq,
-            at_ms,
-            operation: operation.into(),
-            params,
-            outcome,
-            status,
-        });
+        calls.push(CallRecord { seq, at_ms, operation: operation.into(), params, outcome, status });
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -252,17 +228,10 @@ impl Emulator {
     }
 
     /// Applies `f` to the profile (e.g. to mark it in use); `false` if there is no such profile.
-    pub fn with_profile(
-        &self,
-        instance_id: &str,
-        profile_id: &str,
-        f: impl FnOnce(&mut Profile),
-    ) -> bool {
+    pub fn with_profile(&self, instance_id: &str, profile_id: &str, f: impl FnOnce(&mut Profile)) -> bool {
         let mut connect = self.shared.connect.lock().expect("state lock");
-        let profile = connect
-            .instances
-            .get_mut(instance_id)
-            .and_then(|i| i.profiles.iter_mut().find(|p| p.id == profile_id));
+        let profile =
+            connect.instances.get_mut(instance_id).and_then(|i| i.profiles.iter_mut().find(|p| p.id == profile_id));
         profile.map(f).is_some()
     }
 
@@ -271,11 +240,7 @@ impl Emulator {
         let default_profiles = self.shared.default_profiles;
         let mut connect = self.shared.connect.lock().expect("state lock");
         connect.add_instance(id, default_profiles, unix_now());
-        connect
-            .instances
-            .get_mut(id)
-            .expect("added")
-            .instance_status = status.into();
+        connect.instances.get_mut(id).expect("added").instance_status = status.into();
     }
 }
 

@@ -11,8 +11,7 @@ use super::input::{self, Object};
 use crate::constraints as c;
 
 /// The profiles every real Connect instance is created with.
-pub const DEFAULT_PROFILE_NAMES: &[&str] =
-    &["Admin", "Agent", "CallCenterManager", "QualityAnalyst"];
+pub const DEFAULT_PROFILE_NAMES: &[&str] = &["Admin", "Agent", "CallCenterManager", "QualityAnalyst"];
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
@@ -83,11 +82,7 @@ pub struct Request {
 }
 
 fn not_found(what: &str, id: &str) -> ApiError {
-    ApiError::new(
-        "ResourceNotFoundException",
-        404,
-        format!("{what} not found: {id}"),
-    )
+    ApiError::new("ResourceNotFoundException", 404, format!("{what} not found: {id}"))
 }
 
 /// Opaque pagination tokens; anything else is refused like Connect refuses a forged token.
@@ -102,9 +97,7 @@ fn decode_token(token: Option<&String>, kind: &str) -> Result<usize, ApiError> {
         .and_then(|rest| rest.strip_suffix(".emu"))
         .and_then(|hex| usize::from_str_radix(hex, 16).ok())
         .ok_or_else(|| {
-            ApiError::invalid_parameter(format!(
-                "NextToken: {token:?} is not a token this operation issued"
-            ))
+            ApiError::invalid_parameter(format!("NextToken: {token:?} is not a token this operation issued"))
         })
 }
 
@@ -129,22 +122,13 @@ fn describe_json(instance_id: &str, p: &Profile) -> Value {
         o.insert("Tags".into(), json!(p.tags));
     }
     if !p.allowed_access_control_tags.is_empty() {
-        o.insert(
-            "AllowedAccessControlTags".into(),
-            json!(p.allowed_access_control_tags),
-        );
+        o.insert("AllowedAccessControlTags".into(), json!(p.allowed_access_control_tags));
     }
     if !p.tag_restricted_resources.is_empty() {
-        o.insert(
-            "TagRestrictedResources".into(),
-            json!(p.tag_restricted_resources),
-        );
+        o.insert("TagRestrictedResources".into(), json!(p.tag_restricted_resources));
     }
     if !p.hierarchy_restricted_resources.is_empty() {
-        o.insert(
-            "HierarchyRestrictedResources".into(),
-            json!(p.hierarchy_restricted_resources),
-        );
+        o.insert("HierarchyRestrictedResources".into(), json!(p.hierarchy_restricted_resources));
     }
     if let Some(h) = &p.allowed_access_control_hierarchy_group_id {
         o.insert("AllowedAccessControlHierarchyGroupId".into(), json!(h));
@@ -250,19 +234,11 @@ impl ProfileFields {
 
 impl Connect {
     pub fn new(region: &str, account: &str, profile_limit: usize) -> Self {
-        Self {
-            region: region.into(),
-            account: account.into(),
-            profile_limit,
-            instances: BTreeMap::new(),
-        }
+        Self { region: region.into(), account: account.into(), profile_limit, instances: BTreeMap::new() }
     }
 
     pub fn add_instance(&mut self, id: &str, with_default_profiles: bool, now: f64) {
-        let arn = format!(
-            "arn:aws:connect:{}:{}:instance/{id}",
-            self.region, self.account
-        );
+        let arn = format!("arn:aws:connect:{}:{}:instance/{id}", self.region, self.account);
         let alias = format!("emulated-{}", id.chars().take(8).collect::<String>());
         let mut instance = Instance {
             id: id.into(),
@@ -301,10 +277,7 @@ impl Connect {
             return Err(ApiError::new(
                 "InvalidRequestException",
                 400,
-                format!(
-                    "Instance {id} is not active (status {})",
-                    instance.instance_status
-                ),
+                format!("Instance {id} is not active (status {})", instance.instance_status),
             ));
         }
         Ok(instance)
@@ -312,9 +285,7 @@ impl Connect {
 
     fn any_instance(&self, id: &str) -> Result<&Instance, ApiError> {
         input::string_len("InstanceId", id, 1, c::INSTANCE_ID_MAX)?;
-        self.instances
-            .get(id)
-            .ok_or_else(|| not_found("Instance", id))
+        self.instances.get(id).ok_or_else(|| not_found("Instance", id))
     }
 
     fn instance_mut(&mut self, id: &str) -> Result<&mut Instance, ApiError> {
@@ -330,18 +301,10 @@ impl Connect {
             .ok_or_else(|| not_found("Security profile", profile_id))
     }
 
-    fn profile_mut(
-        &mut self,
-        instance_id: &str,
-        profile_id: &str,
-    ) -> Result<&mut Profile, ApiError> {
+    fn profile_mut(&mut self, instance_id: &str, profile_id: &str) -> Result<&mut Profile, ApiError> {
         self.profile(instance_id, profile_id)?;
         let instance = self.instances.get_mut(instance_id).expect("checked");
-        Ok(instance
-            .profiles
-            .iter_mut()
-            .find(|p| p.id == profile_id)
-            .expect("checked"))
+        Ok(instance.profiles.iter_mut().find(|p| p.id == profile_id).expect("checked"))
     }
 
     /// Runs one operation. `labels` are the URI labels in path order.
@@ -353,9 +316,7 @@ impl Connect {
                 let p = self.profile(label(0), label(1))?;
                 Ok(json!({ "SecurityProfile": describe_json(label(0), p) }))
             }
-            "UpdateSecurityProfile" => {
-                self.update_security_profile(label(0), label(1), &req.body, now)
-            }
+            "UpdateSecurityProfile" => self.update_security_profile(label(0), label(1), &req.body, now),
             "DeleteSecurityProfile" => self.delete_security_profile(label(0), label(1)),
             "ListSecurityProfiles" => self.list_security_profiles(label(0), &req.query),
             "ListSecurityProfilePermissions" => {
@@ -364,17 +325,13 @@ impl Connect {
                 })
             }
             "ListSecurityProfileApplications" => {
-                self.list_profile_member(label(0), label(1), &req.query, "Applications", |p| {
-                    p.applications.clone()
+                self.list_profile_member(label(0), label(1), &req.query, "Applications", |p| p.applications.clone())
+            }
+            "ListSecurityProfileFlowModules" => {
+                self.list_profile_member(label(0), label(1), &req.query, "AllowedFlowModules", |p| {
+                    p.allowed_flow_modules.clone()
                 })
             }
-            "ListSecurityProfileFlowModules" => self.list_profile_member(
-                label(0),
-                label(1),
-                &req.query,
-                "AllowedFlowModules",
-                |p| p.allowed_flow_modules.clone(),
-            ),
             "ListSecurityProfileAIAgents" => {
                 self.list_profile_member(label(0), label(1), &req.query, "AllowedAIAgents", |p| {
                     p.allowed_ai_agents.clone()
@@ -390,9 +347,7 @@ impl Connect {
             "DescribeInstance" => {
                 // DescribeInstance's model lists no InvalidParameterException: bad input is an InvalidRequest.
                 let i = self.any_instance(label(0)).map_err(|e| match e.code {
-                    "InvalidParameterException" => {
-                        ApiError::new("InvalidRequestException", 400, e.message)
-                    }
+                    "InvalidParameterException" => ApiError::new("InvalidRequestException", 400, e.message),
                     _ => e,
                 })?;
                 Ok(json!({"Instance": {
@@ -404,20 +359,11 @@ impl Connect {
                     "Tags": i.tags,
                 }}))
             }
-            other => Err(ApiError::new(
-                "UnknownOperationException",
-                404,
-                format!("unknown operation {other}"),
-            )),
+            other => Err(ApiError::new("UnknownOperationException", 404, format!("unknown operation {other}"))),
         }
     }
 
-    fn create_security_profile(
-        &mut self,
-        instance_id: &str,
-        body: &Object,
-        now: f64,
-    ) -> Result<Value, ApiError> {
+    fn create_security_profile(&mut self, instance_id: &str, body: &Object, now: f64) -> Result<Value, ApiError> {
         self.instance(instance_id)?;
         let name = input::required_string(body, "SecurityProfileName", 1, c::PROFILE_NAME_MAX)?;
         if !c::is_valid_profile_name(&name) {
@@ -429,38 +375,25 @@ impl Connect {
         let fields = ProfileFields::parse(body)?;
         let tags = input::tag_map(body, "Tags")?;
         let instance = &self.instances[instance_id];
-        if instance
-            .profiles
-            .iter()
-            .any(|p| p.security_profile_name == name)
-        {
+        if instance.profiles.iter().any(|p| p.security_profile_name == name) {
             return Err(ApiError::new(
                 "DuplicateResourceException",
                 409,
-                format!(
-                    "A security profile named {name:?} already exists in instance {instance_id}"
-                ),
+                format!("A security profile named {name:?} already exists in instance {instance_id}"),
             ));
         }
         if instance.profiles.len() >= self.profile_limit {
             return Err(ApiError::new(
                 "LimitExceededException",
                 429,
-                format!(
-                    "The quota of {} security profiles per instance has been reached",
-                    self.profile_limit
-                ),
+                format!("The quota of {} security profiles per instance has been reached", self.profile_limit),
             ));
         }
         let mut profile = self.new_profile(instance, &name, now);
         fields.apply_to(&mut profile);
         profile.tags = tags.unwrap_or_default();
         let out = json!({"SecurityProfileId": profile.id, "SecurityProfileArn": profile.arn});
-        self.instances
-            .get_mut(instance_id)
-            .expect("checked")
-            .profiles
-            .push(profile);
+        self.instances.get_mut(instance_id).expect("checked").profiles.push(profile);
         Ok(out)
     }
 
@@ -488,19 +421,13 @@ impl Connect {
         Ok(json!({}))
     }
 
-    fn delete_security_profile(
-        &mut self,
-        instance_id: &str,
-        profile_id: &str,
-    ) -> Result<Value, ApiError> {
+    fn delete_security_profile(&mut self, instance_id: &str, profile_id: &str) -> Result<Value, ApiError> {
         let p = self.profile(instance_id, profile_id)?;
         if p.delete_denied {
             return Err(ApiError::new(
                 "AccessDeniedException",
                 403,
-                format!(
-                    "You do not have sufficient access to delete security profile {profile_id}"
-                ),
+                format!("You do not have sufficient access to delete security profile {profile_id}"),
             ));
         }
         if p.in_use {
@@ -512,9 +439,7 @@ impl Connect {
             e.extra = Some(json!({"ResourceType": "USER", "ResourceId": p.arn}));
             return Err(e);
         }
-        self.instance_mut(instance_id)?
-            .profiles
-            .retain(|p| p.id != profile_id);
+        self.instance_mut(instance_id)?.profiles.retain(|p| p.id != profile_id);
         Ok(json!({}))
     }
 
@@ -529,8 +454,10 @@ impl Connect {
         let summaries: Vec<Value> = instance
             .profiles
             .iter()
-            .map(|p| json!({"Id": p.id, "Arn": p.arn, "Name": p.security_profile_name,
-                "LastModifiedTime": p.last_modified_time, "LastModifiedRegion": p.last_modified_region}))
+            .map(|p| {
+                json!({"Id": p.id, "Arn": p.arn, "Name": p.security_profile_name,
+                "LastModifiedTime": p.last_modified_time, "LastModifiedRegion": p.last_modified_region})
+            })
             .collect();
         let (items, next) = page(&summaries, offset, max, "list");
         Ok(json!({"SecurityProfileSummaryList": items, "NextToken": next}))
@@ -593,9 +520,7 @@ impl Connect {
     /// The tag map of the resource an ARN names: an instance or one of its security profiles.
     fn tags_of(&self, arn: &str) -> Result<&BTreeMap<String, String>, ApiError> {
         if !arn.starts_with("arn:") || arn.split(':').count() < 6 {
-            return Err(ApiError::invalid_parameter(format!(
-                "resourceArn: {arn:?} is not a valid ARN"
-            )));
+            return Err(ApiError::invalid_parameter(format!("resourceArn: {arn:?} is not a valid ARN")));
         }
         for instance in self.instances.values() {
             if instance.arn == arn {
@@ -622,33 +547,21 @@ impl Connect {
     }
 
     fn tag_resource(&mut self, arn: &str, body: &Object) -> Result<Value, ApiError> {
-        let tags = input::tag_map(body, "tags")?
-            .ok_or_else(|| ApiError::invalid_parameter("tags: is required"))?;
+        let tags = input::tag_map(body, "tags")?.ok_or_else(|| ApiError::invalid_parameter("tags: is required"))?;
         let current = self.tags_of(arn)?;
-        let merged = current
-            .keys()
-            .chain(tags.keys())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
+        let merged = current.keys().chain(tags.keys()).collect::<std::collections::BTreeSet<_>>().len();
         if merged > c::TAGS_MAX_ENTRIES {
             return Err(ApiError::new(
                 "InvalidRequestException",
                 400,
-                format!(
-                    "A resource can have at most {} tags; this request would leave {merged}",
-                    c::TAGS_MAX_ENTRIES
-                ),
+                format!("A resource can have at most {} tags; this request would leave {merged}", c::TAGS_MAX_ENTRIES),
             ));
         }
         self.tags_of_mut(arn)?.extend(tags);
         Ok(json!({}))
     }
 
-    fn untag_resource(
-        &mut self,
-        arn: &str,
-        query: &BTreeMap<String, Vec<String>>,
-    ) -> Result<Value, ApiError> {
+    fn untag_resource(&mut self, arn: &str, query: &BTreeMap<String, Vec<String>>) -> Result<Value, ApiError> {
         let keys = query.get("tagKeys").cloned().unwrap_or_default();
         if keys.is_empty() || keys.len() > c::TAGS_MAX_ENTRIES {
             return Err(ApiError::invalid_parameter(format!(
@@ -658,9 +571,7 @@ impl Connect {
         }
         for k in &keys {
             if let Some(problem) = c::tag_key_problem(k) {
-                return Err(ApiError::invalid_parameter(format!(
-                    "tagKeys {k:?}: {problem}"
-                )));
+                return Err(ApiError::invalid_parameter(format!("tagKeys {k:?}: {problem}")));
             }
         }
         let tags = self.tags_of_mut(arn)?;
@@ -672,14 +583,8 @@ impl Connect {
 }
 
 fn string_condition_matches(cond: &Value, p: &Profile) -> Result<bool, ApiError> {
-    let field = cond
-        .get("FieldName")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let value = cond
-        .get("Value")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let field = cond.get("FieldName").and_then(Value::as_str).unwrap_or_default();
+    let value = cond.get("Value").and_then(Value::as_str).unwrap_or_default();
     let subject = match field.to_ascii_lowercase().as_str() {
         "name" | "securityprofilename" => p.security_profile_name.as_str(),
         "description" => p.description.as_deref().unwrap_or_default(),
@@ -723,14 +628,8 @@ fn matches_criteria(criteria: &Value, p: &Profile) -> Result<bool, ApiError> {
 }
 
 fn tag_condition_matches(cond: &Value, p: &Profile) -> bool {
-    let key = cond
-        .get("TagKey")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    match (
-        p.tags.get(key),
-        cond.get("TagValue").and_then(Value::as_str),
-    ) {
+    let key = cond.get("TagKey").and_then(Value::as_str).unwrap_or_default();
+    match (p.tags.get(key), cond.get("TagValue").and_then(Value::as_str)) {
         (Some(v), Some(want)) => v == want,
         (Some(_), None) => true,
         (None, _) => false,
@@ -745,11 +644,7 @@ fn matches_tag_filter(filter: &Value, p: &Profile) -> bool {
         return all.iter().all(|c| tag_condition_matches(c, p));
     }
     if let Some(Value::Array(any)) = filter.get("OrConditions") {
-        return any.iter().any(|group| {
-            group
-                .as_array()
-                .is_some_and(|g| g.iter().all(|c| tag_condition_matches(c, p)))
-        });
+        return any.iter().any(|group| group.as_array().is_some_and(|g| g.iter().all(|c| tag_condition_matches(c, p))));
     }
     true
 }

@@ -2,6 +2,7 @@
 //! finalizer for deletion. Pure steps live in [`validate`] and [`status`]; Connect is reached only
 //! through [`ConnectApi`].
 
+pub mod plan;
 pub mod status;
 pub mod validate;
 
@@ -21,12 +22,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{
-    ADOPT_ANNOTATION, DeletionPolicy, FINALIZER, OWNER_UID_TAG, SecurityProfile,
-    SecurityProfileStatus,
-};
-use crate::connect::{ConnectApi, ConnectError, ErrorClass, Target};
-use status::{Outcome, reason};
+use crate::api::{ADOPT_ANNOTATION, DeletionPolicy, FINALIZER, OWNER_UID_TAG, SecurityProfile, SecurityProfileStatus};
+use crate::connect::{ConnectApi, ConnectError, ErrorClass, FoundProfile, ProfileRef, Target};
+use status::{Identity, Outcome, reason};
 
 /// Field manager of the operator's writes.
 pub const MANAGER: &str = "connect-operator";
@@ -100,19 +98,17 @@ pub struct Context<C> {
     pub settings: Settings,
     recorder: Recorder,
     failures: Mutex<HashMap<String, u32>>,
+    /// When each in-sync profile is next due for observation (drift check); until then a reconcile
+    /// triggered by a metadata change (finalizer, annotation) costs no Connect call.
+    next_observe: Mutex<HashMap<String, std::time::Instant>>,
+    /// The status this process last wrote, by object UID. The watch cache can lag behind our own
+    /// writes; the operator is the only writer of status, so its last write is the freshest view.
+    last_status: Mutex<HashMap<String, SecurityProfileStatus>>,
 }
 
 impl<C: ConnectApi> Context<C> {
-    pub fn new(
-        client: kube::Client,
-        connect: C,
-        default_region: Option<String>,
-        settings: Settings,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+    pub fn new(client: kube::Client, connect: C, default_region: Option<String>, settings: Settings) -> Self {
+        let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -120,23 +116,18 @@ impl<C: ConnectApi> Context<C> {
             default_region,
             settings,
             failures: Mutex::new(HashMap::new()),
+            next_observe: Mutex::new(HashMap::new()),
+            last_status: Mutex::new(HashMap::new()),
         }
     }
 }
 
 fn key(meta: &kube::api::ObjectMeta) -> String {
-    format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    )
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
 }
 
 /// Runs the controller until SIGTERM/SIGINT: all namespaces when `namespaces` is empty, else those.
-pub async fn run<C: ConnectApi>(
-    ctx: Arc<Context<C>>,
-    namespaces: Vec<String>,
-) -> anyhow::Result<()> {
+pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, namespaces: Vec<String>) -> anyhow::Result<()> {
     let probe: Api<DeserializeGuard<SecurityProfile>> = Api::all(ctx.client.clone());
     if let Err(e) = probe.list(&kube::api::ListParams::default().limit(1)).await {
         if matches!(&e, kube::Error::Api(s) if s.is_not_found()) {
@@ -145,18 +136,13 @@ pub async fn run<C: ConnectApi>(
             );
         }
         if namespaces.is_empty() {
-            return Err(
-                anyhow::anyhow!(e).context("cannot list SecurityProfiles in all namespaces")
-            );
+            return Err(anyhow::anyhow!(e).context("cannot list SecurityProfiles in all namespaces"));
         }
     }
     let apis: Vec<Api<DeserializeGuard<SecurityProfile>>> = if namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
-        namespaces
-            .iter()
-            .map(|ns| Api::namespaced(ctx.client.clone(), ns))
-            .collect()
+        namespaces.iter().map(|ns| Api::namespaced(ctx.client.clone(), ns)).collect()
     };
     let controllers = apis.into_iter().map(|api| {
         let (reader, writer) = reflector::store();
@@ -167,7 +153,10 @@ pub async fn run<C: ConnectApi>(
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
-                predicates::generation.combine(predicates::finalizers).combine(predicates::annotations).combine(deletion),
+                predicates::generation
+                    .combine(predicates::finalizers)
+                    .combine(predicates::annotations)
+                    .combine(deletion),
                 Default::default(),
             );
         Controller::for_stream(trigger, reader)
@@ -189,8 +178,7 @@ pub async fn run<C: ConnectApi>(
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -207,10 +195,7 @@ pub async fn reconcile<C: ConnectApi>(
         Ok(profile) => reconcile_profile(profile, &ctx).await?,
         Err(invalid) => report_invalid_object(invalid, &ctx).await?,
     };
-    ctx.failures
-        .lock()
-        .expect("failures lock")
-        .remove(&key(obj.meta()));
+    ctx.failures.lock().expect("failures lock").remove(&key(obj.meta()));
     Ok(action)
 }
 
@@ -241,9 +226,7 @@ pub fn error_policy<C: ConnectApi>(
 
 /// `retry_base * 2^(failures-1)`, capped at `retry_max`, with ±25% jitter.
 pub fn backoff(s: &Settings, failures: u32) -> Duration {
-    let exp = s
-        .retry_base
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let exp = s.retry_base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     jitter(exp.min(s.retry_max))
 }
 
@@ -256,10 +239,16 @@ pub fn instance_of_arn(arn: &str) -> Option<&str> {
     arn.split_once(":instance/")?.1.split('/').next()
 }
 
-async fn reconcile_profile<C: ConnectApi>(
-    profile: &SecurityProfile,
-    ctx: &Context<C>,
-) -> Result<Action, Error> {
+async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Context<C>) -> Result<Action, Error> {
+    let fresher = cached.uid().and_then(|uid| ctx.last_status.lock().expect("last_status lock").get(&uid).cloned());
+    let profile = &match fresher {
+        Some(status) if cached.status.as_ref() != Some(&status) => {
+            let mut p = cached.clone();
+            p.status = Some(status);
+            p
+        }
+        _ => cached.clone(),
+    };
     let ns = profile.namespace().unwrap_or_default();
     let api: Api<SecurityProfile> = Api::namespaced(ctx.client.clone(), &ns);
     if profile.metadata.deletion_timestamp.is_some() {
@@ -268,81 +257,69 @@ async fn reconcile_profile<C: ConnectApi>(
     ensure_finalizer(profile, &api).await?;
     let generation = profile.metadata.generation;
     let status = profile.status.as_ref();
-    let adopt = profile
-        .annotations()
-        .get(ADOPT_ANNOTATION)
-        .is_some_and(|v| v == "true");
     if let Some(terminal) = status::terminal_for_generation(status, generation)
-        && !(adopt && terminal.reason == "DuplicateResourceException")
+        && !(wants_adoption(profile) && terminal.reason == "DuplicateResourceException")
     {
         // Already reported for this generation: nothing to do until the spec changes.
         return Ok(Action::await_change());
     }
-    let current_instance = status
-        .and_then(|s| s.security_profile_arn.as_deref())
-        .and_then(instance_of_arn);
+    let current_instance = status.and_then(|s| s.security_profile_arn.as_deref()).and_then(instance_of_arn);
     if let Err(errors) = validate::validate_spec(&profile.spec, current_instance) {
-        let message = format!(
-            "{}. Fix the spec; nothing was sent to Connect.",
-            validate::describe(&errors)
-        );
-        let ready = status
-            .and_then(|s| s.security_profile_id.as_ref())
-            .is_some()
-            && is_ready(profile);
-        write_status(
-            profile,
-            &api,
-            ctx,
-            None,
-            &Outcome::failed(reason::VALIDATION_FAILED, &message, ready),
-        )
-        .await?;
+        let message = format!("{}. Fix the spec; nothing was sent to Connect.", validate::describe(&errors));
+        let outcome = Outcome::failed(reason::VALIDATION_FAILED, &message, has_ready_profile(profile));
+        write_status(profile, &api, ctx, Identity::Keep, &outcome).await?;
         return Err(Error::Invalid(message));
     }
-    let Some(region) = profile
-        .spec
-        .region
-        .clone()
-        .or_else(|| ctx.default_region.clone())
-    else {
+    let Some(region) = profile.spec.region.clone().or_else(|| ctx.default_region.clone()) else {
         let message = "No AWS Region: set spec.region, or AWS_REGION for the operator";
-        write_status(
-            profile,
-            &api,
-            ctx,
-            None,
-            &Outcome::failed(reason::NO_REGION, message, false),
-        )
-        .await?;
+        write_status(profile, &api, ctx, Identity::Keep, &Outcome::failed(reason::NO_REGION, message, false)).await?;
         return Err(Error::NoRegion);
     };
-    let target = Target {
-        region,
-        instance_id: profile.spec.instance_id.clone(),
-    };
-    match status.and_then(|s| s.security_profile_id.clone()) {
-        None => create(profile, &api, ctx, &target).await,
-        Some(id) => {
-            let outcome = Outcome::in_sync(
-                &profile.spec.security_profile_name,
-                &id,
-                generation.unwrap_or_default(),
-            );
-            write_status(profile, &api, ctx, None, &outcome).await?;
-            Ok(Action::requeue(jitter_resync(&ctx.settings)))
-        }
+    let target = Target { region, instance_id: profile.spec.instance_id.clone() };
+    if let Some(wait) = not_due(profile, ctx) {
+        return Ok(Action::requeue(wait));
     }
+    let pipeline = Pipeline { profile, api: &api, ctx, target: &target };
+    match status.and_then(|s| s.security_profile_id.clone()) {
+        None => pipeline.acquire().await,
+        Some(id) => pipeline.sync(&id).await,
+    }
+}
+
+/// How long until an in-sync profile is due for its next observation, if it is not due yet.
+fn not_due<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Duration> {
+    let status = profile.status.as_ref()?;
+    let current = status.security_profile_id.is_some()
+        && status.observed_generation == profile.metadata.generation
+        && profile.condition(status::READY).is_some_and(|c| c.status == "True")
+        && profile.condition(status::SYNCED).is_some_and(|c| c.status == "True");
+    let due = *ctx.next_observe.lock().expect("next_observe lock").get(&key(&profile.metadata))?;
+    let now = std::time::Instant::now();
+    (current && due > now).then(|| due - now)
+}
+
+/// Records a successful sync: the next observation is one (jittered) resync interval away.
+fn synced<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Action {
+    let wait = jitter_resync(&ctx.settings);
+    ctx.next_observe
+        .lock()
+        .expect("next_observe lock")
+        .insert(key(&profile.metadata), std::time::Instant::now() + wait);
+    Action::requeue(wait)
+}
+
+fn wants_adoption(profile: &SecurityProfile) -> bool {
+    profile.annotations().get(ADOPT_ANNOTATION).is_some_and(|v| v == "true")
 }
 
 fn jitter_resync(s: &Settings) -> Duration {
     s.resync.mul_f64(rand::random_range(0.9..1.1))
 }
 
-fn is_ready(profile: &SecurityProfile) -> bool {
-    profile
-        .condition(status::READY)
-        .is_some_and(|c| c.status == "True")
+/// True when the status says a profile exists and matched its spec when last synced.
+fn has_ready_profile(profile: &SecurityProfile) -> bool {
+    profile.status.as_ref().and_then(|s| s.security_profile_id.as_ref()).is_some()
+        && profile.condition(status::READY).is_some_and(|c| c.status == "True")
 }
 
 /// The tags a created profile carries: the spec's, plus the owner tag with this resource's UID.
@@ -352,97 +329,240 @@ pub fn tags_with_owner(profile: &SecurityProfile) -> BTreeMap<String, String> {
     tags
 }
 
-async fn create<C: ConnectApi>(
-    profile: &SecurityProfile,
-    api: &Api<SecurityProfile>,
-    ctx: &Context<C>,
-    target: &Target,
-) -> Result<Action, Error> {
-    let generation = profile.metadata.generation.unwrap_or_default();
-    let name = &profile.spec.security_profile_name;
-    let uid = profile.uid().unwrap_or_default();
-    let created = match ctx
-        .connect
-        .create_profile(target, &profile.spec, &tags_with_owner(profile))
-        .await
-    {
-        Ok(p) => {
-            publish(
-                ctx,
-                profile,
-                EventType::Normal,
-                "Created",
-                format!(
-                    "Created security profile {name:?} ({}) in instance {}",
-                    p.id, target.instance_id
-                ),
-            )
-            .await;
-            p
-        }
-        Err(e) if e.class == ErrorClass::Duplicate => {
-            // A profile of this name exists: ours if a create whose answer was lost made it.
-            let found = ctx
+/// One reconcile of one valid, live resource in one Region and instance.
+struct Pipeline<'a, C> {
+    profile: &'a SecurityProfile,
+    api: &'a Api<SecurityProfile>,
+    ctx: &'a Context<C>,
+    target: &'a Target,
+}
+
+impl<C: ConnectApi> Pipeline<'_, C> {
+    fn name(&self) -> &str {
+        &self.profile.spec.security_profile_name
+    }
+
+    fn uid(&self) -> String {
+        self.profile.uid().unwrap_or_default()
+    }
+
+    /// No profile in status yet: adopt one (by annotation, or ours from a create whose answer was
+    /// lost), or create it.
+    async fn acquire(&self) -> Result<Action, Error> {
+        if wants_adoption(self.profile) {
+            let found = self
+                .ctx
                 .connect
-                .find_profile_by_name(target, name)
+                .find_profile_by_name(self.target, self.name())
                 .await
-                .map_err(|source| Error::Connect {
-                    step: "looking up a profile by name",
-                    source,
-                })?;
-            match found {
-                Some(f) if f.tags.get(OWNER_UID_TAG) == Some(&uid) => {
-                    publish(
-                        ctx,
-                        profile,
-                        EventType::Normal,
-                        "Recovered",
-                        format!(
-                            "Found security profile {name:?} ({}) created by an earlier attempt",
-                            f.profile.id
-                        ),
-                    )
-                    .await;
-                    f.profile
-                }
-                other => {
-                    let owner = other
-                        .as_ref()
-                        .and_then(|f| f.tags.get(OWNER_UID_TAG))
-                        .map(|o| format!(", owned by the resource with UID {o}"))
-                        .unwrap_or_default();
-                    let message = format!(
-                        "A security profile named {name:?} already exists in instance {}{owner}. Choose another securityProfileName{}",
-                        target.instance_id,
-                        if owner.is_empty() {
-                            ", or adopt it with the annotation connect.cloud-operators.dev/adopt: \"true\""
-                        } else {
-                            ""
-                        }
-                    );
-                    return fail(
-                        profile,
-                        api,
-                        ctx,
-                        ConnectError { message, ..e },
-                        "creating the profile",
-                    )
-                    .await;
-                }
+                .map_err(|source| Error::Connect { step: "looking up the profile to adopt", source })?;
+            if let Some(found) = found {
+                return self.take_over(found, "Adopted").await;
             }
         }
-        Err(e) => return fail(profile, api, ctx, e, "creating the profile").await,
-    };
-    let outcome = Outcome::in_sync(name, &created.id, generation);
-    write_status(
-        profile,
-        api,
-        ctx,
-        Some((&created.id, &created.arn)),
-        &outcome,
-    )
-    .await?;
-    Ok(Action::requeue(jitter_resync(&ctx.settings)))
+        self.create().await
+    }
+
+    /// Takes `found` as this resource's profile unless another resource owns it.
+    async fn take_over(&self, found: FoundProfile, how: &str) -> Result<Action, Error> {
+        match found.tags.get(OWNER_UID_TAG) {
+            Some(owner) if *owner != self.uid() => {
+                let message = format!(
+                    "Security profile {:?} ({}) in instance {} belongs to another SecurityProfile (UID {owner}); it is never taken over. Choose another securityProfileName.",
+                    self.name(),
+                    found.profile.id,
+                    self.target.instance_id
+                );
+                let e = ConnectError::new(ErrorClass::Terminal, reason::PROFILE_OWNED_ELSEWHERE, message);
+                self.fail(e, "adopting the profile").await
+            }
+            _ => {
+                let ProfileRef { id, arn } = found.profile;
+                publish(
+                    self.ctx,
+                    self.profile,
+                    EventType::Normal,
+                    how,
+                    format!("{how} security profile {:?} ({id}) in instance {}", self.name(), self.target.instance_id),
+                )
+                .await;
+                // Record the identity first, so that a crash from here on cannot lose it.
+                let outcome = Outcome::failed(reason::CREATING, "Bringing the adopted profile to the spec", false);
+                let identity = Identity::Set { id: id.clone(), arn, last_modified: None };
+                let current = write_status(self.profile, self.api, self.ctx, identity, &outcome).await?;
+                let mut profile = self.profile.clone();
+                profile.status = Some(current);
+                Box::pin(Pipeline { profile: &profile, ..*self }.sync(&id)).await
+            }
+        }
+    }
+
+    async fn create(&self) -> Result<Action, Error> {
+        let generation = self.profile.metadata.generation.unwrap_or_default();
+        let created = match self
+            .ctx
+            .connect
+            .create_profile(self.target, &self.profile.spec, &tags_with_owner(self.profile))
+            .await
+        {
+            Ok(p) => p,
+            Err(e) if e.class == ErrorClass::Duplicate => {
+                // The name is taken: by our own earlier create whose answer was lost, or by someone else.
+                let found = self
+                    .ctx
+                    .connect
+                    .find_profile_by_name(self.target, self.name())
+                    .await
+                    .map_err(|source| Error::Connect { step: "looking up a profile by name", source })?;
+                return match found {
+                    Some(f) if f.tags.get(OWNER_UID_TAG) == Some(&self.uid()) => self.take_over(f, "Recovered").await,
+                    Some(f) if f.tags.contains_key(OWNER_UID_TAG) => self.take_over(f, "Adopted").await,
+                    Some(f) if wants_adoption(self.profile) => self.take_over(f, "Adopted").await,
+                    Some(f) => {
+                        let message = format!(
+                            "A security profile named {:?} ({}) already exists in instance {} and no SecurityProfile owns it. Choose another securityProfileName, or adopt it with the annotation {ADOPT_ANNOTATION}: \"true\"",
+                            self.name(),
+                            f.profile.id,
+                            self.target.instance_id
+                        );
+                        self.fail(ConnectError { message, ..e }, "creating the profile").await
+                    }
+                    None => {
+                        // Search is eventually consistent: the profile exists but is not listed yet.
+                        let e = ConnectError::new(
+                            ErrorClass::Recoverable,
+                            "DuplicateResourceException",
+                            format!("the name {:?} is taken but the profile is not searchable yet", self.name()),
+                        );
+                        self.fail(e, "creating the profile").await
+                    }
+                };
+            }
+            Err(e) => return self.fail(e, "creating the profile").await,
+        };
+        publish(
+            self.ctx,
+            self.profile,
+            EventType::Normal,
+            "Created",
+            format!(
+                "Created security profile {:?} ({}) in instance {}",
+                self.name(),
+                created.id,
+                self.target.instance_id
+            ),
+        )
+        .await;
+        let outcome = Outcome::in_sync(self.name(), &created.id, generation);
+        let identity = Identity::Set { id: created.id, arn: created.arn, last_modified: None };
+        write_status(self.profile, self.api, self.ctx, identity, &outcome).await?;
+        Ok(synced(self.profile, self.ctx))
+    }
+
+    /// observe -> plan -> apply -> status, for the profile `id` the status names.
+    async fn sync(&self, id: &str) -> Result<Action, Error> {
+        let status = self.profile.status.clone().unwrap_or_default();
+        let generation = self.profile.metadata.generation;
+        // A full read when the spec changed or Connect changed the profile since the last full read.
+        let mut full = status.observed_generation != generation || status.connect_last_modified_time.is_none();
+        let mut observed = match self.ctx.connect.observe_profile(self.target, id, full).await {
+            Ok(o) => o,
+            Err(e) if e.class == ErrorClass::NotFound => {
+                publish(
+                    self.ctx,
+                    self.profile,
+                    EventType::Warning,
+                    "Recreating",
+                    format!("Security profile {id} was deleted outside the operator; creating it again"),
+                )
+                .await;
+                return self.create().await;
+            }
+            Err(e) => return self.fail(e, "reading the profile").await,
+        };
+        if !full && observed.last_modified != status.connect_last_modified_time {
+            full = true;
+        }
+        if observed.name != *self.name() {
+            let message = format!(
+                "spec.securityProfileName: is immutable: profile {id} is named {:?} in Connect, the spec says {:?}. Set it back, or create a new SecurityProfile; nothing was changed in Connect.",
+                observed.name,
+                self.name()
+            );
+            let outcome = Outcome::failed(reason::VALIDATION_FAILED, &message, false);
+            write_status(self.profile, self.api, self.ctx, Identity::Keep, &outcome).await?;
+            return Err(Error::Invalid(message));
+        }
+        if let Some(owner) = observed.tags.get(OWNER_UID_TAG)
+            && *owner != self.uid()
+        {
+            let message = format!(
+                "Security profile {id} belongs to another SecurityProfile (UID {owner}); this resource will not change it."
+            );
+            let e = ConnectError::new(ErrorClass::Terminal, reason::PROFILE_OWNED_ELSEWHERE, message);
+            return self.fail(e, "reading the profile").await;
+        }
+        let desired_tags = tags_with_owner(self.profile);
+        let mut update = plan::plan_update(&self.profile.spec, &observed.state);
+        let mut tags = plan::plan_tags(&desired_tags, &observed.tags);
+        let differs = !(update.is_empty() && tags.is_empty());
+        if !full && !differs {
+            // Nothing changed since the last full read: done, with one call.
+            return self.in_sync(id, &observed.arn, observed.last_modified).await;
+        }
+        if observed.state.listed.is_none() {
+            observed = match self.ctx.connect.observe_profile(self.target, id, true).await {
+                Ok(o) => o,
+                Err(e) => return self.fail(e, "reading the profile").await,
+            };
+            update = plan::plan_update(&self.profile.spec, &observed.state);
+            tags = plan::plan_tags(&desired_tags, &observed.tags);
+        }
+        let wrote = !(update.is_empty() && tags.is_empty());
+        if !update.is_empty()
+            && let Err(e) = self.ctx.connect.update_profile(self.target, id, &update.update).await
+        {
+            return self.fail(e, "updating the profile").await;
+        }
+        if !tags.set.is_empty()
+            && let Err(e) = self.ctx.connect.tag_profile(self.target, &observed.arn, &tags.set).await
+        {
+            return self.fail(e, "tagging the profile").await;
+        }
+        if !tags.remove.is_empty()
+            && let Err(e) = self.ctx.connect.untag_profile(self.target, &observed.arn, &tags.remove).await
+        {
+            return self.fail(e, "untagging the profile").await;
+        }
+        if wrote {
+            let mut fields: Vec<String> = update.changed.iter().map(|f| f.to_string()).collect();
+            fields.extend(tags.set.keys().chain(tags.remove.iter()).map(|k| format!("tags[{k}]")));
+            let drift = status.observed_generation == generation;
+            let (reason, what) = if drift { ("DriftRepaired", "Restored") } else { ("Updated", "Updated") };
+            publish(
+                self.ctx,
+                self.profile,
+                EventType::Normal,
+                reason,
+                format!("{what} {} of profile {id}", fields.join(", ")),
+            )
+            .await;
+        }
+        // After a write Connect's LastModifiedTime moved: read in full next time.
+        self.in_sync(id, &observed.arn, if wrote { None } else { observed.last_modified }).await
+    }
+
+    async fn in_sync(&self, id: &str, arn: &str, last_modified: Option<String>) -> Result<Action, Error> {
+        let generation = self.profile.metadata.generation.unwrap_or_default();
+        let outcome = Outcome::in_sync(self.name(), id, generation);
+        let identity = Identity::Set { id: id.to_string(), arn: arn.to_string(), last_modified };
+        write_status(self.profile, self.api, self.ctx, identity, &outcome).await?;
+        Ok(synced(self.profile, self.ctx))
+    }
+
+    async fn fail(&self, e: ConnectError, step: &'static str) -> Result<Action, Error> {
+        fail(self.profile, self.api, self.ctx, e, step).await
+    }
 }
 
 /// Records a failed Connect call in the status (and an Event when the reason is new), then returns it.
@@ -457,89 +577,56 @@ async fn fail<C: ConnectApi>(
         ErrorClass::Terminal | ErrorClass::Duplicate => {
             "Fix the spec; it is retried when the spec changes.".to_string()
         }
-        ErrorClass::Quota | ErrorClass::NotFound => {
-            format!("Retrying every {}s.", ctx.settings.slow_retry.as_secs())
-        }
+        ErrorClass::Quota | ErrorClass::NotFound => format!("Retrying every {}s.", ctx.settings.slow_retry.as_secs()),
         ErrorClass::Recoverable | ErrorClass::InUse => "Retrying with backoff.".to_string(),
     };
     let what = match (e.class, step) {
         (ErrorClass::NotFound, "creating the profile") => format!(
             "Connect instance {:?} was not found in region {}: check spec.instanceId and spec.region ({}).",
             profile.spec.instance_id,
-            profile
-                .spec
-                .region
-                .as_deref()
-                .or(ctx.default_region.as_deref())
-                .unwrap_or("?"),
+            profile.spec.region.as_deref().or(ctx.default_region.as_deref()).unwrap_or("?"),
             e.message
         ),
         (ErrorClass::Quota, _) => format!(
             "The security-profile quota of instance {} is reached: {}. Delete unused profiles or ask AWS for a higher quota.",
             profile.spec.instance_id, e.message
         ),
+        (ErrorClass::Terminal, _) if e.code == reason::PROFILE_OWNED_ELSEWHERE => e.message.clone(),
         _ => format!("{step}: {}.", e.message.trim_end_matches('.')),
     };
     let message = format!("{what} {retry}");
-    let ready = profile
-        .status
-        .as_ref()
-        .and_then(|s| s.security_profile_id.as_ref())
-        .is_some()
-        && is_ready(profile);
-    write_status(
-        profile,
-        api,
-        ctx,
-        None,
-        &Outcome::failed(&e.code, &message, ready),
-    )
-    .await?;
-    Err(Error::Connect {
-        step,
-        source: ConnectError { message, ..e },
-    })
+    ctx.next_observe.lock().expect("next_observe lock").remove(&key(&profile.metadata));
+    write_status(profile, api, ctx, Identity::Keep, &Outcome::failed(&e.code, &message, has_ready_profile(profile)))
+        .await?;
+    Err(Error::Connect { step, source: ConnectError { message, ..e } })
 }
 
-/// Writes the status (server-side apply) unless it would change nothing but timestamps.
+/// Writes the status (server-side apply) unless it would change nothing but timestamps; returns it.
 async fn write_status<C: ConnectApi>(
     profile: &SecurityProfile,
     api: &Api<SecurityProfile>,
     ctx: &Context<C>,
-    created: Option<(&str, &str)>,
+    identity: Identity,
     outcome: &Outcome,
-) -> Result<(), Error> {
+) -> Result<SecurityProfileStatus, Error> {
     let current = profile.status.as_ref();
-    let next = status::next_status(
-        current,
-        created,
-        profile.metadata.generation,
-        outcome,
-        Time(jiff::Timestamp::now()),
-    );
+    let next =
+        status::next_status(current, identity, profile.metadata.generation, outcome, Time(jiff::Timestamp::now()));
     if status::unchanged(current, &next) {
-        return Ok(());
+        return Ok(next);
     }
     let old_reason = profile.condition(status::SYNCED).map(|c| c.reason.clone());
     apply_status(api, &profile.name_any(), &next).await?;
-    if !outcome.synced && old_reason.as_deref() != Some(outcome.synced_reason.as_str()) {
-        publish(
-            ctx,
-            profile,
-            EventType::Warning,
-            &outcome.synced_reason,
-            outcome.synced_message.clone(),
-        )
-        .await;
+    if let Some(uid) = profile.uid() {
+        ctx.last_status.lock().expect("last_status lock").insert(uid, next.clone());
     }
-    Ok(())
+    if !outcome.synced && old_reason.as_deref() != Some(outcome.synced_reason.as_str()) {
+        publish(ctx, profile, EventType::Warning, &outcome.synced_reason, outcome.synced_message.clone()).await;
+    }
+    Ok(next)
 }
 
-async fn apply_status<K>(
-    api: &Api<K>,
-    name: &str,
-    status: &SecurityProfileStatus,
-) -> Result<(), Error>
+async fn apply_status<K>(api: &Api<K>, name: &str, status: &SecurityProfileStatus) -> Result<(), Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -548,16 +635,9 @@ where
         "kind": "SecurityProfile",
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(|source| Error::Kube {
-        step: "writing status",
-        source,
-    })?;
+    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| Error::Kube { step: "writing status", source })?;
     Ok(())
 }
 
@@ -568,22 +648,13 @@ async fn publish<C: ConnectApi>(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
     if let Err(e) = ctx.recorder.publish(&event, &profile.object_ref(&())).await {
         warn!(error = %e, "could not publish event");
     }
 }
 
-async fn ensure_finalizer(
-    profile: &SecurityProfile,
-    api: &Api<SecurityProfile>,
-) -> Result<(), Error> {
+async fn ensure_finalizer(profile: &SecurityProfile, api: &Api<SecurityProfile>) -> Result<(), Error> {
     if profile.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
@@ -596,16 +667,9 @@ async fn ensure_finalizer(
                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
     };
     let patch: json_patch::Patch = serde_json::from_value(ops).expect("valid JSON patch");
-    api.patch(
-        &profile.name_any(),
-        &PatchParams::default(),
-        &Patch::<()>::Json(patch),
-    )
-    .await
-    .map_err(|source| Error::Kube {
-        step: "adding the finalizer",
-        source,
-    })?;
+    api.patch(&profile.name_any(), &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map_err(|source| Error::Kube { step: "adding the finalizer", source })?;
     Ok(())
 }
 
@@ -620,20 +684,11 @@ where
     let ops = json!([{"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
                      {"op": "remove", "path": format!("/metadata/finalizers/{i}")}]);
     let patch: json_patch::Patch = serde_json::from_value(ops).expect("valid JSON patch");
-    match api
-        .patch(
-            meta.name.as_deref().unwrap_or_default(),
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
-        .await
+    match api.patch(meta.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::<()>::Json(patch)).await
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-        Err(source) => Err(Error::Kube {
-            step: "removing the finalizer",
-            source,
-        }),
+        Err(source) => Err(Error::Kube { step: "removing the finalizer", source }),
     }
 }
 
@@ -646,22 +701,11 @@ async fn cleanup<C: ConnectApi>(
     if !profile.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
-    let id = profile
-        .status
-        .as_ref()
-        .and_then(|s| s.security_profile_id.clone());
+    let id = profile.status.as_ref().and_then(|s| s.security_profile_id.clone());
     let policy = profile.spec.deletion_policy.unwrap_or_default();
     if let (Some(id), DeletionPolicy::Delete) = (id, policy) {
-        let region = profile
-            .spec
-            .region
-            .clone()
-            .or_else(|| ctx.default_region.clone())
-            .ok_or(Error::NoRegion)?;
-        let target = Target {
-            region,
-            instance_id: profile.spec.instance_id.clone(),
-        };
+        let region = profile.spec.region.clone().or_else(|| ctx.default_region.clone()).ok_or(Error::NoRegion)?;
+        let target = Target { region, instance_id: profile.spec.instance_id.clone() };
         match ctx.connect.delete_profile(&target, &id).await {
             Ok(()) => {
                 publish(
@@ -669,10 +713,7 @@ async fn cleanup<C: ConnectApi>(
                     profile,
                     EventType::Normal,
                     "Deleted",
-                    format!(
-                        "Deleted security profile {id} from instance {}",
-                        target.instance_id
-                    ),
+                    format!("Deleted security profile {id} from instance {}", target.instance_id),
                 )
                 .await
             }
@@ -688,31 +729,27 @@ async fn cleanup<C: ConnectApi>(
                     _ => "Retrying with backoff.",
                 };
                 let message = format!("Cannot delete security profile {id}: {}. {hint}", e.message);
-                let reason = if e.class == ErrorClass::InUse {
-                    reason::DELETE_BLOCKED
-                } else {
-                    e.code.as_str()
-                };
+                let reason = if e.class == ErrorClass::InUse { reason::DELETE_BLOCKED } else { e.code.as_str() };
                 write_status(
                     profile,
                     api,
                     ctx,
-                    None,
-                    &Outcome::failed(reason, &message, is_ready(profile)),
+                    Identity::Keep,
+                    &Outcome::failed(reason, &message, has_ready_profile(profile)),
                 )
                 .await?;
                 return Err(Error::Connect {
                     step: "deleting the profile",
-                    source: ConnectError {
-                        class: ErrorClass::Recoverable,
-                        message,
-                        ..e
-                    },
+                    source: ConnectError { class: ErrorClass::Recoverable, message, ..e },
                 });
             }
         }
     }
     remove_finalizer(api, &profile.metadata).await?;
+    if let Some(uid) = profile.uid() {
+        ctx.last_status.lock().expect("last_status lock").remove(&uid);
+    }
+    ctx.next_observe.lock().expect("next_observe lock").remove(&key(&profile.metadata));
     Ok(Action::await_change())
 }
 
@@ -726,24 +763,14 @@ async fn report_invalid_object<C: ConnectApi>(
     let ns = meta.namespace.clone().unwrap_or_default();
     let name = meta.name.clone().unwrap_or_default();
     let api: Api<DeserializeGuard<SecurityProfile>> = Api::namespaced(ctx.client.clone(), &ns);
-    let raw: Api<DynamicObject> = Api::namespaced_with(
-        ctx.client.clone(),
-        &ns,
-        &kube::discovery::ApiResource::erase::<SecurityProfile>(&()),
-    );
-    let current = raw.get_opt(&name).await.map_err(|source| Error::Kube {
-        step: "reading an invalid object",
-        source,
-    })?;
-    let current_status: Option<SecurityProfileStatus> = current
-        .as_ref()
-        .and_then(|o| o.data.get("status"))
-        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), &ns, &kube::discovery::ApiResource::erase::<SecurityProfile>(&()));
+    let current =
+        raw.get_opt(&name).await.map_err(|source| Error::Kube { step: "reading an invalid object", source })?;
+    let current_status: Option<SecurityProfileStatus> =
+        current.as_ref().and_then(|o| o.data.get("status")).and_then(|s| serde_json::from_value(s.clone()).ok());
     if meta.deletion_timestamp.is_some()
-        && current_status
-            .as_ref()
-            .and_then(|s| s.security_profile_id.as_ref())
-            .is_none()
+        && current_status.as_ref().and_then(|s| s.security_profile_id.as_ref()).is_none()
     {
         // Nothing was created in Connect: nothing to clean up.
         remove_finalizer(&api, meta).await?;
@@ -755,7 +782,7 @@ async fn report_invalid_object<C: ConnectApi>(
     );
     let next = status::next_status(
         current_status.as_ref(),
-        None,
+        Identity::Keep,
         meta.generation,
         &Outcome::failed(reason::INVALID_OBJECT, &message, false),
         Time(jiff::Timestamp::now()),

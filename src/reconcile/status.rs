@@ -48,9 +48,7 @@ impl Outcome {
         Self {
             ready: true,
             ready_reason: reason::AVAILABLE.into(),
-            ready_message: format!(
-                "Security profile {name:?} ({id}) matches generation {generation}"
-            ),
+            ready_message: format!("Security profile {name:?} ({id}) matches generation {generation}"),
             synced: true,
             synced_reason: reason::RECONCILE_SUCCEEDED.into(),
             synced_message: "The last reconcile succeeded".into(),
@@ -61,11 +59,7 @@ impl Outcome {
     pub fn failed(reason: &str, message: &str, profile_ready: bool) -> Self {
         Self {
             ready: profile_ready,
-            ready_reason: if profile_ready {
-                reason::AVAILABLE.into()
-            } else {
-                reason.into()
-            },
+            ready_reason: if profile_ready { reason::AVAILABLE.into() } else { reason.into() },
             ready_message: if profile_ready {
                 "The profile exists in Connect and matched the spec when last synced".into()
             } else {
@@ -78,14 +72,7 @@ impl Outcome {
     }
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
+fn condition(type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>, now: &Time) -> Condition {
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -96,40 +83,36 @@ fn condition(
     }
 }
 
-/// The next status: identity from `current` unless `profile` replaces it, conditions from `outcome`.
+/// Which profile the status names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Identity {
+    /// As the current status says.
+    Keep,
+    /// This profile, read in full at Connect's `last_modified` (None: read it in full next time).
+    Set { id: String, arn: String, last_modified: Option<String> },
+}
+
+/// The next status: identity per `identity`, conditions from `outcome`.
 /// A condition whose status does not change keeps its lastTransitionTime.
 pub fn next_status(
     current: Option<&SecurityProfileStatus>,
-    profile: Option<(&str, &str)>,
+    identity: Identity,
     generation: Option<i64>,
     outcome: &Outcome,
     now: Time,
 ) -> SecurityProfileStatus {
     let current = current.cloned().unwrap_or_default();
-    let (id, arn) = match profile {
-        Some((id, arn)) => (Some(id.to_string()), Some(arn.to_string())),
-        None => (
+    let (id, arn, last_modified) = match identity {
+        Identity::Set { id, arn, last_modified } => (Some(id), Some(arn), last_modified),
+        Identity::Keep => (
             current.security_profile_id.clone(),
             current.security_profile_arn.clone(),
+            current.connect_last_modified_time.clone(),
         ),
     };
     let mut conditions = vec![
-        condition(
-            READY,
-            outcome.ready,
-            &outcome.ready_reason,
-            &outcome.ready_message,
-            generation,
-            &now,
-        ),
-        condition(
-            SYNCED,
-            outcome.synced,
-            &outcome.synced_reason,
-            &outcome.synced_message,
-            generation,
-            &now,
-        ),
+        condition(READY, outcome.ready, &outcome.ready_reason, &outcome.ready_message, generation, &now),
+        condition(SYNCED, outcome.synced, &outcome.synced_reason, &outcome.synced_message, generation, &now),
     ];
     for c in &mut conditions {
         if let Some(old) = current.conditions.iter().find(|o| o.type_ == c.type_)
@@ -141,6 +124,7 @@ pub fn next_status(
     SecurityProfileStatus {
         security_profile_id: id,
         security_profile_arn: arn,
+        connect_last_modified_time: last_modified,
         observed_generation: generation,
         conditions,
     }
@@ -161,10 +145,7 @@ pub fn unchanged(current: Option<&SecurityProfileStatus>, next: &SecurityProfile
 }
 
 /// True when the status records a terminal failure of exactly this generation.
-pub fn terminal_for_generation(
-    status: Option<&SecurityProfileStatus>,
-    generation: Option<i64>,
-) -> Option<&Condition> {
+pub fn terminal_for_generation(status: Option<&SecurityProfileStatus>, generation: Option<i64>) -> Option<&Condition> {
     let status = status?;
     let synced = status.conditions.iter().find(|c| c.type_ == SYNCED)?;
     (synced.status == "False"
@@ -185,54 +166,38 @@ mod tests {
     fn transition_time_moves_only_when_status_changes() {
         let first = next_status(
             None,
-            Some(("id", "arn")),
+            Identity::Set { id: "id".into(), arn: "arn".into(), last_modified: None },
             Some(1),
             &Outcome::failed("ThrottlingException", "slow down", false),
             at(10),
         );
         let same = next_status(
             Some(&first),
-            None,
+            Identity::Keep,
             Some(1),
             &Outcome::failed("ThrottlingException", "slow down", false),
             at(20),
         );
         assert!(unchanged(Some(&first), &same));
         assert_eq!(same.conditions[0].last_transition_time, at(10));
-        let ready = next_status(
-            Some(&same),
-            None,
-            Some(1),
-            &Outcome::in_sync("n", "id", 1),
-            at(30),
-        );
+        let ready = next_status(Some(&same), Identity::Keep, Some(1), &Outcome::in_sync("n", "id", 1), at(30));
         assert!(!unchanged(Some(&same), &ready));
         assert_eq!(ready.conditions[0].last_transition_time, at(30));
-        assert_eq!(
-            ready.security_profile_id.as_deref(),
-            Some("id"),
-            "identity is kept"
-        );
+        assert_eq!(ready.security_profile_id.as_deref(), Some("id"), "identity is kept");
     }
 
     #[test]
     fn terminal_holds_only_for_its_generation() {
         let s = next_status(
             None,
-            None,
+            Identity::Keep,
             Some(2),
             &Outcome::failed("ValidationFailed", "spec.tags: bad", false),
             at(1),
         );
         assert!(terminal_for_generation(Some(&s), Some(2)).is_some());
         assert!(terminal_for_generation(Some(&s), Some(3)).is_none());
-        let t = next_status(
-            None,
-            None,
-            Some(2),
-            &Outcome::failed("ThrottlingException", "x", false),
-            at(1),
-        );
+        let t = next_status(None, Identity::Keep, Some(2), &Outcome::failed("ThrottlingException", "x", false), at(1));
         assert!(terminal_for_generation(Some(&t), Some(2)).is_none());
     }
 }

@@ -23,11 +23,7 @@ impl fmt::Display for FieldError {
 
 /// Joins field errors into one status message.
 pub fn describe(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 #[derive(Default)]
@@ -37,46 +33,25 @@ struct Checker {
 
 impl Checker {
     fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
+        self.errors.push(FieldError { field: field.into(), message: message.into() });
     }
 
     fn length(&mut self, field: &str, value: &str, min: usize, max: usize) {
         let len = char_len(value);
         if len < min || len > max {
-            let rule = if min == 0 {
-                format!("at most {max}")
-            } else {
-                format!("{min} to {max}")
-            };
+            let rule = if min == 0 { format!("at most {max}") } else { format!("{min} to {max}") };
             self.fail(field, format!("must be {rule} characters long, is {len}"));
         }
     }
 
     fn items<T>(&mut self, field: &str, items: &[T], min: usize, max: usize) {
         if items.len() < min || items.len() > max {
-            let rule = if min == 0 {
-                format!("at most {max}")
-            } else {
-                format!("{min} to {max}")
-            };
-            self.fail(
-                field,
-                format!("must have {rule} items, has {}", items.len()),
-            );
+            let rule = if min == 0 { format!("at most {max}") } else { format!("{min} to {max}") };
+            self.fail(field, format!("must have {rule} items, has {}", items.len()));
         }
     }
 
-    fn strings(
-        &mut self,
-        field: &str,
-        items: &[String],
-        max_items: usize,
-        min_len: usize,
-        max_len: usize,
-    ) {
+    fn strings(&mut self, field: &str, items: &[String], max_items: usize, min_len: usize, max_len: usize) {
         self.items(field, items, 0, max_items);
         for (i, s) in items.iter().enumerate() {
             self.length(&format!("{field}[{i}]"), s, min_len, max_len);
@@ -85,10 +60,7 @@ impl Checker {
 
     fn string_map(&mut self, field: &str, map: &BTreeMap<String, String>, max_entries: usize) {
         if map.len() > max_entries {
-            self.fail(
-                field,
-                format!("must have at most {max_entries} entries, has {}", map.len()),
-            );
+            self.fail(field, format!("must have at most {max_entries} entries, has {}", map.len()));
         }
         for (k, v) in map {
             self.length(&format!("{field}[{k:?}]"), v, 0, c::TAG_VALUE_MAX);
@@ -102,10 +74,7 @@ pub fn reserved_operator_prefix() -> String {
 }
 
 /// Checks `spec`; `current_instance` is the instance of the existing profile (from its ARN), if any.
-pub fn validate_spec(
-    spec: &SecurityProfileSpec,
-    current_instance: Option<&str>,
-) -> Result<(), Vec<FieldError>> {
+pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>) -> Result<(), Vec<FieldError>> {
     let mut ch = Checker::default();
     ch.length("spec.instanceId", &spec.instance_id, 1, c::INSTANCE_ID_MAX);
     if let Some(current) = current_instance
@@ -134,47 +103,22 @@ pub fn validate_spec(
         ch.length("spec.description", d, 0, c::DESCRIPTION_MAX);
     }
     if let Some(p) = &spec.permissions {
-        ch.strings(
-            "spec.permissions",
-            p,
-            c::PERMISSIONS_MAX_ITEMS,
-            1,
-            c::PERMISSION_MAX,
-        );
+        ch.strings("spec.permissions", p, c::PERMISSIONS_MAX_ITEMS, 1, c::PERMISSION_MAX);
     }
     if let Some(tags) = &spec.allowed_access_control_tags {
-        ch.string_map(
-            "spec.allowedAccessControlTags",
-            tags,
-            c::ACCESS_CONTROL_TAGS_MAX_ENTRIES,
-        );
+        ch.string_map("spec.allowedAccessControlTags", tags, c::ACCESS_CONTROL_TAGS_MAX_ENTRIES);
         for k in tags.keys() {
-            ch.length(
-                &format!("spec.allowedAccessControlTags key {k:?}"),
-                k,
-                1,
-                c::TAG_KEY_MAX,
-            );
+            ch.length(&format!("spec.allowedAccessControlTags key {k:?}"), k, 1, c::TAG_KEY_MAX);
         }
     }
     if let Some(r) = &spec.tag_restricted_resources {
-        ch.items(
-            "spec.tagRestrictedResources",
-            r,
-            0,
-            c::TAG_RESTRICTED_RESOURCES_MAX_ITEMS,
-        );
+        ch.items("spec.tagRestrictedResources", r, 0, c::TAG_RESTRICTED_RESOURCES_MAX_ITEMS);
     }
     if let Some(apps) = &spec.applications {
         ch.items("spec.applications", apps, 0, c::APPLICATIONS_MAX_ITEMS);
         for (i, app) in apps.iter().enumerate() {
             let f = format!("spec.applications[{i}]");
-            ch.length(
-                &format!("{f}.namespace"),
-                &app.namespace,
-                1,
-                c::APPLICATION_NAMESPACE_MAX,
-            );
+            ch.length(&format!("{f}.namespace"), &app.namespace, 1, c::APPLICATION_NAMESPACE_MAX);
             ch.items(
                 &format!("{f}.applicationPermissions"),
                 &app.application_permissions,
@@ -182,30 +126,15 @@ pub fn validate_spec(
                 c::APPLICATION_PERMISSIONS_MAX_ITEMS,
             );
             for (j, p) in app.application_permissions.iter().enumerate() {
-                ch.length(
-                    &format!("{f}.applicationPermissions[{j}]"),
-                    p,
-                    1,
-                    c::PERMISSION_MAX,
-                );
+                ch.length(&format!("{f}.applicationPermissions[{j}]"), p, 1, c::PERMISSION_MAX);
             }
         }
     }
     if let Some(modules) = &spec.allowed_flow_modules {
-        ch.items(
-            "spec.allowedFlowModules",
-            modules,
-            0,
-            c::FLOW_MODULES_MAX_ITEMS,
-        );
+        ch.items("spec.allowedFlowModules", modules, 0, c::FLOW_MODULES_MAX_ITEMS);
         for (i, m) in modules.iter().enumerate() {
             if let Some(id) = &m.flow_module_id {
-                ch.length(
-                    &format!("spec.allowedFlowModules[{i}].flowModuleId"),
-                    id,
-                    1,
-                    c::FLOW_MODULE_ID_MAX,
-                );
+                ch.length(&format!("spec.allowedFlowModules[{i}].flowModuleId"), id, 1, c::FLOW_MODULE_ID_MAX);
             }
         }
     }
@@ -222,26 +151,14 @@ pub fn validate_spec(
         let f = "spec.granularAccessControlConfiguration.dataTableAccessControlConfiguration.primaryAttributeAccessControlConfiguration.primaryAttributeValues";
         ch.items(f, values, 0, c::PRIMARY_ATTRIBUTE_VALUES_MAX_ITEMS);
         for (i, v) in values.iter().enumerate() {
-            if let Some(problem) = v
-                .attribute_name
-                .as_deref()
-                .and_then(c::attribute_name_problem)
-            {
+            if let Some(problem) = v.attribute_name.as_deref().and_then(c::attribute_name_problem) {
                 ch.fail(format!("{f}[{i}].attributeName"), problem);
             }
             let vals = v.values.as_deref().unwrap_or_default();
-            ch.items(
-                &format!("{f}[{i}].values"),
-                vals,
-                0,
-                c::PRIMARY_VALUES_MAX_ITEMS,
-            );
+            ch.items(&format!("{f}[{i}].values"), vals, 0, c::PRIMARY_VALUES_MAX_ITEMS);
             for (j, s) in vals.iter().enumerate() {
                 if !c::is_latin1_printable(s) {
-                    ch.fail(
-                        format!("{f}[{i}].values[{j}]"),
-                        "must be non-empty printable Latin-1 text",
-                    );
+                    ch.fail(format!("{f}[{i}].values[{j}]"), "must be non-empty printable Latin-1 text");
                 }
             }
         }
@@ -262,19 +179,10 @@ pub fn validate_spec(
         }
     }
     if let Some(region) = &spec.region {
-        let ok = regex::Regex::new(r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]$")
-            .expect("valid regex")
-            .is_match(region);
+        let ok = regex::Regex::new(r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]$").expect("valid regex").is_match(region);
         if !ok {
-            ch.fail(
-                "spec.region",
-                format!("{region:?} is not an AWS Region name such as us-east-1"),
-            );
+            ch.fail("spec.region", format!("{region:?} is not an AWS Region name such as us-east-1"));
         }
     }
-    if ch.errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ch.errors)
-    }
+    if ch.errors.is_empty() { Ok(()) } else { Err(ch.errors) }
 }

@@ -38,41 +38,20 @@ async fn a_valid_profile_becomes_ready_with_every_field_sent_to_connect() {
     let synced = sp.condition("Synced").unwrap();
     assert_eq!(synced.status, "True");
     assert_eq!(status.observed_generation, sp.metadata.generation);
-    assert!(
-        sp.metadata
-            .finalizers
-            .as_ref()
-            .unwrap()
-            .contains(&"connect.cloud-operators.dev/finalizer".to_string())
-    );
+    assert!(sp.metadata.finalizers.as_ref().unwrap().contains(&"connect.cloud-operators.dev/finalizer".to_string()));
 
     // Status identity equals what Connect holds.
     let profiles = env.emulator.profiles(INSTANCE);
-    let held: Vec<&Value> = profiles
-        .iter()
-        .filter(|p| p["SecurityProfileName"] == "Tier 2 Agents")
-        .collect();
+    let held: Vec<&Value> = profiles.iter().filter(|p| p["SecurityProfileName"] == "Tier 2 Agents").collect();
     assert_eq!(held.len(), 1);
-    assert_eq!(
-        status.security_profile_id.as_deref(),
-        held[0]["Id"].as_str()
-    );
-    assert_eq!(
-        status.security_profile_arn.as_deref(),
-        held[0]["Arn"].as_str()
-    );
+    assert_eq!(status.security_profile_id.as_deref(), held[0]["Id"].as_str());
+    assert_eq!(status.security_profile_arn.as_deref(), held[0]["Arn"].as_str());
     // The owner tag carries the resource's UID.
-    assert_eq!(
-        held[0]["Tags"]["connect.cloud-operators.dev/owner-uid"].as_str(),
-        sp.metadata.uid.as_deref()
-    );
+    assert_eq!(held[0]["Tags"]["connect.cloud-operators.dev/owner-uid"].as_str(), sp.metadata.uid.as_deref());
 
     // The emulator saw every field of the spec in the create call.
     let calls = env.emulator.calls();
-    let create: Vec<_> = calls
-        .iter()
-        .filter(|c| c.operation == "CreateSecurityProfile")
-        .collect();
+    let create: Vec<_> = calls.iter().filter(|c| c.operation == "CreateSecurityProfile").collect();
     assert_eq!(create.len(), 1, "exactly one create");
     let body = &create[0].params["body"];
     assert_eq!(create[0].params["labels"][0], INSTANCE);
@@ -80,32 +59,14 @@ async fn a_valid_profile_becomes_ready_with_every_field_sent_to_connect() {
     assert_eq!(body["SecurityProfileName"], spec["securityProfileName"]);
     assert_eq!(body["Description"], spec["description"]);
     assert_eq!(body["Permissions"], spec["permissions"]);
-    assert_eq!(
-        body["AllowedAccessControlTags"],
-        spec["allowedAccessControlTags"]
-    );
-    assert_eq!(
-        body["AllowedAccessControlHierarchyGroupId"],
-        spec["allowedAccessControlHierarchyGroupId"]
-    );
-    assert_eq!(
-        body["TagRestrictedResources"],
-        spec["tagRestrictedResources"]
-    );
-    assert_eq!(
-        body["HierarchyRestrictedResources"],
-        spec["hierarchyRestrictedResources"]
-    );
+    assert_eq!(body["AllowedAccessControlTags"], spec["allowedAccessControlTags"]);
+    assert_eq!(body["AllowedAccessControlHierarchyGroupId"], spec["allowedAccessControlHierarchyGroupId"]);
+    assert_eq!(body["TagRestrictedResources"], spec["tagRestrictedResources"]);
+    assert_eq!(body["HierarchyRestrictedResources"], spec["hierarchyRestrictedResources"]);
     assert_eq!(body["Applications"][0]["Namespace"], "com.example.crm");
-    assert_eq!(
-        body["Applications"][0]["ApplicationPermissions"],
-        json!(["ACCESS"])
-    );
+    assert_eq!(body["Applications"][0]["ApplicationPermissions"], json!(["ACCESS"]));
     assert_eq!(body["Applications"][0]["Type"], "THIRD_PARTY_APPLICATION");
-    assert_eq!(
-        body["AllowedFlowModules"],
-        json!([{"Type": "MCP", "FlowModuleId": "fm-1"}])
-    );
+    assert_eq!(body["AllowedFlowModules"], json!([{"Type": "MCP", "FlowModuleId": "fm-1"}]));
     assert_eq!(
         body["AllowedAIAgents"],
         json!([{"Arn": "arn:aws:wisdom:us-east-1:123456789012:ai-agent/a1", "Type": "THIRD_PARTY"}])
@@ -130,47 +91,20 @@ async fn a_valid_profile_becomes_ready_with_every_field_sent_to_connect() {
 
     // Deleting the resource (deletionPolicy Delete by default) deletes the profile.
     let out = env.kubectl(&["delete", "csp", "tier2", "--wait=true", "--timeout=30s"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        env.emulator
-            .profiles(INSTANCE)
-            .iter()
-            .all(|p| p["SecurityProfileName"] != "Tier 2 Agents")
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(env.emulator.profiles(INSTANCE).iter().all(|p| p["SecurityProfileName"] != "Tier 2 Agents"));
 }
 
 #[tokio::test]
 async fn schema_constraints_are_refused_by_kubectl_naming_the_field() {
     let env = TestEnv::new("schema", &["--throttle-rate", "0"]).await;
     let cases = [
-        (
-            json!({"securityProfileName": "a/b"}),
-            "spec.securityProfileName",
-        ),
-        (
-            json!({"securityProfileName": "x".repeat(128)}),
-            "spec.securityProfileName",
-        ),
-        (
-            json!({"securityProfileName": ""}),
-            "spec.securityProfileName",
-        ),
-        (
-            json!({"securityProfileName": "ok", "instanceId": "i".repeat(101)}),
-            "spec.instanceId",
-        ),
-        (
-            json!({"securityProfileName": "ok", "description": "d".repeat(251)}),
-            "spec.description",
-        ),
-        (
-            json!({"securityProfileName": "ok", "permissions": [""]}),
-            "spec.permissions",
-        ),
+        (json!({"securityProfileName": "a/b"}), "spec.securityProfileName"),
+        (json!({"securityProfileName": "x".repeat(128)}), "spec.securityProfileName"),
+        (json!({"securityProfileName": ""}), "spec.securityProfileName"),
+        (json!({"securityProfileName": "ok", "instanceId": "i".repeat(101)}), "spec.instanceId"),
+        (json!({"securityProfileName": "ok", "description": "d".repeat(251)}), "spec.description"),
+        (json!({"securityProfileName": "ok", "permissions": [""]}), "spec.permissions"),
         (
             json!({"securityProfileName": "ok", "permissions": (0..501).map(|i| format!("P{i}")).collect::<Vec<_>>()}),
             "spec.permissions",
@@ -179,10 +113,7 @@ async fn schema_constraints_are_refused_by_kubectl_naming_the_field() {
             json!({"securityProfileName": "ok", "allowedAccessControlTags": {"a": "1", "b": "2", "c": "3", "d": "4", "e": "5"}}),
             "spec.allowedAccessControlTags",
         ),
-        (
-            json!({"securityProfileName": "ok", "tagRestrictedResources": ["Printer"]}),
-            "spec.tagRestrictedResources",
-        ),
+        (json!({"securityProfileName": "ok", "tagRestrictedResources": ["Printer"]}), "spec.tagRestrictedResources"),
         (
             json!({"securityProfileName": "ok", "hierarchyRestrictedResources": ["Queue"]}),
             "spec.hierarchyRestrictedResources",
@@ -195,36 +126,18 @@ async fn schema_constraints_are_refused_by_kubectl_naming_the_field() {
             json!({"securityProfileName": "ok", "applications": [{"namespace": "n", "applicationPermissions": ["A"], "type": "ROBOT"}]}),
             "spec.applications",
         ),
-        (
-            json!({"securityProfileName": "ok", "allowedFlowModules": [{"type": "LAMBDA"}]}),
-            "spec.allowedFlowModules",
-        ),
-        (
-            json!({"securityProfileName": "ok", "tags": {"k": "v".repeat(257)}}),
-            "spec.tags",
-        ),
-        (
-            json!({"securityProfileName": "ok", "deletionPolicy": "Orphan"}),
-            "spec.deletionPolicy",
-        ),
-        (
-            json!({"securityProfileName": "ok", "region": "Mars"}),
-            "spec.region",
-        ),
-        (
-            json!({"securityProfileName": "ok", "permissions": "BasicAgentAccess"}),
-            "spec.permissions",
-        ),
+        (json!({"securityProfileName": "ok", "allowedFlowModules": [{"type": "LAMBDA"}]}), "spec.allowedFlowModules"),
+        (json!({"securityProfileName": "ok", "tags": {"k": "v".repeat(257)}}), "spec.tags"),
+        (json!({"securityProfileName": "ok", "deletionPolicy": "Orphan"}), "spec.deletionPolicy"),
+        (json!({"securityProfileName": "ok", "region": "Mars"}), "spec.region"),
+        (json!({"securityProfileName": "ok", "permissions": "BasicAgentAccess"}), "spec.permissions"),
         (json!({"description": "no name"}), "securityProfileName"),
     ];
     for (i, (spec, field)) in cases.into_iter().enumerate() {
         let out = env.apply(&manifest(&format!("bad-{i}"), spec.clone()));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "case {i} ({spec}) was accepted");
-        assert!(
-            stderr.contains(field),
-            "case {i}: error should name {field}: {stderr}"
-        );
+        assert!(stderr.contains(field), "case {i}: error should name {field}: {stderr}");
     }
     assert!(env.emulator.calls().is_empty(), "nothing reached Connect");
 }
@@ -234,11 +147,11 @@ async fn rules_only_cel_states_are_caught_by_the_controller_without_a_connect_ca
     let mut env = TestEnv::new("cel", &["--throttle-rate", "0"]).await;
     env.start_operator(&[]);
     // Kubernetes 1.20 drops x-kubernetes-validations, so the apiserver accepts these.
+    env.apply_ok(&manifest("aws-tag", json!({"securityProfileName": "aws-tag", "tags": {"aws:createdBy": "me"}})));
     env.apply_ok(&manifest(
-        "aws-tag",
-        json!({"securityProfileName": "aws-tag", "tags": {"aws:createdBy": "me"}}),
+        "owner-tag",
+        json!({"securityProfileName": "owner-tag", "tags": {"connect.cloud-operators.dev/owner-uid": "x"}}),
     ));
-    env.apply_ok(&manifest("owner-tag", json!({"securityProfileName": "owner-tag", "tags": {"connect.cloud-operators.dev/owner-uid": "x"}})));
     env.apply_ok(&manifest("attr", json!({"securityProfileName": "attr", "granularAccessControlConfiguration": {"dataTableAccessControlConfiguration": {"primaryAttributeAccessControlConfiguration": {"primaryAttributeValues": [{"accessType": "ALLOW", "attributeName": "connect:x"}]}}}})));
     for (name, field) in [
         ("aws-tag", "spec.tags key \"aws:createdBy\""),
@@ -250,43 +163,23 @@ async fn rules_only_cel_states_are_caught_by_the_controller_without_a_connect_ca
         assert_eq!(synced.status, "False");
         assert!(synced.message.contains(field), "{name}: {}", synced.message);
         let ready = sp.condition("Ready").unwrap();
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "ValidationFailed")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ValidationFailed"));
     }
     // A valid profile next to them is served.
     env.apply_ok(&manifest("fine", json!({"securityProfileName": "fine"})));
     let fine = env.wait_condition("fine", "Ready", "True", T).await;
     // instanceId is immutable (CEL on new clusters; the controller here, from the ARN in status).
     let id = fine.status.unwrap().security_profile_id.unwrap();
-    env.apply_ok(&manifest(
-        "fine",
-        json!({"securityProfileName": "fine", "instanceId": "another-instance"}),
-    ));
+    env.apply_ok(&manifest("fine", json!({"securityProfileName": "fine", "instanceId": "another-instance"})));
     let sp = env.wait_reason("fine", "ValidationFailed", T).await;
-    assert!(
-        sp.condition("Synced")
-            .unwrap()
-            .message
-            .contains("spec.instanceId: is immutable")
-    );
-    assert_eq!(
-        sp.status.unwrap().security_profile_id.as_deref(),
-        Some(id.as_str()),
-        "the profile's identity is kept"
-    );
+    assert!(sp.condition("Synced").unwrap().message.contains("spec.instanceId: is immutable"));
+    assert_eq!(sp.status.unwrap().security_profile_id.as_deref(), Some(id.as_str()), "the profile's identity is kept");
     let creates: Vec<String> = env
         .emulator
         .calls()
         .iter()
         .filter(|c| c.operation == "CreateSecurityProfile")
-        .map(|c| {
-            c.params["body"]["SecurityProfileName"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|c| c.params["body"]["SecurityProfileName"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(creates, ["fine"], "no invalid spec reached Connect");
 }
@@ -297,34 +190,18 @@ async fn unknown_instance_duplicate_name_and_quota_end_in_the_documented_status(
     let mut env = TestEnv::new("errors", &["--throttle-rate", "0", "--profile-limit", "6"]).await;
     env.start_operator(&[]);
     // Unknown instance: says which, retried slowly, recovers when the instance appears.
-    env.apply_ok(&manifest(
-        "lost",
-        json!({"securityProfileName": "lost", "instanceId": "no-such-instance"}),
-    ));
-    let sp = env
-        .wait_reason("lost", "ResourceNotFoundException", T)
-        .await;
+    env.apply_ok(&manifest("lost", json!({"securityProfileName": "lost", "instanceId": "no-such-instance"})));
+    let sp = env.wait_reason("lost", "ResourceNotFoundException", T).await;
     let msg = &sp.condition("Synced").unwrap().message;
-    assert!(
-        msg.contains("\"no-such-instance\"")
-            && msg.contains("us-east-1")
-            && msg.contains("Retrying"),
-        "{msg}"
-    );
-    env.emulator
-        .control("POST", "instances/no-such-instance", Some(json!({})));
+    assert!(msg.contains("\"no-such-instance\"") && msg.contains("us-east-1") && msg.contains("Retrying"), "{msg}");
+    env.emulator.control("POST", "instances/no-such-instance", Some(json!({})));
     env.wait_condition("lost", "Ready", "True", T).await;
 
     // Duplicate name: a profile made outside the operator (here: the default Admin profile).
     env.apply_ok(&manifest("admin", json!({"securityProfileName": "Admin"})));
-    let sp = env
-        .wait_reason("admin", "DuplicateResourceException", T)
-        .await;
+    let sp = env.wait_reason("admin", "DuplicateResourceException", T).await;
     let msg = &sp.condition("Synced").unwrap().message;
-    assert!(
-        msg.contains("\"Admin\" already exists in instance") && msg.contains(INSTANCE),
-        "{msg}"
-    );
+    assert!(msg.contains("\"Admin\"") && msg.contains("already exists in instance") && msg.contains(INSTANCE), "{msg}");
     assert_eq!(sp.condition("Ready").unwrap().status, "False");
 
     // Quota: two fit, the third waits (LimitExceeded is never terminal) and goes through once room is made.
@@ -334,11 +211,7 @@ async fn unknown_instance_duplicate_name_and_quota_end_in_the_documented_status(
     env.wait_condition("q2", "Ready", "True", T).await;
     env.apply_ok(&manifest("q3", json!({"securityProfileName": "q3"})));
     let sp = env.wait_reason("q3", "LimitExceededException", T).await;
-    assert!(
-        sp.condition("Synced").unwrap().message.contains("quota"),
-        "{:?}",
-        sp.condition("Synced")
-    );
+    assert!(sp.condition("Synced").unwrap().message.contains("quota"), "{:?}", sp.condition("Synced"));
     let out = env.kubectl(&["delete", "csp", "q1", "--wait=true", "--timeout=30s"]);
     assert!(out.status.success());
     env.wait_condition("q3", "Ready", "True", T).await;
@@ -349,11 +222,7 @@ async fn unknown_instance_duplicate_name_and_quota_end_in_the_documented_status(
         .iter()
         .map(|p| p["SecurityProfileName"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(
-        names.iter().filter(|n| n.starts_with('q')).count(),
-        2,
-        "{names:?}"
-    );
+    assert_eq!(names.iter().filter(|n| n.starts_with('q')).count(), 2, "{names:?}");
 }
 
 #[tokio::test]
@@ -362,40 +231,25 @@ async fn a_throttling_storm_ends_with_every_profile_ready_once() {
     let mut env = TestEnv::new("storm", &["--throttle-rate", "1", "--throttle-burst", "2"]).await;
     env.start_operator(&["--concurrency", "8"]);
     for i in 0..8 {
-        env.apply_ok(&manifest(
-            &format!("storm-{i}"),
-            json!({"securityProfileName": format!("storm-{i}")}),
-        ));
+        env.apply_ok(&manifest(&format!("storm-{i}"), json!({"securityProfileName": format!("storm-{i}")})));
     }
     for i in 0..8 {
-        env.wait_condition(
-            &format!("storm-{i}"),
-            "Ready",
-            "True",
-            Duration::from_secs(90),
-        )
-        .await;
+        env.wait_condition(&format!("storm-{i}"), "Ready", "True", Duration::from_secs(90)).await;
     }
     let calls = env.emulator.calls();
-    assert!(
-        calls.iter().any(|c| c.outcome == "ThrottlingException"),
-        "the storm met throttling"
-    );
+    assert!(calls.iter().any(|c| c.outcome == "ThrottlingException"), "the storm met throttling");
     let profiles = env.emulator.profiles(INSTANCE);
     for i in 0..8 {
         let name = format!("storm-{i}");
         assert_eq!(
-            profiles
-                .iter()
-                .filter(|p| p["SecurityProfileName"] == name.as_str())
-                .count(),
+            profiles.iter().filter(|p| p["SecurityProfileName"] == name.as_str()).count(),
             1,
             "{name} exactly once"
         );
     }
     // Once recovered, Synced is True again: the stale ThrottlingException is cleared.
     for i in 0..8 {
-        let sp = env.api().get(&format!("storm-{i}")).await.unwrap();
+        let sp = env.wait_condition(&format!("storm-{i}"), "Synced", "True", Duration::from_secs(60)).await;
         assert_eq!(sp.condition("Synced").unwrap().reason, "ReconcileSucceeded");
     }
 }

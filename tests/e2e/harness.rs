@@ -44,12 +44,7 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .expect("kubectl on PATH (tests/cluster/install-deps.sh puts it in ~/.cache/connect-operator/bin)");
     if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
     }
     drop(child.stdin.take());
     child.wait_with_output().expect("kubectl runs")
@@ -61,15 +56,8 @@ pub fn install_crd() {
     ONCE.call_once(|| {
         let crd = repo_root().join("crds/securityprofile.yaml");
         // Kubernetes 1.20 does not know x-kubernetes-validations: kubectl's client-side check would refuse them.
-        let out = kubectl(
-            &["apply", "--validate=false", "-f", crd.to_str().unwrap()],
-            None,
-        );
-        assert!(
-            out.status.success(),
-            "installing the CRD failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = kubectl(&["apply", "--validate=false", "-f", crd.to_str().unwrap()], None);
+        assert!(out.status.success(), "installing the CRD failed: {}", String::from_utf8_lossy(&out.stderr));
         let out = kubectl(
             &[
                 "wait",
@@ -79,11 +67,7 @@ pub fn install_crd() {
             ],
             None,
         );
-        assert!(
-            out.status.success(),
-            "CRD not established: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "CRD not established: {}", String::from_utf8_lossy(&out.stderr));
     });
 }
 
@@ -126,12 +110,7 @@ impl EmulatorProc {
         let _ = std::fs::remove_file(&addr_file);
         let log = dir.join(format!("{name}-emulator.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_connect-emulator"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--addr-file",
-                addr_file.to_str().unwrap(),
-            ])
+            .args(["--listen", "127.0.0.1:0", "--addr-file", addr_file.to_str().unwrap()])
             .args(extra)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::inherit())
@@ -168,10 +147,7 @@ impl EmulatorProc {
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("read");
         let (head, payload) = response.split_once("\r\n\r\n").expect("HTTP response");
-        assert!(
-            head.starts_with("HTTP/1.1 200"),
-            "control {method} {path}: {head}\n{payload}"
-        );
+        assert!(head.starts_with("HTTP/1.1 200"), "control {method} {path}: {head}\n{payload}");
         serde_json::from_str(payload).expect("JSON body")
     }
 
@@ -182,10 +158,7 @@ impl EmulatorProc {
     /// The instance's profiles, as the emulator holds them.
     pub fn profiles(&self, instance: &str) -> Vec<Value> {
         let state = self.control("GET", "state", None);
-        state["instances"][instance]["Profiles"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        state["instances"][instance]["Profiles"].as_array().cloned().unwrap_or_default()
     }
 
     pub fn set_faults(&self, faults: Value) {
@@ -208,48 +181,23 @@ impl TestEnv {
         install_crd();
         let options = kube::config::KubeConfigOptions::default();
         let kc = kube::config::Kubeconfig::read_from(&config).expect("read kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &options)
-            .await
-            .expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &options).await.expect("kubeconfig");
         let client = kube::Client::try_from(cfg).expect("client");
         let ns = format!("e2e-{name}-{:05}", rand::random_range(0..100_000));
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-        namespaces
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("create namespace");
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        namespaces.create(&PostParams::default(), &namespace).await.expect("create namespace");
         let emulator = EmulatorProc::start(&ns, emulator_args);
-        Self {
-            ns,
-            client,
-            emulator,
-            operator: None,
-        }
+        Self { ns, client, emulator, operator: None }
     }
 
     /// Starts `connect-operator run` for this namespace against this emulator, with short test timings.
     pub fn start_operator(&mut self, extra: &[&str]) {
         let log = log_dir().join(format!("{}-operator.log", self.ns));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_connect-operator"))
-            .args([
-                "run",
-                "--namespace",
-                &self.ns,
-                "--retry-base",
-                "200ms",
-                "--retry-max",
-                "3s",
-                "--slow-retry",
-                "2s",
-            ])
-            .args(extra)
+            .args(["run", "--namespace", &self.ns])
+            .args(with_defaults(extra, &[("--retry-base", "200ms"), ("--retry-max", "3s"), ("--slow-retry", "2s")]))
             .env("KUBECONFIG", kubeconfig())
             .env("AWS_ENDPOINT_URL_CONNECT", self.emulator.endpoint())
             .env("AWS_REGION", "us-east-1")
@@ -275,11 +223,7 @@ impl TestEnv {
 
     pub fn apply_ok(&self, manifest: &str) {
         let out = self.apply(manifest);
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "kubectl apply failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
@@ -289,12 +233,7 @@ impl TestEnv {
     }
 
     /// Polls until `check` returns `Some`, or fails after `timeout` with the operator's log tail.
-    pub async fn wait_for<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut check: impl AsyncFnMut() -> Option<T>,
-    ) -> T {
+    pub async fn wait_for<T>(&self, what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(v) = check().await {
@@ -320,13 +259,7 @@ impl TestEnv {
     }
 
     /// Waits until the resource's condition `type_` has `status`, and returns the resource.
-    pub async fn wait_condition(
-        &self,
-        name: &str,
-        type_: &str,
-        status: &str,
-        timeout: Duration,
-    ) -> SecurityProfile {
+    pub async fn wait_condition(&self, name: &str, type_: &str, status: &str, timeout: Duration) -> SecurityProfile {
         let api = self.api();
         self.wait_for(&format!("{name} {type_}={status}"), timeout, async || {
             let sp = api.get_opt(name).await.ok().flatten()?;
@@ -337,23 +270,26 @@ impl TestEnv {
     }
 
     /// Waits until the Synced condition has `reason`.
-    pub async fn wait_reason(
-        &self,
-        name: &str,
-        reason: &str,
-        timeout: Duration,
-    ) -> SecurityProfile {
+    pub async fn wait_reason(&self, name: &str, reason: &str, timeout: Duration) -> SecurityProfile {
         let api = self.api();
-        self.wait_for(
-            &format!("{name} Synced reason {reason}"),
-            timeout,
-            async || {
-                let sp = api.get_opt(name).await.ok().flatten()?;
-                (sp.condition("Synced")?.reason == reason).then_some(sp)
-            },
-        )
+        self.wait_for(&format!("{name} Synced reason {reason}"), timeout, async || {
+            let sp = api.get_opt(name).await.ok().flatten()?;
+            (sp.condition("Synced")?.reason == reason).then_some(sp)
+        })
         .await
     }
+}
+
+/// `extra` flags, plus each default flag that `extra` does not set.
+pub fn with_defaults(extra: &[&str], defaults: &[(&str, &str)]) -> Vec<String> {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    for (flag, value) in defaults {
+        if !extra.contains(flag) {
+            args.push(flag.to_string());
+            args.push(value.to_string());
+        }
+    }
+    args
 }
 
 /// A SecurityProfile manifest with the given spec (instanceId defaults to the emulator's instance).

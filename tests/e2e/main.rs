@@ -3,4 +3,5 @@
 
 mod core_loop;
 mod harness;
+mod lifecycle;
 mod proving_ground;

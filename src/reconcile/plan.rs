@@ -1,0 +1,291 @@
+//! Pure planning: the difference between the spec and the profile Connect holds, as the smallest set of
+//! calls that removes it. UpdateSecurityProfile gets only the members that differ (an empty value clears
+//! a member the spec no longer has); tags go through TagResource/UntagResource, key by key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::api::{self, SecurityProfileSpec};
+
+/// The members of a profile that UpdateSecurityProfile can change, normalised so that equal meaning
+/// compares equal (absent == empty; lists whose order Connect does not keep are sets or sorted).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProfileState {
+    pub description: String,
+    pub allowed_access_control_tags: BTreeMap<String, String>,
+    pub allowed_access_control_hierarchy_group_id: String,
+    pub tag_restricted_resources: BTreeSet<String>,
+    pub hierarchy_restricted_resources: BTreeSet<String>,
+    pub granular_access_control_configuration: Option<api::GranularAccessControlConfiguration>,
+    /// Members only the List* calls return; `None` when they were not read.
+    pub listed: Option<ListedMembers>,
+}
+
+/// The members DescribeSecurityProfile does not return.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListedMembers {
+    pub permissions: BTreeSet<String>,
+    pub applications: Vec<api::Application>,
+    pub allowed_flow_modules: Vec<api::FlowModule>,
+    pub allowed_ai_agents: Vec<api::AiAgent>,
+}
+
+fn enum_names<T: serde::Serialize>(items: &Option<Vec<T>>) -> BTreeSet<String> {
+    items
+        .iter()
+        .flatten()
+        .filter_map(|i| serde_json::to_value(i).ok().and_then(|v| v.as_str().map(str::to_string)))
+        .collect()
+}
+
+fn normalize_applications(apps: &[api::Application]) -> Vec<api::Application> {
+    let mut apps: Vec<api::Application> = apps
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            a.application_permissions.sort();
+            a.application_permissions.dedup();
+            a
+        })
+        .collect();
+    apps.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    apps
+}
+
+fn sorted_by_json<T: serde::Serialize + Clone>(items: &[T]) -> Vec<T> {
+    let mut keyed: Vec<(String, T)> =
+        items.iter().map(|i| (serde_json::to_string(i).unwrap_or_default(), i.clone())).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.dedup_by(|a, b| a.0 == b.0);
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// `None` for a configuration that says nothing.
+pub fn normalize_granular(
+    g: Option<&api::GranularAccessControlConfiguration>,
+) -> Option<api::GranularAccessControlConfiguration> {
+    let values = g?
+        .data_table_access_control_configuration
+        .as_ref()?
+        .primary_attribute_access_control_configuration
+        .as_ref()?
+        .primary_attribute_values
+        .clone()?;
+    if values.is_empty() {
+        return None;
+    }
+    g.cloned()
+}
+
+impl ListedMembers {
+    pub fn new(
+        permissions: impl IntoIterator<Item = String>,
+        applications: &[api::Application],
+        allowed_flow_modules: &[api::FlowModule],
+        allowed_ai_agents: &[api::AiAgent],
+    ) -> Self {
+        Self {
+            permissions: permissions.into_iter().collect(),
+            applications: normalize_applications(applications),
+            allowed_flow_modules: sorted_by_json(allowed_flow_modules),
+            allowed_ai_agents: sorted_by_json(allowed_ai_agents),
+        }
+    }
+}
+
+impl ProfileState {
+    /// What the spec asks for.
+    pub fn desired(spec: &SecurityProfileSpec) -> Self {
+        Self {
+            description: spec.description.clone().unwrap_or_default(),
+            allowed_access_control_tags: spec.allowed_access_control_tags.clone().unwrap_or_default(),
+            allowed_access_control_hierarchy_group_id: spec
+                .allowed_access_control_hierarchy_group_id
+                .clone()
+                .unwrap_or_default(),
+            tag_restricted_resources: enum_names(&spec.tag_restricted_resources),
+            hierarchy_restricted_resources: enum_names(&spec.hierarchy_restricted_resources),
+            granular_access_control_configuration: normalize_granular(
+                spec.granular_access_control_configuration.as_ref(),
+            ),
+            listed: Some(ListedMembers::new(
+                spec.permissions.clone().unwrap_or_default(),
+                spec.applications.as_deref().unwrap_or_default(),
+                spec.allowed_flow_modules.as_deref().unwrap_or_default(),
+                spec.allowed_ai_agents.as_deref().unwrap_or_default(),
+            )),
+        }
+    }
+}
+
+/// The members an UpdateSecurityProfile call sends; `None` leaves a member as it is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProfileUpdate {
+    pub description: Option<String>,
+    pub permissions: Option<Vec<String>>,
+    pub allowed_access_control_tags: Option<BTreeMap<String, String>>,
+    pub allowed_access_control_hierarchy_group_id: Option<String>,
+    pub tag_restricted_resources: Option<Vec<String>>,
+    pub hierarchy_restricted_resources: Option<Vec<String>>,
+    pub applications: Option<Vec<api::Application>>,
+    pub allowed_flow_modules: Option<Vec<api::FlowModule>>,
+    pub allowed_ai_agents: Option<Vec<api::AiAgent>>,
+    /// `Some(None)` clears the configuration (sends an empty object).
+    pub granular_access_control_configuration: Option<Option<api::GranularAccessControlConfiguration>>,
+}
+
+/// An update, with the spec field names that differ (for Events and logs).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpdatePlan {
+    pub changed: Vec<&'static str>,
+    pub update: ProfileUpdate,
+}
+
+impl UpdatePlan {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty()
+    }
+}
+
+/// The update that makes `observed` equal `desired`. Members of `observed.listed` that were not read
+/// are not compared.
+pub fn plan_update(spec: &SecurityProfileSpec, observed: &ProfileState) -> UpdatePlan {
+    let desired = ProfileState::desired(spec);
+    let mut plan = UpdatePlan::default();
+    let u = &mut plan.update;
+    if desired.description != observed.description {
+        plan.changed.push("description");
+        u.description = Some(desired.description.clone());
+    }
+    if desired.allowed_access_control_tags != observed.allowed_access_control_tags {
+        plan.changed.push("allowedAccessControlTags");
+        u.allowed_access_control_tags = Some(desired.allowed_access_control_tags.clone());
+    }
+    if desired.allowed_access_control_hierarchy_group_id != observed.allowed_access_control_hierarchy_group_id {
+        plan.changed.push("allowedAccessControlHierarchyGroupId");
+        u.allowed_access_control_hierarchy_group_id = Some(desired.allowed_access_control_hierarchy_group_id.clone());
+    }
+    if desired.tag_restricted_resources != observed.tag_restricted_resources {
+        plan.changed.push("tagRestrictedResources");
+        u.tag_restricted_resources = Some(desired.tag_restricted_resources.iter().cloned().collect());
+    }
+    if desired.hierarchy_restricted_resources != observed.hierarchy_restricted_resources {
+        plan.changed.push("hierarchyRestrictedResources");
+        u.hierarchy_restricted_resources = Some(desired.hierarchy_restricted_resources.iter().cloned().collect());
+    }
+    if desired.granular_access_control_configuration != observed.granular_access_control_configuration {
+        plan.changed.push("granularAccessControlConfiguration");
+        u.granular_access_control_configuration = Some(desired.granular_access_control_configuration.clone());
+    }
+    if let (Some(want), Some(have)) = (&desired.listed, &observed.listed) {
+        if want.permissions != have.permissions {
+            plan.changed.push("permissions");
+            u.permissions = Some(spec.permissions.clone().unwrap_or_default());
+        }
+        if want.applications != have.applications {
+            plan.changed.push("applications");
+            u.applications = Some(spec.applications.clone().unwrap_or_default());
+        }
+        if want.allowed_flow_modules != have.allowed_flow_modules {
+            plan.changed.push("allowedFlowModules");
+            u.allowed_flow_modules = Some(spec.allowed_flow_modules.clone().unwrap_or_default());
+        }
+        if want.allowed_ai_agents != have.allowed_ai_agents {
+            plan.changed.push("allowedAIAgents");
+            u.allowed_ai_agents = Some(spec.allowed_ai_agents.clone().unwrap_or_default());
+        }
+    }
+    plan
+}
+
+/// Tag changes: keys to set (new or different value) and keys to remove.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TagPlan {
+    pub set: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+impl TagPlan {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// `desired` is authoritative: keys Connect holds that it lacks are removed (except `aws:` keys, which
+/// AWS manages and no caller may change).
+pub fn plan_tags(desired: &BTreeMap<String, String>, observed: &BTreeMap<String, String>) -> TagPlan {
+    TagPlan {
+        set: desired.iter().filter(|(k, v)| observed.get(*k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        remove: observed
+            .keys()
+            .filter(|k| !desired.contains_key(*k) && !k.starts_with(crate::constraints::RESERVED_TAG_PREFIX))
+            .cloned()
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fixtures: tests/fixtures/plan/*.yaml, each `{spec, observed, expectChanged}` where `observed` is a
+    /// spec-shaped description of what Connect holds.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Fixture {
+        spec: SecurityProfileSpec,
+        observed: SecurityProfileSpec,
+        expect_changed: Vec<String>,
+        #[serde(default)]
+        expect_update: Option<serde_json::Value>,
+    }
+
+    #[test]
+    fn plans_from_yaml_fixtures() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/plan");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).expect("fixture dir") {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let f: Fixture = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let observed = ProfileState::desired(&f.observed);
+            let plan = plan_update(&f.spec, &observed);
+            assert_eq!(plan.changed, f.expect_changed, "{}", path.display());
+            if let Some(expect) = f.expect_update {
+                let got = serde_json::json!({
+                    "description": plan.update.description,
+                    "permissions": plan.update.permissions,
+                    "tagRestrictedResources": plan.update.tag_restricted_resources,
+                    "allowedAccessControlTags": plan.update.allowed_access_control_tags,
+                });
+                for (k, v) in expect.as_object().unwrap() {
+                    assert_eq!(&got[k], v, "{}: update.{k}", path.display());
+                }
+            }
+            // Applying the plan's view of the spec leaves nothing to do.
+            assert!(plan_update(&f.spec, &ProfileState::desired(&f.spec)).is_empty());
+            count += 1;
+        }
+        assert!(count >= 5, "expected the plan fixtures, found {count}");
+    }
+
+    #[test]
+    fn unread_members_are_not_compared() {
+        let spec: SecurityProfileSpec = serde_json::from_value(
+            serde_json::json!({"instanceId": "i", "securityProfileName": "n", "permissions": ["A"]}),
+        )
+        .unwrap();
+        let mut observed = ProfileState::desired(&spec);
+        observed.listed = None;
+        assert!(plan_update(&spec, &observed).is_empty());
+    }
+
+    #[test]
+    fn tags_are_diffed_key_by_key() {
+        let m = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let plan =
+            plan_tags(&m(&[("a", "1"), ("b", "2")]), &m(&[("a", "1"), ("b", "old"), ("c", "3"), ("aws:x", "y")]));
+        assert_eq!(plan.set, m(&[("b", "2")]));
+        assert_eq!(plan.remove, vec!["c".to_string()]);
+        assert!(plan_tags(&m(&[("a", "1")]), &m(&[("a", "1")])).is_empty());
+    }
+}
