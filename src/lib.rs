@@ -5,3 +5,4 @@ pub mod connect;
 pub mod constraints;
 pub mod emulator;
 pub mod reconcile;
+pub mod runtime;

@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use connect_operator::connect::SdkConnect;
+use connect_operator::connect::limiter::Rate;
+use connect_operator::connect::{ConnectSettings, SdkConnect};
 use connect_operator::reconcile::{self, Context, Settings};
+use connect_operator::runtime::{self, Health, Metrics, leader};
 
 #[derive(Parser, Debug)]
 #[command(name = "connect-operator", version, about = "Kubernetes operator for Amazon Connect security profiles")]
@@ -29,7 +31,7 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the SecurityProfile CustomResourceDefinition as YAML.
     Crd,
 }
@@ -57,6 +59,32 @@ struct RunArgs {
     /// Attempts per Connect call inside the AWS SDK (1 = the controller's backoff does all retrying).
     #[arg(long, default_value_t = 1)]
     sdk_max_attempts: u32,
+    /// Client-side limit on Connect calls per second, per Region and credentials (0 disables).
+    /// Connect's own quota is about 2/s per account and Region, shared by every tool in the account.
+    #[arg(long, env = "CONNECT_RATE", default_value_t = 2.0)]
+    connect_rate: f64,
+    /// Burst size of the client-side limiter.
+    #[arg(long, env = "CONNECT_BURST", default_value_t = 5.0)]
+    connect_burst: f64,
+    /// IAM role to assume for Connect calls (multi-account). A namespace annotation
+    /// connect.cloud-operators.dev/role-arn overrides it for the profiles of that namespace.
+    #[arg(long, env = "CONNECT_ROLE_ARN")]
+    role_arn: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Run only while holding a Lease, so that several replicas are safe.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "connect-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// How long a leader's Lease is valid without renewal; a standby takes over after it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
 }
 
 /// Parses `500ms`, `30s`, `10m`, `1h` (a bare number is seconds).
@@ -94,29 +122,90 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", serde_yaml::to_string(&connect_operator::api::crd())?);
             Ok(())
         }
-        Command::Run(args) => {
-            init_tracing(cli.log_format, &cli.log_level);
-            // kube and the AWS SDK both use rustls; install one process-wide provider.
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            let client = kube::Client::try_default()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}"))?;
-            let connect = SdkConnect::from_env(args.sdk_max_attempts.max(1)).await;
-            let region = connect.default_region().map(str::to_string);
-            if region.is_none() {
-                tracing::warn!("no default AWS Region (AWS_REGION); every SecurityProfile must set spec.region");
-            }
-            let settings = Settings {
-                resync: args.resync,
-                retry_base: args.retry_base,
-                retry_max: args.retry_max,
-                slow_retry: args.slow_retry,
-                concurrency: args.concurrency.max(1),
-            };
-            tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, "starting connect-operator");
-            let ctx = Arc::new(Context::new(client, connect, region, settings));
-            reconcile::run(ctx, args.namespaces).await
+        Command::Run(args) => run(*args, cli.log_format, &cli.log_level).await,
+    }
+}
+
+fn replica_identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        format!("{}-{}", if host.is_empty() { "connect-operator" } else { &host }, std::process::id())
+    })
+}
+
+async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::Result<()> {
+    init_tracing(log_format, log_level);
+    // kube and the AWS SDK both use rustls; install one process-wide provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    anyhow::ensure!(
+        args.connect_rate >= 0.0 && args.connect_burst >= 1.0 || args.connect_rate == 0.0,
+        "--connect-burst must be at least 1 (got {})",
+        args.connect_burst
+    );
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let bound = runtime::serve(args.metrics_addr, metrics.clone(), health.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;
+    tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}"))?;
+    let connect_settings = ConnectSettings {
+        max_attempts: args.sdk_max_attempts.max(1),
+        rate: Rate { per_second: args.connect_rate, burst: args.connect_burst },
+        role_arn: args.role_arn.clone(),
+    };
+    let connect = SdkConnect::from_env(connect_settings, metrics.clone()).await;
+    let region = connect.default_region().map(str::to_string);
+    if region.is_none() {
+        tracing::warn!("no default AWS Region (AWS_REGION); every SecurityProfile must set spec.region");
+    }
+    let settings = Settings {
+        resync: args.resync,
+        retry_base: args.retry_base,
+        retry_max: args.retry_max,
+        slow_retry: args.slow_retry,
+        concurrency: args.concurrency.max(1),
+    };
+    tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, rate = args.connect_rate, burst = args.connect_burst, "starting connect-operator");
+    let ctx = Arc::new(Context::new(client.clone(), connect, region, settings, metrics));
+    health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    if !args.leader_elect {
+        health.leading.store(true, std::sync::atomic::Ordering::Relaxed);
+        return reconcile::run(ctx, args.namespaces).await;
+    }
+    let lease = leader::LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity: replica_identity(),
+        duration: args.lease_duration,
+        renew_every: args.lease_duration / 3,
+    };
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(client, &lease.namespace);
+    tokio::select! {
+        _ = leader::acquire(&leases, &lease) => {}
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = sigterm() => return Ok(()),
+    }
+    health.leading.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outcome = tokio::select! {
+        r = reconcile::run(ctx, args.namespaces) => r,
+        _ = leader::hold(&leases, &lease) => Err(anyhow::anyhow!("lost the leader lease; exiting so that a restart can stand by")),
+    };
+    health.leading.store(false, std::sync::atomic::Ordering::Relaxed);
+    if outcome.is_ok() {
+        leader::release(&leases, &lease).await;
+    }
+    outcome
+}
+
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
         }
+        Err(_) => std::future::pending().await,
     }
 }
 

@@ -19,6 +19,8 @@ pub const FINALIZER: &str = "connect.cloud-operators.dev/finalizer";
 pub const OWNER_UID_TAG: &str = "connect.cloud-operators.dev/owner-uid";
 /// Annotation that allows adopting an existing profile of the same name that no resource owns.
 pub const ADOPT_ANNOTATION: &str = "connect.cloud-operators.dev/adopt";
+/// Namespace annotation naming an IAM role to assume for the profiles of that namespace.
+pub const ROLE_ANNOTATION: &str = "connect.cloud-operators.dev/role-arn";
 
 /// Desired state of an Amazon Connect security profile. Field names and constraints follow the
 /// CreateSecurityProfile API (https://docs.aws.amazon.com/connect/latest/APIReference/API_CreateSecurityProfile.html).

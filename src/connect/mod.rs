@@ -4,10 +4,11 @@
 
 mod convert;
 mod error;
+pub mod limiter;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_connect::config::retry::RetryConfig;
 use aws_sdk_connect::config::{BehaviorVersion, Credentials, Region};
@@ -17,12 +18,16 @@ pub use error::{ConnectError, ErrorClass};
 
 use crate::api::SecurityProfileSpec;
 use crate::reconcile::plan::{ListedMembers, ProfileState, ProfileUpdate};
+use crate::runtime::Metrics;
+use limiter::{Rate, RateLimiter};
 
-/// Where a profile lives: a Region and an instance.
+/// Where a profile lives: a Region and an instance, reached with the operator's credentials or, when
+/// `role_arn` is set, by assuming that role.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     pub region: String,
     pub instance_id: String,
+    pub role_arn: Option<String>,
 }
 
 /// Identity of a profile in Connect.
@@ -116,114 +121,177 @@ pub fn client_for_endpoint(endpoint: &str, region: &str, max_attempts: u32) -> a
     aws_sdk_connect::Client::from_conf(config)
 }
 
-/// [`ConnectApi`] over aws-sdk-connect: one client per Region, built from the standard AWS configuration
-/// chain (environment, profile, web identity for IRSA, container credentials; `AWS_ENDPOINT_URL_CONNECT`).
+/// How the operator talks to Connect.
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    /// Attempts per call inside the SDK (1: the controller's backoff does all retrying).
+    pub max_attempts: u32,
+    /// Client-side rate limit per Region and credentials.
+    pub rate: Rate,
+    /// A role to assume for every call (multi-account); a namespace annotation can override it.
+    pub role_arn: Option<String>,
+}
+
+impl Default for ConnectSettings {
+    fn default() -> Self {
+        Self { max_attempts: 1, rate: Rate::default(), role_arn: None }
+    }
+}
+
+/// [`ConnectApi`] over aws-sdk-connect: one client per Region and role, built from the standard AWS
+/// configuration chain (environment, profile, web identity for IRSA, container credentials;
+/// `AWS_ENDPOINT_URL_CONNECT`). Every call waits for the rate limiter and is counted in the metrics.
 pub struct SdkConnect {
     base: aws_config::SdkConfig,
     default_region: Option<String>,
-    max_attempts: u32,
-    clients: Mutex<HashMap<String, aws_sdk_connect::Client>>,
+    settings: ConnectSettings,
+    limiter: RateLimiter,
+    metrics: Arc<Metrics>,
+    clients: Mutex<HashMap<(String, Option<String>), aws_sdk_connect::Client>>,
 }
 
 impl SdkConnect {
-    /// Loads the AWS configuration from the environment. `max_attempts` is the SDK's own retry budget
-    /// per call; the controller retries above it with its own backoff.
-    pub async fn from_env(max_attempts: u32) -> Self {
+    /// Loads the AWS configuration from the environment.
+    pub async fn from_env(settings: ConnectSettings, metrics: Arc<Metrics>) -> Self {
         let base = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
         let default_region = base.region().map(|r| r.to_string());
-        Self { base, default_region, max_attempts, clients: Mutex::new(HashMap::new()) }
+        Self {
+            base,
+            default_region,
+            limiter: RateLimiter::new(settings.rate),
+            settings,
+            metrics,
+            clients: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn default_region(&self) -> Option<&str> {
         self.default_region.as_deref()
     }
 
-    fn client(&self, region: &str) -> aws_sdk_connect::Client {
-        let mut clients = self.clients.lock().expect("client cache lock");
-        clients
-            .entry(region.to_string())
-            .or_insert_with(|| {
-                let config = aws_sdk_connect::config::Builder::from(&self.base)
-                    .region(Region::new(region.to_string()))
-                    .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts))
-                    .build();
-                aws_sdk_connect::Client::from_conf(config)
-            })
-            .clone()
+    /// The role used for `target`: its own, else the operator's.
+    fn role_for<'a>(&'a self, target: &'a Target) -> Option<&'a str> {
+        target.role_arn.as_deref().or(self.settings.role_arn.as_deref())
     }
-}
 
-impl SdkConnect {
-    async fn list_members(
-        &self,
-        client: &aws_sdk_connect::Client,
-        target: &Target,
-        id: &str,
-    ) -> Result<ListedMembers, ConnectError> {
+    async fn client(&self, target: &Target) -> aws_sdk_connect::Client {
+        let role = self.role_for(target).map(str::to_string);
+        let key = (target.region.clone(), role.clone());
+        if let Some(c) = self.clients.lock().expect("client cache lock").get(&key) {
+            return c.clone();
+        }
+        let mut builder = aws_sdk_connect::config::Builder::from(&self.base)
+            .region(Region::new(target.region.clone()))
+            .retry_config(RetryConfig::standard().with_max_attempts(self.settings.max_attempts.max(1)));
+        if let Some(role) = &role {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("connect-operator")
+                .region(Region::new(target.region.clone()))
+                .configure(&self.base)
+                .build()
+                .await;
+            builder = builder.credentials_provider(provider);
+        }
+        let client = aws_sdk_connect::Client::from_conf(builder.build());
+        self.clients.lock().expect("client cache lock").insert(key, client.clone());
+        client
+    }
+
+    /// One Connect call: wait for the rate limiter, call, count the outcome.
+    async fn call<T, F, Fut>(&self, target: &Target, operation: &'static str, f: F) -> Result<T, ConnectError>
+    where
+        F: FnOnce(aws_sdk_connect::Client) -> Fut,
+        Fut: Future<Output = Result<T, ConnectError>>,
+    {
+        let client = self.client(target).await;
+        let key = format!("{}/{}", target.region, self.role_for(target).unwrap_or("default"));
+        self.metrics.limiter_wait(self.limiter.acquire(&key).await);
+        let result = f(client).await;
+        self.metrics.connect_call(operation, result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code.as_str()));
+        result
+    }
+
+    async fn list_members(&self, target: &Target, id: &str) -> Result<ListedMembers, ConnectError> {
         let inst = &target.instance_id;
-        let mut permissions = Vec::new();
-        let mut pages = client
-            .list_security_profile_permissions()
-            .instance_id(inst)
-            .security_profile_id(id)
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            permissions.extend(page.map_err(ConnectError::from_sdk)?.permissions.unwrap_or_default());
+        let (mut permissions, mut applications, mut modules, mut agents) = (vec![], vec![], vec![], vec![]);
+        let mut token = None;
+        loop {
+            let page = self
+                .call(target, "ListSecurityProfilePermissions", |c| async move {
+                    let req = c.list_security_profile_permissions().instance_id(inst).security_profile_id(id);
+                    req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)
+                })
+                .await?;
+            permissions.extend(page.permissions.unwrap_or_default());
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
         }
-        let mut applications = Vec::new();
-        let mut pages = client
-            .list_security_profile_applications()
-            .instance_id(inst)
-            .security_profile_id(id)
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            applications.extend(
-                page.map_err(ConnectError::from_sdk)?
-                    .applications
-                    .unwrap_or_default()
-                    .iter()
-                    .map(convert::from_sdk_application),
-            );
+        loop {
+            let page = self
+                .call(target, "ListSecurityProfileApplications", |c| async move {
+                    let req = c.list_security_profile_applications().instance_id(inst).security_profile_id(id);
+                    req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)
+                })
+                .await?;
+            applications.extend(page.applications.unwrap_or_default().iter().map(convert::from_sdk_application));
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
         }
-        let mut modules = Vec::new();
-        let mut pages = client
-            .list_security_profile_flow_modules()
-            .instance_id(inst)
-            .security_profile_id(id)
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            modules.extend(
-                page.map_err(ConnectError::from_sdk)?
-                    .allowed_flow_modules
-                    .unwrap_or_default()
-                    .iter()
-                    .map(convert::from_sdk_flow_module),
-            );
+        loop {
+            let page = self
+                .call(target, "ListSecurityProfileFlowModules", |c| async move {
+                    let req = c.list_security_profile_flow_modules().instance_id(inst).security_profile_id(id);
+                    req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)
+                })
+                .await?;
+            modules.extend(page.allowed_flow_modules.unwrap_or_default().iter().map(convert::from_sdk_flow_module));
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
         }
-        let mut agents = Vec::new();
-        let mut pages = client
-            .list_security_profile_ai_agents()
-            .instance_id(inst)
-            .security_profile_id(id)
-            .max_results(1000)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            agents.extend(
-                page.map_err(ConnectError::from_sdk)?
-                    .allowed_ai_agents
-                    .unwrap_or_default()
-                    .iter()
-                    .map(convert::from_sdk_ai_agent),
-            );
+        loop {
+            let page = self
+                .call(target, "ListSecurityProfileAIAgents", |c| async move {
+                    let req = c.list_security_profile_ai_agents().instance_id(inst).security_profile_id(id);
+                    req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)
+                })
+                .await?;
+            agents.extend(page.allowed_ai_agents.unwrap_or_default().iter().map(convert::from_sdk_ai_agent));
+            token = page.next_token;
+            if token.is_none() {
+                break;
+            }
         }
         Ok(ListedMembers::new(permissions, &applications, &modules, &agents))
+    }
+
+    /// Every profile summary of an instance (ListSecurityProfiles, all pages).
+    pub async fn list_profiles(&self, target: &Target) -> Result<Vec<(String, String, String)>, ConnectError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let inst = target.instance_id.clone();
+            let page = self
+                .call(target, "ListSecurityProfiles", |c| async move {
+                    let req = c.list_security_profiles().instance_id(inst).max_results(1000);
+                    req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)
+                })
+                .await?;
+            for s in page.security_profile_summary_list.unwrap_or_default() {
+                if let (Some(id), Some(arn), Some(name)) = (s.id, s.arn, s.name) {
+                    out.push((id, arn, name));
+                }
+            }
+            token = page.next_token;
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
     }
 }
 
@@ -234,10 +302,14 @@ impl ConnectApi for SdkConnect {
         spec: &SecurityProfileSpec,
         tags: &BTreeMap<String, String>,
     ) -> Result<ProfileRef, ConnectError> {
-        let out = convert::create_request(self.client(&target.region).create_security_profile(), target, spec, tags)
-            .send()
-            .await
-            .map_err(ConnectError::from_sdk)?;
+        let out = self
+            .call(target, "CreateSecurityProfile", |c| async move {
+                convert::create_request(c.create_security_profile(), target, spec, tags)
+                    .send()
+                    .await
+                    .map_err(ConnectError::from_sdk)
+            })
+            .await?;
         match (out.security_profile_id, out.security_profile_arn) {
             (Some(id), Some(arn)) => Ok(ProfileRef { id, arn }),
             _ => Err(ConnectError::new(
@@ -259,14 +331,16 @@ impl ConnectApi for SdkConnect {
             )
             .build();
         let out = self
-            .client(&target.region)
-            .search_security_profiles()
-            .instance_id(&target.instance_id)
-            .search_criteria(criteria)
-            .max_results(10)
-            .send()
-            .await
-            .map_err(ConnectError::from_sdk)?;
+            .call(target, "SearchSecurityProfiles", |c| async move {
+                c.search_security_profiles()
+                    .instance_id(&target.instance_id)
+                    .search_criteria(criteria)
+                    .max_results(10)
+                    .send()
+                    .await
+                    .map_err(ConnectError::from_sdk)
+            })
+            .await?;
         let found =
             out.security_profiles.unwrap_or_default().into_iter().find(|p| p.security_profile_name() == Some(name));
         Ok(found.and_then(|p| {
@@ -283,14 +357,16 @@ impl ConnectApi for SdkConnect {
         id: &str,
         read_members: bool,
     ) -> Result<ObservedProfile, ConnectError> {
-        let client = self.client(&target.region);
-        let out = client
-            .describe_security_profile()
-            .instance_id(&target.instance_id)
-            .security_profile_id(id)
-            .send()
-            .await
-            .map_err(ConnectError::from_sdk)?;
+        let out = self
+            .call(target, "DescribeSecurityProfile", |c| async move {
+                c.describe_security_profile()
+                    .instance_id(&target.instance_id)
+                    .security_profile_id(id)
+                    .send()
+                    .await
+                    .map_err(ConnectError::from_sdk)
+            })
+            .await?;
         let p = out.security_profile.ok_or_else(|| {
             ConnectError::new(
                 ErrorClass::Recoverable,
@@ -300,7 +376,7 @@ impl ConnectApi for SdkConnect {
         })?;
         let mut state = convert::described_state(&p);
         if read_members {
-            state.listed = Some(self.list_members(&client, target, id).await?);
+            state.listed = Some(self.list_members(target, id).await?);
         }
         Ok(ObservedProfile {
             name: p.security_profile_name.unwrap_or_default(),
@@ -312,12 +388,11 @@ impl ConnectApi for SdkConnect {
     }
 
     async fn update_profile(&self, target: &Target, id: &str, update: &ProfileUpdate) -> Result<(), ConnectError> {
-        let builder = self
-            .client(&target.region)
-            .update_security_profile()
-            .instance_id(&target.instance_id)
-            .security_profile_id(id);
-        convert::update_request(builder, update).send().await.map_err(ConnectError::from_sdk)?;
+        self.call(target, "UpdateSecurityProfile", |c| async move {
+            let builder = c.update_security_profile().instance_id(&target.instance_id).security_profile_id(id);
+            convert::update_request(builder, update).send().await.map_err(ConnectError::from_sdk)
+        })
+        .await?;
         Ok(())
     }
 
@@ -327,35 +402,41 @@ impl ConnectApi for SdkConnect {
         arn: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<(), ConnectError> {
-        self.client(&target.region)
-            .tag_resource()
-            .resource_arn(arn)
-            .set_tags(Some(tags.clone().into_iter().collect()))
-            .send()
-            .await
-            .map_err(ConnectError::from_sdk)?;
+        self.call(target, "TagResource", |c| async move {
+            c.tag_resource()
+                .resource_arn(arn)
+                .set_tags(Some(tags.clone().into_iter().collect()))
+                .send()
+                .await
+                .map_err(ConnectError::from_sdk)
+        })
+        .await?;
         Ok(())
     }
 
     async fn untag_profile(&self, target: &Target, arn: &str, keys: &[String]) -> Result<(), ConnectError> {
-        self.client(&target.region)
-            .untag_resource()
-            .resource_arn(arn)
-            .set_tag_keys(Some(keys.to_vec()))
-            .send()
-            .await
-            .map_err(ConnectError::from_sdk)?;
+        self.call(target, "UntagResource", |c| async move {
+            c.untag_resource()
+                .resource_arn(arn)
+                .set_tag_keys(Some(keys.to_vec()))
+                .send()
+                .await
+                .map_err(ConnectError::from_sdk)
+        })
+        .await?;
         Ok(())
     }
 
     async fn delete_profile(&self, target: &Target, id: &str) -> Result<(), ConnectError> {
-        self.client(&target.region)
-            .delete_security_profile()
-            .instance_id(&target.instance_id)
-            .security_profile_id(id)
-            .send()
-            .await
-            .map_err(ConnectError::from_sdk)?;
+        self.call(target, "DeleteSecurityProfile", |c| async move {
+            c.delete_security_profile()
+                .instance_id(&target.instance_id)
+                .security_profile_id(id)
+                .send()
+                .await
+                .map_err(ConnectError::from_sdk)
+        })
+        .await?;
         Ok(())
     }
 }

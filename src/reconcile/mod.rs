@@ -22,8 +22,11 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::api::{ADOPT_ANNOTATION, DeletionPolicy, FINALIZER, OWNER_UID_TAG, SecurityProfile, SecurityProfileStatus};
+use crate::api::{
+    ADOPT_ANNOTATION, DeletionPolicy, FINALIZER, OWNER_UID_TAG, ROLE_ANNOTATION, SecurityProfile, SecurityProfileStatus,
+};
 use crate::connect::{ConnectApi, ConnectError, ErrorClass, FoundProfile, ProfileRef, Target};
+use crate::runtime::Metrics;
 use status::{Identity, Outcome, reason};
 
 /// Field manager of the operator's writes.
@@ -104,10 +107,19 @@ pub struct Context<C> {
     /// The status this process last wrote, by object UID. The watch cache can lag behind our own
     /// writes; the operator is the only writer of status, so its last write is the freshest view.
     last_status: Mutex<HashMap<String, SecurityProfileStatus>>,
+    /// Role annotations of namespaces, read at most once a minute each.
+    namespace_roles: Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl<C: ConnectApi> Context<C> {
-    pub fn new(client: kube::Client, connect: C, default_region: Option<String>, settings: Settings) -> Self {
+    pub fn new(
+        client: kube::Client,
+        connect: C,
+        default_region: Option<String>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
@@ -118,7 +130,33 @@ impl<C: ConnectApi> Context<C> {
             failures: Mutex::new(HashMap::new()),
             next_observe: Mutex::new(HashMap::new()),
             last_status: Mutex::new(HashMap::new()),
+            namespace_roles: Mutex::new(HashMap::new()),
+            metrics,
         }
+    }
+}
+
+impl<C> Context<C> {
+    /// The IAM role the namespace's annotation names, if any (cached for a minute).
+    async fn namespace_role(&self, ns: &str) -> Option<String> {
+        if let Some((role, at)) = self.namespace_roles.lock().expect("roles lock").get(ns)
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return role.clone();
+        }
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let role = match api.get_opt(ns).await {
+            Ok(n) => n.and_then(|n| n.annotations().get(ROLE_ANNOTATION).cloned()),
+            Err(e) => {
+                warn!(namespace = ns, error = %e, "cannot read the namespace's role annotation; using the operator's credentials");
+                None
+            }
+        };
+        self.namespace_roles
+            .lock()
+            .expect("roles lock")
+            .insert(ns.to_string(), (role.clone(), std::time::Instant::now()));
+        role
     }
 }
 
@@ -191,12 +229,19 @@ pub async fn reconcile<C: ConnectApi>(
     obj: Arc<DeserializeGuard<SecurityProfile>>,
     ctx: Arc<Context<C>>,
 ) -> Result<Action, Error> {
-    let action = match &obj.0 {
-        Ok(profile) => reconcile_profile(profile, &ctx).await?,
-        Err(invalid) => report_invalid_object(invalid, &ctx).await?,
+    let started = std::time::Instant::now();
+    let result = match &obj.0 {
+        Ok(profile) => reconcile_profile(profile, &ctx).await,
+        Err(invalid) => report_invalid_object(invalid, &ctx).await,
     };
-    ctx.failures.lock().expect("failures lock").remove(&key(obj.meta()));
-    Ok(action)
+    match &result {
+        Ok(_) => {
+            ctx.metrics.reconcile("success", "", started.elapsed());
+            ctx.failures.lock().expect("failures lock").remove(&key(obj.meta()));
+        }
+        Err(e) => ctx.metrics.reconcile("error", e.category(), started.elapsed()),
+    }
+    result
 }
 
 /// Requeue policy by error class; recoverable errors back off exponentially with jitter.
@@ -275,7 +320,8 @@ async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Contex
         write_status(profile, &api, ctx, Identity::Keep, &Outcome::failed(reason::NO_REGION, message, false)).await?;
         return Err(Error::NoRegion);
     };
-    let target = Target { region, instance_id: profile.spec.instance_id.clone() };
+    let role_arn = ctx.namespace_role(&ns).await;
+    let target = Target { region, instance_id: profile.spec.instance_id.clone(), role_arn };
     if let Some(wait) = not_due(profile, ctx) {
         return Ok(Action::requeue(wait));
     }
@@ -617,6 +663,7 @@ async fn write_status<C: ConnectApi>(
     }
     let old_reason = profile.condition(status::SYNCED).map(|c| c.reason.clone());
     apply_status(api, &profile.name_any(), &next).await?;
+    ctx.metrics.status_write();
     if let Some(uid) = profile.uid() {
         ctx.last_status.lock().expect("last_status lock").insert(uid, next.clone());
     }
@@ -705,7 +752,8 @@ async fn cleanup<C: ConnectApi>(
     let policy = profile.spec.deletion_policy.unwrap_or_default();
     if let (Some(id), DeletionPolicy::Delete) = (id, policy) {
         let region = profile.spec.region.clone().or_else(|| ctx.default_region.clone()).ok_or(Error::NoRegion)?;
-        let target = Target { region, instance_id: profile.spec.instance_id.clone() };
+        let role_arn = ctx.namespace_role(&profile.namespace().unwrap_or_default()).await;
+        let target = Target { region, instance_id: profile.spec.instance_id.clone(), role_arn };
         match ctx.connect.delete_profile(&target, &id).await {
             Ok(()) => {
                 publish(
