@@ -6,6 +6,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+/// The security profiles every Connect instance is created with.
+pub const DEFAULT_PROFILE_NAMES: &[&str] = &["Admin", "Agent", "CallCenterManager", "QualityAnalyst"];
+
 /// `InstanceId`: length 1..=100.
 pub const INSTANCE_ID_MAX: usize = 100;
 /// `CreateSecurityProfileName`: length 1..=127, pattern [`PROFILE_NAME_PATTERN`].

@@ -4,5 +4,6 @@ pub mod api;
 pub mod connect;
 pub mod constraints;
 pub mod emulator;
+pub mod export;
 pub mod reconcile;
 pub mod runtime;

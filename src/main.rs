@@ -34,6 +34,36 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the SecurityProfile CustomResourceDefinition as YAML.
     Crd,
+    /// Write a SecurityProfile manifest (with the adopt annotation) for every profile of an instance.
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExportArgs {
+    /// The Connect instance to read.
+    #[arg(long)]
+    instance_id: String,
+    /// Its Region (default: AWS_REGION); also written into each manifest's spec.region when given.
+    #[arg(long)]
+    region: Option<String>,
+    /// Namespace to put into the manifests (default: none, so kubectl's current namespace applies).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// A directory (one file per profile) or - for stdout.
+    #[arg(long, default_value = "-")]
+    output: String,
+    /// Also export the profiles every instance starts with (Admin, Agent, CallCenterManager, QualityAnalyst).
+    #[arg(long)]
+    include_defaults: bool,
+    /// Connect calls per second (the export shares the account's quota with everything else).
+    #[arg(long, env = "CONNECT_RATE", default_value_t = 2.0)]
+    connect_rate: f64,
+    /// Burst size of the rate limiter.
+    #[arg(long, env = "CONNECT_BURST", default_value_t = 5.0)]
+    connect_burst: f64,
+    /// IAM role to assume.
+    #[arg(long, env = "CONNECT_ROLE_ARN")]
+    role_arn: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,7 +153,39 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(*args, cli.log_format, &cli.log_level).await,
+        Command::Export(args) => export(args, cli.log_format, &cli.log_level).await,
     }
+}
+
+async fn export(args: ExportArgs, log_format: LogFormat, log_level: &str) -> anyhow::Result<()> {
+    init_tracing(log_format, log_level);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let settings = ConnectSettings {
+        max_attempts: 3,
+        rate: Rate { per_second: args.connect_rate, burst: args.connect_burst },
+        role_arn: args.role_arn.clone(),
+    };
+    let connect = SdkConnect::from_env(settings, Arc::new(Metrics::default())).await;
+    let region = args
+        .region
+        .clone()
+        .or_else(|| connect.default_region().map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("no AWS Region: pass --region or set AWS_REGION"))?;
+    let target = connect_operator::connect::Target { region, instance_id: args.instance_id.clone(), role_arn: None };
+    let options = connect_operator::export::ExportOptions {
+        namespace: args.namespace.clone(),
+        region: args.region.clone(),
+        include_defaults: args.include_defaults,
+    };
+    let manifests = connect_operator::export::export(&connect, &target, &options)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading instance {}: {e}", args.instance_id))?;
+    connect_operator::export::write(&manifests, &args.output)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", args.output))?;
+    if args.output != "-" {
+        eprintln!("wrote {} manifests to {}", manifests.len(), args.output);
+    }
+    Ok(())
 }
 
 fn replica_identity() -> String {

@@ -10,8 +10,7 @@ use super::ApiError;
 use super::input::{self, Object};
 use crate::constraints as c;
 
-/// The profiles every real Connect instance is created with.
-pub const DEFAULT_PROFILE_NAMES: &[&str] = &["Admin", "Agent", "CallCenterManager", "QualityAnalyst"];
+pub use crate::constraints::DEFAULT_PROFILE_NAMES;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
