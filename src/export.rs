@@ -136,7 +136,7 @@ impl Progress {
             return;
         }
         let width = 30;
-        let filled = if self.total == 0 { width } else { done * width / self.total };
+        let filled = (done * width).checked_div(self.total).unwrap_or(width);
         let mut err = std::io::stderr();
         let _ =
             write!(err, "\r[{}{}] {done}/{} {what:<40.40}", "#".repeat(filled), " ".repeat(width - filled), self.total);
