@@ -4,7 +4,7 @@ CACHE ?= $(HOME)/.cache/connect-operator
 CLUSTER_ENV := target/test-cluster/env
 export PATH := $(CACHE)/bin:$(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps cluster-up cluster-down build test unit-test e2e-test lint crd demo demo-down
+.PHONY: help deps cluster-up cluster-down build test unit-test lint crd demo demo-down bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,3 +39,7 @@ demo: cluster-up build ## local cluster + Connect emulator + operator; applies d
 
 demo-down: ## stop what `make demo` started (the cluster stays; `make cluster-down` stops it)
 	scripts/demo.sh down
+
+bench: cluster-up ## the benchmark (release build): prints a table and writes BENCHMARKS.md
+	cargo build --release --locked --bins --example bench
+	source $(CLUSTER_ENV) && CONNECT_OPERATOR_BIN_DIR=$${CARGO_TARGET_DIR:-target}/release $${CARGO_TARGET_DIR:-target}/release/examples/bench

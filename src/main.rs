@@ -86,8 +86,9 @@ struct RunArgs {
     /// Reconciles in parallel.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
     concurrency: u16,
-    /// Attempts per Connect call inside the AWS SDK (1 = the controller's backoff does all retrying).
-    #[arg(long, default_value_t = 1)]
+    /// Attempts per Connect call inside the AWS SDK (with its backoff) before the controller's own
+    /// backoff takes over. Retrying a read in place keeps a multi-call observation from starting over.
+    #[arg(long, default_value_t = 3)]
     sdk_max_attempts: u32,
     /// Client-side limit on Connect calls per second, per Region and credentials (0 disables).
     /// Connect's own quota is about 2/s per account and Region, shared by every tool in the account.

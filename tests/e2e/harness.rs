@@ -22,6 +22,20 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A binary of this repo: from CONNECT_OPERATOR_BIN_DIR (the benchmark's release build), else the one
+/// cargo built for these tests.
+pub fn bin(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("CONNECT_OPERATOR_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let built = match name {
+        "connect-operator" => option_env!("CARGO_BIN_EXE_connect-operator"),
+        "connect-emulator" => option_env!("CARGO_BIN_EXE_connect-emulator"),
+        _ => None,
+    };
+    built.map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/debug").join(name))
+}
+
 /// The kubeconfig of the test cluster; fails with instructions when the cluster is not up.
 pub fn kubeconfig() -> String {
     match std::env::var("KUBECONFIG") {
@@ -109,7 +123,7 @@ impl EmulatorProc {
         let addr_file = dir.join(format!("{name}-emulator.addr"));
         let _ = std::fs::remove_file(&addr_file);
         let log = dir.join(format!("{name}-emulator.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_connect-emulator"))
+        let child = Command::new(bin("connect-emulator"))
             .args(["--listen", "127.0.0.1:0", "--addr-file", addr_file.to_str().unwrap()])
             .args(extra)
             .stdout(std::fs::File::create(&log).unwrap())
@@ -193,23 +207,7 @@ impl TestEnv {
 
     /// Starts `connect-operator run` for this namespace against this emulator, with short test timings.
     pub fn start_operator(&mut self, extra: &[&str]) {
-        let log = log_dir().join(format!("{}-operator.log", self.ns));
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_connect-operator"))
-            .args(["run", "--namespace", &self.ns])
-            .args(with_defaults(extra, &[("--retry-base", "200ms"), ("--retry-max", "3s"), ("--slow-retry", "2s")]))
-            .env("KUBECONFIG", kubeconfig())
-            .env("AWS_ENDPOINT_URL_CONNECT", self.emulator.endpoint())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "AKIDEMULATOR")
-            .env("AWS_SECRET_ACCESS_KEY", "emulator-secret")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("LOG_LEVEL", "info,connect_operator=debug")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start connect-operator");
-        self.operator = Some(Proc { child, log });
+        self.start_operator_with_env(extra, &[]);
     }
 
     pub fn api(&self) -> Api<SecurityProfile> {
@@ -305,4 +303,58 @@ pub fn manifest(name: &str, spec: Value) -> String {
         "spec": spec,
     }))
     .unwrap()
+}
+
+// --- Additions for tests/e2e/packaging.rs (kept at the end of the file) ---------------------------
+
+impl TestEnv {
+    /// Like [`TestEnv::start_operator`], with extra environment variables set last, so they override
+    /// the defaults: e.g. `KUBECONFIG` to run the operator with a ServiceAccount's token.
+    pub fn start_operator_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
+        let log = log_dir().join(format!("{}-operator.log", self.ns));
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let defaults = [
+            ("--retry-base", "200ms"),
+            ("--retry-max", "3s"),
+            ("--slow-retry", "2s"),
+            ("--metrics-addr", "127.0.0.1:0"),
+            ("--connect-rate", "100"),
+            ("--connect-burst", "100"),
+        ];
+        let child = Command::new(bin("connect-operator"))
+            .args(["run", "--namespace", &self.ns])
+            .args(with_defaults(extra, &defaults))
+            .env("KUBECONFIG", kubeconfig())
+            .env("AWS_ENDPOINT_URL_CONNECT", self.emulator.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIDEMULATOR")
+            .env("AWS_SECRET_ACCESS_KEY", "emulator-secret")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("LOG_LEVEL", "info,connect_operator=debug")
+            .envs(env.iter().copied())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start connect-operator");
+        self.operator = Some(Proc { child, log });
+    }
+}
+
+/// A client for the cluster of `kubeconfig` (a file), e.g. one holding a ServiceAccount's token.
+pub async fn client_for_kubeconfig(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    kube::Client::try_from(cfg).expect("client")
+}
+
+/// `repo_root()` for the test modules.
+pub fn repo_path(relative: &str) -> PathBuf {
+    repo_root().join(relative)
+}
+
+/// The directory of the e2e logs (`target/e2e-logs`), for files a test writes next to them.
+pub fn e2e_log_dir() -> PathBuf {
+    log_dir()
 }

@@ -255,7 +255,7 @@ async fn lost_create_answers_and_a_restart_leave_exactly_one_profile() {
     if let Some(mut p) = env.operator.take() {
         p.kill();
     }
-    env.start_operator(&["--retry-base", "10s", "--retry-max", "20s"]);
+    env.start_operator(&["--retry-base", "10s", "--retry-max", "20s", "--sdk-max-attempts", "1"]);
     env.emulator.set_faults(json!({"throttleRate": 0, "loseNextCreates": 1}));
     // With the finalizer already in place, only the operator's own (slow) retry would try again.
     let mut k: Value = serde_json::from_str(&manifest("k", json!({"securityProfileName": "k"}))).unwrap();

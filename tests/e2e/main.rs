@@ -2,6 +2,9 @@
 //! Needs the test cluster: `tests/cluster/up.sh` and KUBECONFIG (see README.md), or `make test`.
 
 mod core_loop;
+mod faults;
 mod harness;
 mod lifecycle;
+mod onboarding;
+mod packaging;
 mod proving_ground;

@@ -10,7 +10,7 @@ use crate::harness::{INSTANCE, TestEnv};
 
 /// Runs `connect-operator export` against the test's emulator.
 fn export(env: &TestEnv, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_connect-operator"))
+    Command::new(crate::harness::bin("connect-operator"))
         .args(["export", "--instance-id", INSTANCE, "--connect-rate", "0"])
         .args(args)
         .env("AWS_ENDPOINT_URL_CONNECT", env.emulator.endpoint())

@@ -1,0 +1,807 @@
+//! Packaging checks that need no cluster: the Helm chart (lint, schema, rendered objects, RBAC), the
+//! generated deploy/connect-operator.yaml, the chart's copy of the CRD, deploy/iam-policy.json and the
+//! Dockerfile. Needs `helm` (tests/cluster/install-deps.sh puts it in ~/.cache/connect-operator/bin).
+//!
+//! Generated files are rewritten instead of compared with `CONNECT_OPERATOR_BLESS=1 cargo test --test packaging`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const CHART: &str = "charts/connect-operator";
+const GROUP: &str = "connect.cloud-operators.dev";
+/// The release `deploy/connect-operator.yaml` is rendered for.
+const DEPLOY_RELEASE: &str = "connect-operator";
+const DEPLOY_NAMESPACE: &str = "connect-operator";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn bless() -> bool {
+    std::env::var_os("CONNECT_OPERATOR_BLESS").is_some()
+}
+
+/// `helm` from PATH, else from the test tools' cache.
+fn helm_bin() -> PathBuf {
+    if Command::new("helm").arg("version").output().is_ok() {
+        return PathBuf::from("helm");
+    }
+    let cache = std::env::var_os("CONNECT_OPERATOR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/connect-operator"));
+    let helm = cache.join("bin/helm");
+    assert!(helm.exists(), "helm not found on PATH nor at {}: run tests/cluster/install-deps.sh", helm.display());
+    helm
+}
+
+fn helm(args: &[&str]) -> Output {
+    Command::new(helm_bin()).args(args).current_dir(root()).output().expect("helm runs")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `helm template <release> <chart> --namespace <ns> <args>`: the YAML.
+fn template_release(release: &str, ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["template", release, CHART, "--namespace", ns];
+    all.extend_from_slice(args);
+    let out = helm(&all);
+    assert!(out.status.success(), "helm {all:?} failed:\n{}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The chart rendered as release `t` in namespace `ops`, with `args`.
+fn template_text(args: &[&str]) -> String {
+    template_release("t", "ops", args)
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize(d).expect("valid YAML document"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn render(args: &[&str]) -> Vec<Value> {
+    documents(&template_text(args))
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn one<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(docs, kind);
+    assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
+    found[0]
+}
+
+fn env_of(deployment: &Value) -> Vec<(String, Value)> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect()
+}
+
+fn env_value(deployment: &Value, name: &str) -> Option<String> {
+    env_of(deployment)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, e)| e["value"].as_str().unwrap_or_default().to_string())
+}
+
+// --- helm lint and the values schema ---------------------------------------------------------------
+
+#[test]
+fn helm_lint_passes_for_the_defaults_and_the_documented_variants() {
+    let variants: &[&[&str]] = &[
+        &[],
+        &["--set", "watchNamespaces={team-a,team-b}"],
+        &["--set", "leaderElection.enabled=false,crds.install=false,rbac.aggregateToDefaultRoles=false"],
+        &["--set", "metrics.serviceMonitor.enabled=true,podDisruptionBudget.enabled=true,replicaCount=2"],
+        &[
+            "--set",
+            "region=eu-central-1,roleArn=arn:aws:iam::123456789012:role/connect-admin",
+            "--set-string",
+            "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/connect-operator",
+            "--set-json",
+            r#"extraEnv=[{"name":"AWS_ENDPOINT_URL_CONNECT","value":"https://connect.eu-central-1.amazonaws.com"}]"#,
+        ],
+    ];
+    for args in variants {
+        let mut all = vec!["lint", "--strict", CHART];
+        all.extend_from_slice(args);
+        let out = helm(&all);
+        assert!(out.status.success(), "helm {all:?} failed:\n{}", text(&out));
+    }
+}
+
+#[test]
+fn bad_values_are_rejected_by_lint_and_install_naming_the_value() {
+    // (values, what the error must name)
+    let cases: &[(&[&str], &str)] = &[
+        (&["--set", "replicaCount=two"], "replicaCount"),
+        (&["--set-string", "concurrency=4"], "concurrency"),
+        (&["--set", "concurrency=0"], "concurrency"),
+        (&["--set", "logFormat=xml"], "logFormat"),
+        (&["--set", "image.pullPolicy=Sometimes"], "image.pullPolicy"),
+        (&["--set", "resyncInterval=ten minutes"], "resyncInterval"),
+        (&["--set", "watchNamespaces={Team_A}"], "watchNamespaces"),
+        (&["--set", "region=US East"], "region"),
+        (&["--set", "roleArn=connect-admin"], "roleArn"),
+        (&["--set", "connect.rate=0"], "connect.rate"),
+        (&["--set", "connect.burst=1.5"], "connect.burst"),
+        (&["--set", "replicas=2"], "replicas"),
+        (&["--set", "metrics.port=80000"], "metrics.port"),
+        (&["--set", "resources.limits.memory=lots"], "resources.limits.memory"),
+        (&["--set-json", r#"extraEnv=[{"value":"x"}]"#], "extraEnv"),
+        // Rules across values, enforced by the templates.
+        (&["--set", "replicaCount=2,leaderElection.enabled=false"], "leaderElection.enabled"),
+        (&["--set", "serviceAccount.create=false"], "serviceAccount.name"),
+    ];
+    let mut failures = Vec::new();
+    for (values, names) in cases {
+        let mut lint = vec!["lint", CHART];
+        lint.extend_from_slice(values);
+        let mut template = vec!["template", "t", CHART];
+        template.extend_from_slice(values);
+        for cmd in [&lint, &template] {
+            let out = helm(cmd);
+            let output = text(&out);
+            if out.status.success() || !output.contains(names) {
+                failures.push(format!(
+                    "helm {cmd:?}: expected a failure naming {names:?}, got exit {:?}:\n{output}",
+                    out.status.code()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_value_has_a_schema_and_the_chart_versions_match_the_crate() {
+    let values: Value = serde_yaml::from_str(&read(&format!("{CHART}/values.yaml"))).unwrap();
+    let schema: Value = serde_json::from_str(&read(&format!("{CHART}/values.schema.json"))).unwrap();
+    fn check(path: &str, values: &Value, schema: &Value, missing: &mut Vec<String>) {
+        if let Value::Object(map) = values {
+            for (k, v) in map {
+                let sub = &schema["properties"][k];
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                if sub.is_null() {
+                    if schema["additionalProperties"].is_object() {
+                        continue; // a map of user keys (annotations, labels, resources...)
+                    }
+                    missing.push(p);
+                } else if sub["additionalProperties"] == json!(false) {
+                    check(&p, v, sub, missing);
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    check("", &values, &schema, &mut missing);
+    assert!(missing.is_empty(), "values without a schema: {missing:?}");
+    assert_eq!(schema["additionalProperties"], json!(false));
+
+    let chart: Value = serde_yaml::from_str(&read(&format!("{CHART}/Chart.yaml"))).unwrap();
+    assert_eq!(chart["apiVersion"], "v2");
+    assert_eq!(
+        chart["appVersion"].as_str(),
+        Some(env!("CARGO_PKG_VERSION")),
+        "Chart.yaml appVersion must be the crate's version"
+    );
+}
+
+// --- generated files -------------------------------------------------------------------------------
+
+const DEPLOY_HEADER: &str = "\
+# connect-operator with its defaults, in namespace connect-operator: Namespace, CRD, RBAC,
+# ServiceAccount, Deployment and metrics Service. Generated - do not edit; it is
+#   helm template connect-operator charts/connect-operator --namespace connect-operator
+# after the Namespace below (tests/packaging.rs checks it; CONNECT_OPERATOR_BLESS=1 cargo test
+# --test packaging rewrites it). Install: kubectl apply --server-side -f deploy/connect-operator.yaml
+# (Kubernetes < 1.25: kubectl apply --validate=false -f ..., the CRD has CEL rules those versions lack).
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: connect-operator
+  labels:
+    app.kubernetes.io/part-of: connect-operator
+    pod-security.kubernetes.io/enforce: restricted
+";
+
+#[test]
+fn deploy_connect_operator_yaml_is_the_rendered_chart() {
+    let rendered = template_release(DEPLOY_RELEASE, DEPLOY_NAMESPACE, &[]);
+    let expected = format!("{DEPLOY_HEADER}{rendered}");
+    let path = root().join("deploy/connect-operator.yaml");
+    let current = std::fs::read_to_string(&path).unwrap_or_default();
+    if current != expected {
+        if bless() {
+            std::fs::write(&path, &expected).unwrap();
+        } else {
+            let line = current
+                .lines()
+                .zip(expected.lines())
+                .position(|(a, b)| a != b)
+                .map(|i| i + 1)
+                .unwrap_or(current.lines().count().min(expected.lines().count()) + 1);
+            panic!(
+                "deploy/connect-operator.yaml differs from the rendered chart from line {line}: \
+                 regenerate it with `CONNECT_OPERATOR_BLESS=1 cargo test --test packaging`"
+            );
+        }
+    }
+    let docs = documents(&expected);
+    assert_eq!(docs[0]["kind"], "Namespace");
+    assert_eq!(docs[0]["metadata"]["name"], DEPLOY_NAMESPACE);
+    for d in &docs[1..] {
+        if let Some(ns) = d["metadata"]["namespace"].as_str() {
+            assert_eq!(ns, DEPLOY_NAMESPACE, "{} in the wrong namespace", d["kind"]);
+        }
+    }
+    for kind in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(!of_kind(&docs, kind).is_empty(), "no {kind} in deploy/connect-operator.yaml");
+    }
+}
+
+/// The CRD as the chart renders it, without what the chart adds to metadata, equals crds/securityprofile.yaml.
+#[test]
+fn the_chart_crd_is_crds_securityprofile_yaml_and_survives_uninstall() {
+    let source = read("crds/securityprofile.yaml");
+    let copy_path = root().join(CHART).join("files/securityprofile.yaml");
+    let copy = std::fs::read_to_string(&copy_path).unwrap_or_default();
+    if copy != source {
+        if bless() {
+            std::fs::write(&copy_path, &source).unwrap();
+        } else {
+            panic!(
+                "{CHART}/files/securityprofile.yaml is not crds/securityprofile.yaml: \
+                 `cp crds/securityprofile.yaml {CHART}/files/` (or CONNECT_OPERATOR_BLESS=1 cargo test --test packaging)"
+            );
+        }
+    }
+    let docs = render(&["--show-only", "templates/crd.yaml"]);
+    assert_eq!(docs.len(), 1);
+    let mut crd = docs[0].clone();
+    let meta = crd["metadata"].as_object_mut().unwrap();
+    let annotations = meta.remove("annotations").expect("annotations");
+    assert_eq!(annotations, json!({"helm.sh/resource-policy": "keep"}));
+    let labels = meta.remove("labels").expect("labels");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm");
+    let expected: Value = serde_yaml::from_str(&source).unwrap();
+    assert!(crd == expected, "the chart's CRD differs from crds/securityprofile.yaml");
+
+    // crds.install=false: no CRD at all.
+    let docs = render(&["--set", "crds.install=false"]);
+    assert!(of_kind(&docs, "CustomResourceDefinition").is_empty());
+    // Nothing else in the chart lives in crds/ (Helm would install it once and never upgrade it).
+    assert!(!root().join(CHART).join("crds").exists());
+}
+
+// --- RBAC ------------------------------------------------------------------------------------------
+
+/// Every string in `v`.
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(m) => m.iter().for_each(|(k, x)| {
+            out.push(k.clone());
+            strings(x, out)
+        }),
+        _ => {}
+    }
+}
+
+/// What the ServiceAccount `ns/sa` may do: "<scope> <group>/<resource> <verb>[ name]" per grant,
+/// where scope is `cluster` or the namespace.
+fn grants(docs: &[Value], ns: &str, sa: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for binding in docs.iter().filter(|d| d["kind"] == "RoleBinding" || d["kind"] == "ClusterRoleBinding") {
+        let bound = binding["subjects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == ns);
+        if !bound {
+            continue;
+        }
+        let scope = binding["metadata"]["namespace"].as_str().unwrap_or("cluster").to_string();
+        let role_ref = &binding["roleRef"];
+        let role = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == role_ref["kind"]
+                    && d["metadata"]["name"] == role_ref["name"]
+                    && (d["kind"] == "ClusterRole" || d["metadata"]["namespace"] == binding["metadata"]["namespace"])
+            })
+            .unwrap_or_else(|| panic!("binding to a role the chart does not ship: {role_ref}"));
+        for rule in role["rules"].as_array().unwrap() {
+            let names: Vec<&str> = rule["resourceNames"]
+                .as_array()
+                .map(|a| a.iter().map(|n| n.as_str().unwrap()).collect())
+                .unwrap_or_default();
+            for group in rule["apiGroups"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        let base = format!(
+                            "{scope} {}/{} {}",
+                            group.as_str().unwrap(),
+                            resource.as_str().unwrap(),
+                            verb.as_str().unwrap()
+                        );
+                        if names.is_empty() {
+                            out.insert(base);
+                        } else {
+                            for n in &names {
+                                out.insert(format!("{base} {n}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn watch_grants(scope: &str) -> Vec<String> {
+    [
+        format!("{GROUP}/securityprofiles get"),
+        format!("{GROUP}/securityprofiles list"),
+        format!("{GROUP}/securityprofiles watch"),
+        format!("{GROUP}/securityprofiles patch"),
+        format!("{GROUP}/securityprofiles/status patch"),
+        format!("{GROUP}/securityprofiles/finalizers update"),
+        "events.k8s.io/events create".into(),
+        "events.k8s.io/events patch".into(),
+        "/events create".into(),
+        "/events patch".into(),
+    ]
+    .into_iter()
+    .map(|g| format!("{scope} {g}"))
+    .collect()
+}
+
+fn lease_grants(ns: &str, lease: &str) -> Vec<String> {
+    vec![
+        format!("{ns} coordination.k8s.io/leases create"),
+        format!("{ns} coordination.k8s.io/leases get {lease}"),
+        format!("{ns} coordination.k8s.io/leases update {lease}"),
+    ]
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_operator_calls_and_no_wildcards() {
+    // All namespaces: one ClusterRole, plus the Lease Role in the release namespace.
+    let docs = render(&[]);
+    let sa = "t-connect-operator";
+    let mut expected: BTreeSet<String> = watch_grants("cluster").into_iter().collect();
+    expected.insert("cluster /namespaces get".into());
+    expected.extend(lease_grants("ops", sa));
+    assert_eq!(grants(&docs, "ops", sa), expected);
+
+    // Watched namespaces: Roles there, nothing cluster-wide; `get` only on the watched namespace itself.
+    let docs = render(&["--set", "watchNamespaces={team-a,team-b}"]);
+    let mut expected = BTreeSet::new();
+    for ns in ["team-a", "team-b"] {
+        expected.extend(watch_grants(ns));
+        expected.insert(format!("{ns} /namespaces get {ns}"));
+    }
+    expected.extend(lease_grants("ops", sa));
+    assert_eq!(grants(&docs, "ops", sa), expected);
+    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty(), "no cluster-wide binding when watchNamespaces is set");
+
+    // Without leader election there is no Lease access; a custom lease name narrows it.
+    let docs = render(&["--set", "leaderElection.enabled=false"]);
+    assert!(!grants(&docs, "ops", sa).iter().any(|g| g.contains("leases")));
+    let docs = render(&["--set", "leaderElection.leaseName=my-lease"]);
+    assert!(grants(&docs, "ops", sa).contains("ops coordination.k8s.io/leases update my-lease"));
+
+    // No '*' in any RBAC object of any variant, including the aggregated roles for people.
+    for args in
+        [&[][..], &["--set", "watchNamespaces={team-a}"][..], &["--set", "rbac.aggregateToDefaultRoles=true"][..]]
+    {
+        let docs = render(args);
+        for d in docs.iter().filter(|d| {
+            ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"]
+                .contains(&d["kind"].as_str().unwrap_or_default())
+        }) {
+            let mut all = Vec::new();
+            strings(d, &mut all);
+            assert!(!all.iter().any(|s| s.contains('*')), "wildcard in {} {}", d["kind"], d["metadata"]["name"]);
+        }
+        // The aggregated roles only concern SecurityProfiles.
+        for role in of_kind(&docs, "ClusterRole").into_iter().filter(|r| {
+            r["metadata"]["name"].as_str().unwrap().ends_with("-edit")
+                || r["metadata"]["name"].as_str().unwrap().ends_with("-view")
+        }) {
+            for rule in role["rules"].as_array().unwrap() {
+                assert_eq!(rule["apiGroups"], json!([GROUP]));
+            }
+        }
+    }
+}
+
+// --- the Deployment and friends --------------------------------------------------------------------
+
+#[test]
+fn the_deployment_is_hardened_and_configured_from_values() {
+    let docs = render(&[]);
+    let dep = one(&docs, "Deployment");
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(pod["serviceAccountName"], "t-connect-operator");
+    assert_eq!(c["image"], "ghcr.io/cloud-operators/connect-operator:0.1.0");
+    assert_eq!(c["args"], json!(["run", "--lease-name=t-connect-operator"]));
+    // Pod security: the `restricted` Pod Security Standard.
+    let psc = &pod["securityContext"];
+    assert_eq!(psc["runAsNonRoot"], true);
+    assert_eq!(psc["runAsUser"], 65532);
+    assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["runAsUser"], 65532);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(c["resources"]["requests"], json!({"cpu": "10m", "memory": "32Mi"}));
+    assert_eq!(c["resources"]["limits"], json!({"cpu": "200m", "memory": "128Mi"}));
+    assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "metrics"}));
+    assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+    assert_eq!(c["ports"], json!([{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]));
+    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    for (name, value) in [
+        ("RESYNC_INTERVAL", "10m"),
+        ("CONCURRENCY", "4"),
+        ("CONNECT_RATE", "2"),
+        ("CONNECT_BURST", "5"),
+        ("LEADER_ELECT", "true"),
+        ("METRICS_ADDR", "0.0.0.0:8080"),
+        ("LOG_FORMAT", "json"),
+        ("LOG_LEVEL", "info"),
+    ] {
+        assert_eq!(env_value(dep, name).as_deref(), Some(value), "{name}");
+    }
+    let env = env_of(dep);
+    let field =
+        |n: &str| env.iter().find(|(name, _)| name == n).map(|(_, e)| e["valueFrom"]["fieldRef"]["fieldPath"].clone());
+    assert_eq!(field("POD_NAME"), Some(json!("metadata.name")));
+    assert_eq!(field("POD_NAMESPACE"), Some(json!("metadata.namespace")));
+    for absent in ["WATCH_NAMESPACES", "AWS_REGION", "CONNECT_ROLE_ARN"] {
+        assert!(env_value(dep, absent).is_none(), "{absent} set without a value");
+    }
+    // The metrics Service selects the pods, on the probes' port.
+    let svc = one(&docs, "Service");
+    let pod_labels = &dep["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(&pod_labels[k], v, "Service selector {k}");
+    }
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "metrics");
+    assert!(of_kind(&docs, "ServiceMonitor").is_empty());
+
+    // Values reach the pod.
+    let docs = render(&[
+        "--set",
+        "region=eu-central-1,roleArn=arn:aws:iam::123456789012:role/connect-admin,watchNamespaces={team-a,team-b}",
+        "--set",
+        "leaderElection.enabled=false,resyncInterval=30s,concurrency=8,connect.rate=0.5,connect.burst=2,logFormat=text",
+        "--set",
+        "image.tag=v9,image.pullPolicy=Always,metrics.port=9090,terminationGracePeriodSeconds=60",
+        "--set-string",
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/op",
+        "--set-json",
+        r#"extraEnv=[{"name":"AWS_ENDPOINT_URL_CONNECT","value":"https://vpce.example"}]"#,
+        "--set-json",
+        r#"nodeSelector={"kubernetes.io/os":"linux"}"#,
+        "--set-json",
+        r#"tolerations=[{"key":"ops","operator":"Exists"}]"#,
+        "--set-json",
+        r#"podAnnotations={"example.com/team":"cc"}"#,
+    ]);
+    let dep = one(&docs, "Deployment");
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    for (name, value) in [
+        ("AWS_REGION", "eu-central-1"),
+        ("CONNECT_ROLE_ARN", "arn:aws:iam::123456789012:role/connect-admin"),
+        ("WATCH_NAMESPACES", "team-a,team-b"),
+        ("LEADER_ELECT", "false"),
+        ("RESYNC_INTERVAL", "30s"),
+        ("CONCURRENCY", "8"),
+        ("CONNECT_RATE", "0.5"),
+        ("CONNECT_BURST", "2"),
+        ("LOG_FORMAT", "text"),
+        ("METRICS_ADDR", "0.0.0.0:9090"),
+        ("AWS_ENDPOINT_URL_CONNECT", "https://vpce.example"),
+    ] {
+        assert_eq!(env_value(dep, name).as_deref(), Some(value), "{name}");
+    }
+    assert_eq!(c["args"], json!(["run"]));
+    assert_eq!(c["image"], "ghcr.io/cloud-operators/connect-operator:v9");
+    assert_eq!(c["imagePullPolicy"], "Always");
+    assert_eq!(c["ports"][0]["containerPort"], 9090);
+    assert_eq!(pod["terminationGracePeriodSeconds"], 60);
+    assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+    assert_eq!(pod["tolerations"], json!([{"key": "ops", "operator": "Exists"}]));
+    assert_eq!(dep["spec"]["template"]["metadata"]["annotations"]["example.com/team"], "cc");
+    let sa = one(&docs, "ServiceAccount");
+    assert_eq!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], "arn:aws:iam::123456789012:role/op");
+    assert!(
+        of_kind(&docs, "Role").iter().all(|r| !r["metadata"]["name"].as_str().unwrap().ends_with("-leader-election"))
+    );
+
+    // A digest pins the image.
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let docs = render(&["--set", &format!("image.digest={digest}")]);
+    assert_eq!(
+        one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("ghcr.io/cloud-operators/connect-operator:0.1.0@{digest}")
+    );
+
+    // An existing ServiceAccount.
+    let docs = render(&["--set", "serviceAccount.create=false,serviceAccount.name=byo"]);
+    assert!(of_kind(&docs, "ServiceAccount").is_empty());
+    assert_eq!(one(&docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"], "byo");
+    assert!(grants(&docs, "ops", "byo").contains("cluster /namespaces get"));
+}
+
+#[test]
+fn the_service_monitor_scrapes_the_metrics_service() {
+    let docs = render(&[
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.interval=15s",
+        "--set",
+        "metrics.serviceMonitor.labels.release=kube-prometheus-stack",
+    ]);
+    let sm = one(&docs, "ServiceMonitor");
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    let svc = one(&docs, "Service");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&svc["metadata"]["labels"][k], v, "ServiceMonitor selector {k}");
+    }
+    assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"], json!(["ops"]));
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "15s");
+
+    let docs = render(&["--set", "podDisruptionBudget.enabled=true,replicaCount=2"]);
+    let pdb = one(&docs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
+}
+
+// --- IAM -------------------------------------------------------------------------------------------
+
+const PROFILE_ARN: &str = "arn:aws:connect:*:*:instance/*/security-profile/*";
+const INSTANCE_ARN: &str = "arn:aws:connect:*:*:instance/*";
+
+#[test]
+fn the_iam_policy_allows_only_the_connect_actions_the_operator_calls() {
+    let policy: Value = serde_json::from_str(&read("deploy/iam-policy.json")).expect("JSON");
+    assert_eq!(policy["Version"], "2012-10-17");
+    let mut allowed: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut sids = BTreeSet::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        assert_eq!(st["Effect"], "Allow");
+        assert!(sids.insert(st["Sid"].as_str().expect("Sid").to_string()), "duplicate Sid");
+        for key in ["NotAction", "NotResource", "Principal"] {
+            assert!(st.get(key).is_none(), "{key} in {}", st["Sid"]);
+        }
+        let actions: Vec<&str> = match &st["Action"] {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap()).collect(),
+            other => panic!("Action {other}"),
+        };
+        let resources: Vec<&str> = match &st["Resource"] {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap()).collect(),
+            other => panic!("Resource {other}"),
+        };
+        for r in &resources {
+            assert!([PROFILE_ARN, INSTANCE_ARN].contains(r), "resource {r} is not scoped to Connect instances");
+        }
+        for a in actions {
+            assert!(a.starts_with("connect:") && !a.contains('*'), "action {a}");
+            for r in &resources {
+                allowed.insert((a.to_string(), r.to_string()));
+            }
+        }
+    }
+    let on = |resource: &str, actions: &[&str]| -> Vec<(String, String)> {
+        actions.iter().map(|a| (format!("connect:{a}"), resource.to_string())).collect()
+    };
+    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
+    expected.extend(on(
+        PROFILE_ARN,
+        &[
+            "DescribeSecurityProfile",
+            "UpdateSecurityProfile",
+            "DeleteSecurityProfile",
+            "ListSecurityProfilePermissions",
+            "ListSecurityProfileApplications",
+            "ListSecurityProfileFlowModules",
+            "ListSecurityProfileAIAgents",
+            "TagResource",
+            "UntagResource",
+            "ListTagsForResource",
+        ],
+    ));
+    expected.extend(on(
+        INSTANCE_ARN,
+        &["CreateSecurityProfile", "ListSecurityProfiles", "SearchSecurityProfiles", "DescribeInstance"],
+    ));
+    assert_eq!(allowed, expected);
+
+    // Every Connect operation the operator's code calls is allowed (the SDK's snake_case method
+    // names, compared without case and underscores: list_security_profile_ai_agents ~ ListSecurityProfileAIAgents).
+    let allowed_ops: BTreeSet<String> =
+        allowed.iter().map(|(a, _)| a.trim_start_matches("connect:").to_lowercase()).collect();
+    let call =
+        regex::Regex::new(r"\.((?:create|describe|update|delete|list|search|tag|untag)_[a-z0-9_]+)\(\)").unwrap();
+    let mut called = BTreeSet::new();
+    let mut dirs = vec![root().join("src/connect")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                for m in call.captures_iter(&std::fs::read_to_string(&path).unwrap()) {
+                    let op = &m[1];
+                    if op.contains("security_profile")
+                        || ["tag_resource", "untag_resource", "list_tags_for_resource", "describe_instance"]
+                            .contains(&op)
+                    {
+                        called.insert(op.replace('_', ""));
+                    }
+                }
+            }
+        }
+    }
+    assert!(called.contains("createsecurityprofile"), "the scan finds the SDK calls");
+    let missing: Vec<&String> = called.difference(&allowed_ops).collect();
+    assert!(
+        missing.is_empty(),
+        "src/connect calls Connect operations deploy/iam-policy.json does not allow: {missing:?}"
+    );
+}
+
+// --- the image -------------------------------------------------------------------------------------
+
+#[test]
+fn the_dockerfile_builds_a_static_binary_into_a_nonroot_distroless_image() {
+    let dockerfile = read("Dockerfile");
+    let lines: Vec<&str> = dockerfile.lines().map(str::trim).collect();
+    let has = |needle: &str| dockerfile.contains(needle);
+    let from: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(from.len(), 2, "a builder and a final stage");
+    assert!(from[0].contains("rust:${RUST_VERSION}-bookworm") && has("ARG RUST_VERSION=1"));
+    assert!(from[1].contains("gcr.io/distroless/static-debian12:nonroot"));
+    assert!(has("musl-tools") && has("rustup target add"));
+    assert!(has("ARG TARGET=x86_64-unknown-linux-musl"));
+    assert!(has("cargo build --release --locked --bin connect-operator --target \"${TARGET}\""));
+    assert!(lines.contains(&"USER 65532:65532"));
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("ENTRYPOINT")).collect::<Vec<_>>(),
+        [&r#"ENTRYPOINT ["/connect-operator"]"#]
+    );
+    assert_eq!(lines.iter().filter(|l| l.starts_with("CMD")).collect::<Vec<_>>(), [&r#"CMD ["run"]"#]);
+    // The build context: sources in, build output and logs out.
+    let ignore = read(".dockerignore");
+    let rules: Vec<&str> = ignore.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    for rule in ["*", "!Cargo.toml", "!Cargo.lock", "!src/", "**/target"] {
+        assert!(rules.contains(&rule), ".dockerignore lacks {rule}");
+    }
+    // Every path the Dockerfile copies from the context is let through.
+    for l in lines.iter().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        for src in l.split_whitespace().skip(1).collect::<Vec<_>>().split_last().unwrap().1 {
+            let allowed = rules
+                .iter()
+                .any(|r| r.strip_prefix('!').is_some_and(|r| r.trim_end_matches('/') == src.trim_end_matches('/')));
+            assert!(allowed, "COPY {src}: excluded by .dockerignore");
+        }
+    }
+}
+
+// --- the chart and the binary agree ----------------------------------------------------------------
+
+/// Starts the operator binary with exactly the args and environment of the rendered Deployment (the
+/// downward-API variables filled in, METRICS_ADDR moved to a free port, a kubeconfig whose apiserver
+/// does not answer): it must parse them all and start, not fail with a usage error.
+#[test]
+fn the_operator_binary_accepts_the_args_and_environment_the_chart_gives_it() {
+    let dir = std::env::temp_dir().join(format!("connect-operator-packaging-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: x, cluster: {server: \"https://127.0.0.1:1\"}}]\n\
+         users: [{name: x, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: x, user: x}}]\n\
+         current-context: x\n",
+    )
+    .unwrap();
+    let variants: &[&[&str]] = &[
+        &[],
+        &[
+            "--set",
+            "leaderElection.enabled=false,region=eu-west-1,roleArn=arn:aws:iam::123456789012:role/x",
+            "--set",
+            "watchNamespaces={team-a,team-b},connect.rate=0.5,connect.burst=3,logFormat=text,resyncInterval=90s",
+            "--set",
+            "concurrency=2,logLevel=info\\,connect_operator=debug",
+        ],
+    ];
+    for (i, values) in variants.iter().enumerate() {
+        let docs = render(values);
+        let container = &one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let log_path = dir.join(format!("operator-{i}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_connect-operator"));
+        cmd.args(&args).env_clear();
+        for e in container["env"].as_array().unwrap() {
+            let name = e["name"].as_str().unwrap();
+            let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.name") => "connect-operator-7d9c-x2x4z".to_string(),
+                Some("metadata.namespace") => "ops".to_string(),
+                Some(other) => panic!("unexpected fieldRef {other}"),
+                None => e["value"].as_str().expect("env value").to_string(),
+            };
+            cmd.env(name, value);
+        }
+        let mut child = cmd
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("KUBECONFIG", &kubeconfig)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ACCESS_KEY_ID", "AKIDPACKAGING")
+            .env("AWS_SECRET_ACCESS_KEY", "packaging")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start connect-operator");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let started = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains("starting connect-operator") {
+                break Ok(text);
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                break Err(format!("exited with {status}:\n{text}"));
+            }
+            if std::time::Instant::now() > deadline {
+                break Err(format!("did not start within 20s:\n{text}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        started.unwrap_or_else(|e| panic!("connect-operator {args:?} with the chart's env {values:?} {e}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
