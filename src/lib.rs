@@ -5,5 +5,6 @@ pub mod connect;
 pub mod constraints;
 pub mod emulator;
 pub mod export;
+pub mod offline;
 pub mod reconcile;
 pub mod runtime;

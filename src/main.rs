@@ -36,6 +36,13 @@ enum Command {
     Crd,
     /// Write a SecurityProfile manifest (with the adopt annotation) for every profile of an instance.
     Export(ExportArgs),
+    /// Check SecurityProfile manifests offline with the schema's, the CEL rules' and the controller's
+    /// rules; prints each problem with file, resource and field, exits 1 on any (2 on unreadable input).
+    Validate {
+        /// Files or directories (searched recursively for .yaml/.yml/.json); - reads stdin.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -155,6 +162,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => run(*args, cli.log_format, &cli.log_level).await,
         Command::Export(args) => export(args, cli.log_format, &cli.log_level).await,
+        Command::Validate { files } => {
+            let report = connect_operator::offline::validate_files(&files);
+            println!("{report}");
+            std::process::exit(report.exit_code());
+        }
     }
 }
 

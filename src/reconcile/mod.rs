@@ -836,7 +836,12 @@ async fn report_invalid_object<C: ConnectApi>(
         Time(jiff::Timestamp::now()),
     );
     if !status::unchanged(current_status.as_ref(), &next) {
-        apply_status(&api, &name, &next).await?;
+        // Some API servers (1.20) validate the whole object on a status write and refuse it for an object
+        // that bypassed the schema: the Event below is then the only report, and the object waits for a
+        // change instead of retrying a write that cannot succeed.
+        if let Err(e) = apply_status(&api, &name, &next).await {
+            warn!(namespace = %ns, name = %name, error = %e, "cannot record the InvalidObject status; reporting it as an Event");
+        }
         let reference = ObjectRef::<SecurityProfile>::new(&name).within(&ns);
         let event = Event {
             type_: EventType::Warning,

@@ -311,7 +311,12 @@ impl TestEnv {
     /// Like [`TestEnv::start_operator`], with extra environment variables set last, so they override
     /// the defaults: e.g. `KUBECONFIG` to run the operator with a ServiceAccount's token.
     pub fn start_operator_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
-        let log = log_dir().join(format!("{}-operator.log", self.ns));
+        self.operator = Some(self.spawn_operator(extra, env, "operator"));
+    }
+
+    /// Starts another `connect-operator run` process (logging to `<ns>-<log_name>.log`) and returns it.
+    pub fn spawn_operator(&self, extra: &[&str], env: &[(&str, &str)], log_name: &str) -> Proc {
+        let log = log_dir().join(format!("{}-{log_name}.log", self.ns));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let defaults = [
             ("--retry-base", "200ms"),
@@ -336,7 +341,7 @@ impl TestEnv {
             .stderr(file)
             .spawn()
             .expect("start connect-operator");
-        self.operator = Some(Proc { child, log });
+        Proc { child, log }
     }
 }
 

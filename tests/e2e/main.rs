@@ -2,9 +2,11 @@
 //! Needs the test cluster: `tests/cluster/up.sh` and KUBECONFIG (see README.md), or `make test`.
 
 mod core_loop;
+mod corpus;
 mod faults;
 mod harness;
 mod lifecycle;
 mod onboarding;
 mod packaging;
 mod proving_ground;
+mod runtime;

@@ -1,0 +1,313 @@
+//! The bad-input corpus (tests/corpus/invalid) against the real API server, one operator and one emulator:
+//! every `schema` case is refused by `kubectl apply` naming the field, every `controller` case is accepted
+//! and ends with a terminal `Synced=False` condition naming the field, every `offline` case is accepted
+//! with the offending value silently dropped (only `connect-operator validate` sees it), the valid
+//! manifests applied alongside become Ready, and no corpus case ever reaches Connect.
+//!
+//! `kubectl apply` runs with `--validate=false`, so that what is tested is the API server's verdict, not
+//! kubectl's client-side schema check (whose coverage and wording vary with the kubectl version).
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestEnv, kubeconfig, kubectl, manifest};
+
+const T: Duration = Duration::from_secs(30);
+
+struct Case {
+    path: PathBuf,
+    stem: String,
+    by: String,
+    expect: String,
+    expect_apiserver: Option<String>,
+    manifest: Value,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn corpus() -> Vec<Case> {
+    yaml_files(&root().join("tests/corpus/invalid"))
+        .into_iter()
+        .map(|path| {
+            let manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let note = |k: &str| {
+                manifest["metadata"]["annotations"][format!("corpus.connect.cloud-operators.dev/{k}")]
+                    .as_str()
+                    .map(str::to_string)
+            };
+            Case {
+                stem: path.file_stem().unwrap().to_string_lossy().into_owned(),
+                by: note("rejected-by").expect("rejected-by"),
+                expect: note("expect").expect("expect"),
+                expect_apiserver: note("expect-apiserver"),
+                path,
+                manifest,
+            }
+        })
+        .collect()
+}
+
+/// Runs `f` for every item, 8 at a time, on threads (each call runs kubectl).
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(8) {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunk.iter().map(|item| s.spawn(|| f(item))).collect();
+            out.extend(handles.into_iter().map(|h| h.join().expect("kubectl thread")));
+        });
+    }
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_reaches_connect() {
+    let started = Instant::now();
+    let mut env = TestEnv::new("corpus", &["--throttle-rate", "0"]).await;
+    env.start_operator(&[]);
+    let cases = corpus();
+    assert!(cases.len() >= 45);
+    let ns = env.ns.clone();
+
+    // The API server's verdict on every case (the offline cases as a server-side dry run).
+    let outputs = parallel(&cases, |c| {
+        let path = c.path.to_str().unwrap();
+        match c.by.as_str() {
+            "offline" => {
+                kubectl(&["apply", "--validate=false", "--dry-run=server", "-o", "json", "-n", &ns, "-f", path], None)
+            }
+            _ => kubectl(&["apply", "--validate=false", "-n", &ns, "-f", path], None),
+        }
+    });
+    let mut failures = Vec::new();
+    for (c, out) in cases.iter().zip(&outputs) {
+        match c.by.as_str() {
+            "schema" => {
+                let expect = c.expect_apiserver.as_deref().unwrap_or(&c.expect);
+                if out.status.success() {
+                    failures.push(format!("{}: the API server accepted it", c.stem));
+                } else if !stderr(out).contains(expect) {
+                    failures.push(format!("{}: kubectl's error should contain {expect:?}: {}", c.stem, stderr(out)));
+                }
+            }
+            "controller" => {
+                if !out.status.success() {
+                    failures.push(format!("{}: the API server refused it: {}", c.stem, stderr(out)));
+                }
+            }
+            _ => {
+                // Accepted, and the value the expect annotation names is gone from what would be stored.
+                if !out.status.success() {
+                    failures.push(format!("{}: the API server refused it: {}", c.stem, stderr(out)));
+                    continue;
+                }
+                let stored: Value = serde_json::from_slice(&out.stdout).expect("dry-run output is JSON");
+                if stored["spec"] == c.manifest["spec"] {
+                    failures.push(format!("{}: the API server kept the spec unchanged: {}", c.stem, stored["spec"]));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), cases.len(), failures.join("\n"));
+
+    // Valid manifests alongside: the operator keeps serving while it refuses the controller cases.
+    let mut valid: Vec<PathBuf> = yaml_files(&root().join("tests/corpus/valid"));
+    valid.extend(yaml_files(&root().join("deploy/samples")));
+    for file in &valid {
+        let out = kubectl(&["apply", "--validate=false", "-n", &ns, "-f", file.to_str().unwrap()], None);
+        assert!(out.status.success(), "{}: {}", file.display(), stderr(&out));
+    }
+
+    for c in cases.iter().filter(|c| c.by == "controller") {
+        let api = env.api();
+        let sp = env
+            .wait_for(&format!("{} Synced=False ValidationFailed", c.stem), T, async || {
+                let sp = api.get_opt(&c.stem).await.ok().flatten()?;
+                let synced = sp.condition("Synced")?;
+                (synced.status == "False" && matches!(synced.reason.as_str(), "ValidationFailed" | "InvalidObject"))
+                    .then_some(sp)
+            })
+            .await;
+        let synced = sp.condition("Synced").unwrap();
+        assert!(synced.message.contains(&c.expect), "{}: {:?} should contain {:?}", c.stem, synced.message, c.expect);
+        assert_eq!(sp.condition("Ready").map(|r| r.status.as_str()), Some("False"), "{}", c.stem);
+    }
+
+    let api = env.api();
+    let mut valid_names = BTreeSet::new();
+    for sp in api.list(&Default::default()).await.unwrap() {
+        let name = sp.metadata.name.clone().unwrap();
+        if cases.iter().any(|c| c.stem == name) {
+            continue;
+        }
+        env.wait_condition(&name, "Ready", "True", T).await;
+        valid_names.insert(sp.spec.security_profile_name.clone());
+    }
+    let expected = connect_operator::offline::validate_files(&valid);
+    assert_eq!((valid_names.len(), expected.exit_code()), (expected.checked, 0), "{valid_names:?}");
+
+    // Only what the API server accepted exists: the controller cases and the valid profiles.
+    let out = env.kubectl(&["get", "csp", "-o", "name"]);
+    let stored: BTreeSet<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.rsplit('/').next().unwrap().to_string()).collect();
+    for c in &cases {
+        assert_eq!(stored.contains(&c.stem), c.by == "controller", "{}: stored = {}", c.stem, stored.contains(&c.stem));
+    }
+
+    // Connect saw the valid profiles, and nothing of the corpus.
+    let corpus_names: BTreeSet<String> = cases
+        .iter()
+        .flat_map(|c| [Some(c.stem.clone()), c.manifest["spec"]["securityProfileName"].as_str().map(str::to_string)])
+        .flatten()
+        .collect();
+    let created: BTreeSet<String> = env
+        .emulator
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "CreateSecurityProfile")
+        .filter_map(|c| c.params["body"]["SecurityProfileName"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        created.is_disjoint(&corpus_names),
+        "corpus cases reached Connect: {:?}",
+        created.intersection(&corpus_names)
+    );
+    assert_eq!(created, valid_names);
+    eprintln!("corpus: {} cases in {:?}", cases.len(), started.elapsed());
+}
+
+/// The test cluster's etcd (tests/cluster/up.sh writes its port next to the kubeconfig), if reachable.
+fn etcd_address() -> Option<String> {
+    let dir = Path::new(&kubeconfig()).parent()?.to_path_buf();
+    let ports = std::fs::read_to_string(dir.join("ports.env")).ok()?;
+    let port = ports.lines().find_map(|l| l.strip_prefix("ETCD_PORT="))?.trim().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    TcpStream::connect(&addr).ok().map(|_| addr)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `PUT key value` through etcd's v3 JSON gateway.
+fn etcd_put(addr: &str, key: &str, value: &str) {
+    let body = json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())}).to_string();
+    let mut stream = TcpStream::connect(addr).expect("connect to etcd");
+    write!(
+        stream,
+        "POST /v3/kv/put HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "etcd put: {response}");
+}
+
+/// An object stored without the schema's checks (as if written before a schema change): the operator
+/// cannot read it as a SecurityProfile, sends nothing to Connect for it, and keeps serving the others.
+///
+/// Kubernetes 1.20 has no way to skip a v1 CRD's schema through the API (the schema must be structural,
+/// and swapping the shared CRD would disturb the tests running alongside), so the object is written
+/// straight into the test cluster's etcd, which is where the API server reads it from.
+#[tokio::test]
+async fn an_object_that_bypassed_the_schema_never_reaches_connect_and_the_others_are_served() {
+    let Some(etcd) = etcd_address() else {
+        eprintln!("skipped: the test cluster's etcd is not reachable (ports.env next to the kubeconfig)");
+        return;
+    };
+    let mut env = TestEnv::new("bypass", &["--throttle-rate", "0"]).await;
+    env.start_operator(&[]);
+    let object = json!({
+        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+        "kind": "SecurityProfile",
+        "metadata": {"name": "bypass", "namespace": env.ns, "uid": uuid::Uuid::new_v4().to_string(),
+                     "generation": 1, "creationTimestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()},
+        "spec": {"instanceId": crate::harness::INSTANCE, "securityProfileName": "bypass",
+                 "permissions": "BasicAgentAccess"},
+    });
+    let key = format!("/registry/connect.cloud-operators.dev/securityprofiles/{}/bypass", env.ns);
+    etcd_put(&etcd, &key, &object.to_string());
+
+    // The API server serves it as stored (reads are not validated)...
+    let out = env.kubectl(&["get", "csp", "bypass", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stored["spec"]["permissions"], "BasicAgentAccess");
+    // ... and the offline validator says what is wrong with it.
+    let yaml = serde_yaml::to_string(&stored).unwrap();
+    let problems = connect_operator::offline::validate_str("stored", &yaml);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(
+        problems[0].to_string(),
+        format!("stored[0] SecurityProfile {}/bypass: spec.permissions: must be of type array, is string", env.ns)
+    );
+
+    // A valid profile applied after it is served.
+    env.apply_ok(&manifest("fine", json!({"securityProfileName": "fine"})));
+    env.wait_condition("fine", "Ready", "True", T).await;
+    // Give the operator time to have reconciled the invalid object too (it was there first).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Nothing about it reached Connect.
+    let calls = env.emulator.calls();
+    let names: Vec<&str> = calls.iter().filter_map(|c| c.params["body"]["SecurityProfileName"].as_str()).collect();
+    assert_eq!(names, ["fine"], "{calls:?}");
+
+    // On Kubernetes 1.20 the API server validates the whole object on a status write too, so the operator's
+    // InvalidObject status cannot be stored for such an object: the write is refused, naming the field.
+    let out = env.kubectl(&[
+        "patch",
+        "csp",
+        "bypass",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"observedGeneration":1}}"#,
+    ]);
+    assert!(!out.status.success() && stderr(&out).contains("spec.permissions"), "{}", stderr(&out));
+    let sp: Value = serde_json::from_slice(&env.kubectl(&["get", "csp", "bypass", "-o", "json"]).stdout).unwrap();
+    let reasons: Vec<&str> = sp["status"]["conditions"]
+        .as_array()
+        .map(|cs| cs.iter().filter_map(|c| c["reason"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(reasons.iter().all(|r| *r == "InvalidObject"), "{sp}");
+    assert!(sp["metadata"]["finalizers"].is_null(), "no finalizer could be added: {sp}");
+
+    // It can still be deleted.
+    let out = env.kubectl(&["delete", "csp", "bypass", "--wait=true", "--timeout=20s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
