@@ -186,8 +186,13 @@ pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, namespaces: Vec<String>) -
         let (reader, writer) = reflector::store();
         // Only changes that can alter what the reconcile does trigger it; our own status writes do not.
         let deletion = |o: &DeserializeGuard<SecurityProfile>| o.meta().deletion_timestamp.as_ref().map(|_| 1u64);
-        let trigger = watcher(api, watcher::Config::default())
+        let trigger = watcher(api, watcher::Config::default().page_size(100))
             .default_backoff()
+            // The cache keeps what reconciles read: not managedFields nor kubectl's copy of the manifest.
+            .modify(|o: &mut DeserializeGuard<SecurityProfile>| {
+                o.managed_fields_mut().clear();
+                o.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+            })
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
