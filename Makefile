@@ -22,7 +22,7 @@ build: ## build the binaries (debug)
 	cargo build --locked --bins
 
 test: cluster-up ## the whole test suite: unit, emulator, CRD, end to end (starts the cluster)
-	source $(CLUSTER_ENV) && cargo test --locked --all-targets -- --test-threads=3
+	source $(CLUSTER_ENV) && cargo test --locked --lib --bins --tests -- --test-threads=3
 
 unit-test: ## tests that need no cluster
 	cargo test --locked --lib --bins --test emulator

@@ -33,7 +33,8 @@ pub fn bin(name: &str) -> PathBuf {
         "connect-emulator" => option_env!("CARGO_BIN_EXE_connect-emulator"),
         _ => None,
     };
-    built.map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/debug").join(name))
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+    built.map(PathBuf::from).unwrap_or_else(|| target.join("debug").join(name))
 }
 
 /// The kubeconfig of the test cluster; fails with instructions when the cluster is not up.
