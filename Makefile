@@ -1,6 +1,6 @@
 # connect-operator: common tasks. `make help` lists them.
 SHELL := /bin/bash
-CACHE ?= $(HOME)/.cache/connect-operator
+CACHE ?= $(or $(CONNECT_OPERATOR_CACHE),$(HOME)/.cache/connect-operator)
 CLUSTER_ENV := target/test-cluster/env
 export PATH := $(CACHE)/bin:$(HOME)/.cargo/bin:$(PATH)
 
