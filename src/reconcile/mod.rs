@@ -6,6 +6,9 @@ pub mod plan;
 pub mod status;
 pub mod validate;
 
+#[cfg(test)]
+mod scenarios;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -255,22 +258,30 @@ pub fn error_policy<C: ConnectApi>(
     err: &Error,
     ctx: Arc<Context<C>>,
 ) -> Action {
-    let s = &ctx.settings;
     let failures = {
         let mut map = ctx.failures.lock().expect("failures lock");
         let n = map.entry(key(obj.meta())).or_insert(0);
         *n += 1;
         *n
     };
+    match retry_after(&ctx.settings, err, failures) {
+        Some(delay) => Action::requeue(delay),
+        None => Action::await_change(),
+    }
+}
+
+/// When to retry after `err`, the `failures`-th in a row: never (until the spec changes) for terminal
+/// errors, slowly for quota and unknown-instance errors, with exponential backoff for the rest.
+pub fn retry_after(s: &Settings, err: &Error, failures: u32) -> Option<Duration> {
     match err {
-        Error::Invalid(_) => Action::await_change(),
+        Error::Invalid(_) => None,
         Error::Connect { source, .. } => match source.class {
-            ErrorClass::Terminal | ErrorClass::Duplicate => Action::await_change(),
-            ErrorClass::Quota | ErrorClass::NotFound => Action::requeue(jitter(s.slow_retry)),
-            ErrorClass::Recoverable | ErrorClass::InUse => Action::requeue(backoff(s, failures)),
+            ErrorClass::Terminal | ErrorClass::Duplicate => None,
+            ErrorClass::Quota | ErrorClass::NotFound => Some(jitter(s.slow_retry)),
+            ErrorClass::Recoverable | ErrorClass::InUse => Some(backoff(s, failures)),
         },
-        Error::NoRegion => Action::requeue(jitter(s.slow_retry)),
-        Error::Kube { .. } => Action::requeue(backoff(s, failures)),
+        Error::NoRegion => Some(jitter(s.slow_retry)),
+        Error::Kube { .. } => Some(backoff(s, failures)),
     }
 }
 
