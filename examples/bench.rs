@@ -31,11 +31,12 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// A `/proc/PID/status` memory line (`VmRSS`, `RssAnon`, `RssFile`) in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
@@ -100,10 +101,13 @@ fn free_port() -> u16 {
 async fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut rows: Vec<(String, String, String)> = Vec::new();
+    // BENCH_ONLY=quota,latency,idle,faults runs some parts (and leaves BENCHMARKS.md alone).
+    let only = std::env::var("BENCH_ONLY").ok();
+    let wanted = |part: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p.trim() == part));
 
     // 1. 100 new profiles under the real quota: the emulator throttles at 2/s burst 5, the operator
     //    runs with its defaults (2/s burst 5).
-    {
+    if wanted("quota") {
         let mut env =
             TestEnv::new("bench-quota", &["--throttle-rate", "2", "--throttle-burst", "5", "--profile-limit", "2000"])
                 .await;
@@ -135,7 +139,7 @@ async fn main() {
     }
 
     // 2. apply-to-Ready latency, no quota.
-    {
+    if wanted("latency") {
         let mut env = TestEnv::new("bench-latency", &["--throttle-rate", "0"]).await;
         env.start_operator(&["--connect-rate", "0"]);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -164,7 +168,7 @@ async fn main() {
     }
 
     // 3. 1,000 profiles Ready and idle: memory, idle CPU, steady-state calls and status writes.
-    {
+    if wanted("idle") {
         let mut env = TestEnv::new("bench-idle", &["--throttle-rate", "0", "--profile-limit", "2000"]).await;
         let port = free_port();
         let resync = 60.0;
@@ -195,14 +199,18 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs_f64(window)).await;
         let cpu_idle = cpu_seconds(pid) - cpu1;
         let m1 = scrape(port).await;
-        let rss = rss_mib(pid);
+        let (rss, anon, file) = (status_mib(pid, "VmRSS"), status_mib(pid, "RssAnon"), status_mib(pid, "RssFile"));
         let calls = env.emulator.calls();
         let writes_in_connect =
             calls.iter().filter(|c| !c.operation.starts_with("Describe") && !c.operation.starts_with("List")).count();
         let status_writes =
             metric(&m1, "connect_operator_status_writes_total") - metric(&m0, "connect_operator_status_writes_total");
         let per_profile_hour = calls.len() as f64 / 1000.0 * 3600.0 / window;
-        rows.push(("operator RSS, 1,000 profiles Ready and idle".into(), format!("{rss:.1} MiB"), "<= 20 MiB".into()));
+        rows.push((
+            "operator RSS, 1,000 profiles Ready and idle".into(),
+            format!("{rss:.1} MiB ({anon:.1} heap and stacks, {file:.1} binary pages)"),
+            "<= 20 MiB".into(),
+        ));
         rows.push((
             "1,000 profiles rollout without quota".into(),
             format!("{rollout:.1} s, {cpu_rollout:.2} CPU s"),
@@ -229,7 +237,7 @@ async fn main() {
     }
 
     // 4. The fault suite at full size.
-    {
+    if wanted("faults") {
         let run = faults::chaotic_rollout(100).await;
         rows.push((
             "fault suite: 100 profiles, 10% 500s, throttling, lost creates, SIGKILLs".into(),
@@ -252,6 +260,9 @@ async fn main() {
         let _ = writeln!(table, "| {m} | {r} | {t} |");
     }
     println!("{table}");
+    if only.is_some() {
+        return;
+    }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

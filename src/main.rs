@@ -228,6 +228,25 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// glibc keeps freed heap pages (from a rollout's or a relist's transient buffers) mapped; once a minute
+/// hand them back to the kernel so that an idle operator's RSS reflects what it holds.
+fn release_freed_memory_periodically() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            // SAFETY: malloc_trim only returns free memory to the kernel; it is thread-safe.
+            unsafe {
+                malloc_trim(0);
+            }
+        }
+    });
+}
+
 async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::Result<()> {
     init_tracing(log_format, log_level);
     // kube and the AWS SDK both use rustls; install one process-wide provider.
@@ -239,6 +258,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     );
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
+    release_freed_memory_periodically();
     let bound = runtime::serve(args.metrics_addr, metrics.clone(), health.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on --metrics-addr {}: {e}", args.metrics_addr))?;

@@ -14,11 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as KubeEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::PostParams;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
@@ -102,7 +105,7 @@ pub struct Context<C> {
     pub connect: C,
     pub default_region: Option<String>,
     pub settings: Settings,
-    recorder: Recorder,
+    reporter: Reporter,
     failures: Mutex<HashMap<String, u32>>,
     /// When each in-sync profile is next due for observation (drift check); until then a reconcile
     /// triggered by a metadata change (finalizer, annotation) costs no Connect call.
@@ -123,9 +126,9 @@ impl<C: ConnectApi> Context<C> {
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let reporter = Reporter { controller: MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
+        let instance = std::env::var("POD_NAME").unwrap_or_else(|_| MANAGER.to_string());
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter: Reporter { controller: MANAGER, instance },
             client,
             connect,
             default_region,
@@ -301,7 +304,16 @@ pub fn instance_of_arn(arn: &str) -> Option<&str> {
 }
 
 async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Context<C>) -> Result<Action, Error> {
-    let fresher = cached.uid().and_then(|uid| ctx.last_status.lock().expect("last_status lock").get(&uid).cloned());
+    let fresher = cached.uid().and_then(|uid| {
+        let mut last = ctx.last_status.lock().expect("last_status lock");
+        let ours = last.get(&uid)?;
+        if cached.status.as_ref().is_some_and(|c| status::unchanged(Some(c), ours)) {
+            // The cache has caught up with our last write: it needs no copy any more.
+            last.remove(&uid);
+            return None;
+        }
+        Some(ours.clone())
+    });
     let profile = &match fresher {
         Some(status) if cached.status.as_ref() != Some(&status) => {
             let mut p = cached.clone();
@@ -711,11 +723,60 @@ async fn publish<C: ConnectApi>(
     reason: &str,
     note: String,
 ) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &profile.object_ref(&())).await {
-        warn!(error = %e, "could not publish event");
+    publish_about(ctx, profile.object_ref(&()), type_, reason, note).await
+}
+
+/// Who reports the operator's Events.
+struct Reporter {
+    controller: &'static str,
+    instance: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum EventType {
+    Normal,
+    Warning,
+}
+
+/// Posts an events.k8s.io/v1 Event about `regarding`. kube's `Recorder` keeps every Event it sent (to
+/// count repeats as a series); the operator only reports changes, so it goes without that cache and
+/// the memory it holds for every object.
+async fn publish_about<C>(ctx: &Context<C>, regarding: ObjectReference, type_: EventType, reason: &str, note: String) {
+    let ns = regarding.namespace.clone().unwrap_or_else(|| "default".into());
+    let now = jiff::Timestamp::now();
+    let mut note = note;
+    if note.len() > MAX_EVENT_NOTE {
+        let mut end = MAX_EVENT_NOTE - 3;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push_str("...");
+    }
+    let event = KubeEvent {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{}.{:x}", regarding.name.as_deref().unwrap_or("object"), now.as_nanosecond())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        type_: Some(format!("{type_:?}")),
+        reason: Some(reason.into()),
+        note: Some(note),
+        action: Some("Reconcile".into()),
+        reporting_controller: Some(ctx.reporter.controller.into()),
+        reporting_instance: Some(ctx.reporter.instance.clone()),
+        regarding: Some(regarding),
+        ..Default::default()
+    };
+    let api: Api<KubeEvent> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
+        warn!(error = %e, reason, "could not publish event");
     }
 }
+
+/// The API server's limit on an Event's note.
+const MAX_EVENT_NOTE: usize = 1024;
 
 async fn ensure_finalizer(profile: &SecurityProfile, api: &Api<SecurityProfile>) -> Result<(), Error> {
     if profile.finalizers().iter().any(|f| f == FINALIZER) {
@@ -859,18 +920,9 @@ async fn report_invalid_object<C: ConnectApi>(
             warn!(namespace = %ns, name = %name, error = %e, "cannot record the InvalidObject status; reporting it as an Event");
         }
         let reference = ObjectRef::<SecurityProfile>::new(&name).within(&ns);
-        let event = Event {
-            type_: EventType::Warning,
-            reason: reason::INVALID_OBJECT.into(),
-            note: Some(message.clone()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        let mut object_ref = k8s_openapi::api::core::v1::ObjectReference::from(reference);
-        object_ref.uid = meta.uid.clone();
-        if let Err(e) = ctx.recorder.publish(&event, &object_ref).await {
-            warn!(error = %e, "could not publish event");
-        }
+        let mut regarding = ObjectReference::from(reference);
+        regarding.uid = meta.uid.clone();
+        publish_about(ctx, regarding, EventType::Warning, reason::INVALID_OBJECT, message.clone()).await;
     }
     Err(Error::Invalid(message))
 }
