@@ -9,6 +9,10 @@
 //! | `GET/PUT /_emulator/faults` | read or replace the [`Faults`](super::Faults) |
 //! | `POST /_emulator/instances/{id}` | adds an instance (body `{"instanceStatus": "CREATION_FAILED"}` optional) |
 //! | `PATCH /_emulator/profiles/{instance}/{id}` | sets `inUse` / `deleteDenied` on a profile |
+//!
+//! It also answers STS `AssumeRole` (`POST /`, query protocol) with a session whose access key the call
+//! log then names as the role, so that role assumption (`--role-arn`, the namespace annotation) can be
+//! tested with `AWS_ENDPOINT_URL_STS` pointing here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -103,7 +107,19 @@ fn route(method: &Method, segments: &[String]) -> Option<(&'static str, Vec<Stri
     Some((op, segments[1..].to_vec()))
 }
 
+/// The access key ID in a SigV4 `Authorization` header (`... Credential=AKID/date/region/service/...`).
+fn access_key(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split_once("Credential="))
+        .and_then(|(_, rest)| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, DropConnection> {
+    let principal = shared.principal(&access_key(&req));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query());
@@ -113,6 +129,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     if segments.first().map(String::as_str) == Some("_emulator") {
         return Ok(control(&shared, &method, &segments[1..], &body));
     }
+    if method == Method::POST && path == "/" {
+        return Ok(sts(&shared, &principal, &body));
+    }
     let Some((operation, labels)) = route(&method, &segments) else {
         return Ok(error_response(&ApiError::new(
             "UnknownOperationException",
@@ -120,11 +139,70 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             format!("no Connect operation at {method} {path}"),
         )));
     };
-    connect_call(&shared, operation, labels, query, &body).await
+    connect_call(&shared, &principal, operation, labels, query, &body).await
+}
+
+/// STS over the query protocol: `AssumeRole` only.
+fn sts(shared: &Shared, principal: &str, body: &[u8]) -> Response<Body> {
+    let form = parse_query(std::str::from_utf8(body).ok());
+    let field = |k: &str| form.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
+    let (action, role, session) = (field("Action"), field("RoleArn"), field("RoleSessionName"));
+    let params = json!({"RoleArn": role, "RoleSessionName": session});
+    let role_pattern =
+        regex::Regex::new(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$").expect("valid regex");
+    let session_pattern = regex::Regex::new(r"^[A-Za-z0-9_+=,.@-]{2,64}$").expect("valid regex");
+    let error = if action != "AssumeRole" {
+        Some(("InvalidAction", format!("the emulator's STS answers AssumeRole only, not {action:?}")))
+    } else if role.len() > 2048 || !role_pattern.is_match(&role) {
+        Some(("ValidationError", format!("RoleArn {role:?} is not an IAM role ARN")))
+    } else if !session_pattern.is_match(&session) {
+        Some(("ValidationError", format!("RoleSessionName {session:?} does not match [A-Za-z0-9_+=,.@-]{{2,64}}")))
+    } else {
+        None
+    };
+    if let Some((code, message)) = error {
+        shared.record("AssumeRole", principal, params, code.into(), 400);
+        let xml = format!(
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+            xml_escape(&message),
+            uuid::Uuid::new_v4()
+        );
+        return xml_response(400, xml);
+    }
+    let key = format!("ASIA{}", &uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase());
+    shared.sessions.lock().expect("sessions lock").insert(key.clone(), role.clone());
+    shared.record("AssumeRole", principal, params, "ok".into(), 200);
+    let expiration = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let role_name = role.rsplit('/').next().unwrap_or_default();
+    let account = role.split(':').nth(4).unwrap_or_default();
+    let xml = format!(
+        "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
+         <Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>emulator-session-secret</SecretAccessKey>\
+         <SessionToken>emulator-session-token</SessionToken><Expiration>{}</Expiration></Credentials>\
+         <AssumedRoleUser><AssumedRoleId>AROAEMULATOR:{session}</AssumedRoleId>\
+         <Arn>arn:aws:sts::{account}:assumed-role/{role_name}/{session}</Arn></AssumedRoleUser>\
+         </AssumeRoleResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleResponse>",
+        expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        uuid::Uuid::new_v4()
+    );
+    xml_response(200, xml)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn xml_response(status: u16, xml: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/xml")
+        .body(Full::new(Bytes::from(xml)))
+        .expect("valid response")
 }
 
 async fn connect_call(
     shared: &Shared,
+    principal: &str,
     operation: &'static str,
     labels: Vec<String>,
     query: BTreeMap<String, Vec<String>>,
@@ -138,13 +216,13 @@ async fn connect_call(
     }
     if !shared.admit() {
         let e = ApiError::new("ThrottlingException", 429, "Rate exceeded");
-        shared.record(operation, params, e.code.into(), e.status);
+        shared.record(operation, principal, params, e.code.into(), e.status);
         return Ok(error_response(&e));
     }
     let error_rate = shared.faults.lock().expect("faults lock").error_rate;
     if error_rate > 0.0 && rand::random::<f64>() < error_rate {
         let e = ApiError::new("InternalServiceException", 500, "Request processing failed (injected fault)");
-        shared.record(operation, params, e.code.into(), e.status);
+        shared.record(operation, principal, params, e.code.into(), e.status);
         return Ok(error_response(&e));
     }
     let result = parsed_body.and_then(|body| {
@@ -158,15 +236,15 @@ async fn connect_call(
                 if faults.lose_next_creates > 0 {
                     faults.lose_next_creates -= 1;
                     drop(faults);
-                    shared.record(operation, params, "ok:response-lost".into(), 200);
+                    shared.record(operation, principal, params, "ok:response-lost".into(), 200);
                     return Err(DropConnection);
                 }
             }
-            shared.record(operation, params, "ok".into(), 200);
+            shared.record(operation, principal, params, "ok".into(), 200);
             Ok(json_response(200, &strip_nulls(out)))
         }
         Err(e) => {
-            shared.record(operation, params, e.code.into(), e.status);
+            shared.record(operation, principal, params, e.code.into(), e.status);
             Ok(error_response(&e))
         }
     }

@@ -102,6 +102,10 @@ pub struct CallRecord {
     /// `ok`, `ok:response-lost`, or the error code returned.
     pub outcome: String,
     pub status: u16,
+    /// Who called: the role ARN of a session the emulator's AssumeRole issued, else the access key ID
+    /// of the request's signature (empty when unsigned).
+    #[serde(default)]
+    pub principal: String,
 }
 
 impl CallRecord {
@@ -120,6 +124,8 @@ pub struct Shared {
     pub(crate) connect: Mutex<Connect>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) calls: Mutex<Vec<CallRecord>>,
+    /// Access key IDs issued by AssumeRole, with the role each stands for.
+    sessions: Mutex<std::collections::HashMap<String, String>>,
     bucket: Mutex<TokenBucket>,
     started: Instant,
     default_profiles: bool,
@@ -140,6 +146,7 @@ impl Shared {
             bucket: Mutex::new(TokenBucket { tokens: config.faults.throttle_burst, last: Instant::now() }),
             faults: Mutex::new(config.faults.clone()),
             calls: Mutex::new(Vec::new()),
+            sessions: Mutex::new(std::collections::HashMap::new()),
             started: Instant::now(),
             default_profiles: config.default_profiles,
         }
@@ -164,11 +171,18 @@ impl Shared {
         }
     }
 
-    fn record(&self, operation: &str, params: Value, outcome: String, status: u16) {
+    fn record(&self, operation: &str, principal: &str, params: Value, outcome: String, status: u16) {
         let mut calls = self.calls.lock().expect("calls lock");
         let seq = calls.len() as u64 + 1;
         let at_ms = self.started.elapsed().as_millis() as u64;
-        calls.push(CallRecord { seq, at_ms, operation: operation.into(), params, outcome, status });
+        let principal = principal.to_string();
+        calls.push(CallRecord { seq, at_ms, operation: operation.into(), params, outcome, status, principal });
+    }
+
+    /// The principal behind a request signed with `access_key`.
+    fn principal(&self, access_key: &str) -> String {
+        let sessions = self.sessions.lock().expect("sessions lock");
+        sessions.get(access_key).cloned().unwrap_or_else(|| access_key.to_string())
     }
 
     pub fn set_faults(&self, faults: Faults) {

@@ -9,4 +9,5 @@ mod lifecycle;
 mod onboarding;
 mod packaging;
 mod proving_ground;
+mod roles;
 mod runtime;

@@ -1,0 +1,91 @@
+//! Issue 5, end to end: role assumption for multi-account use. The emulator also answers STS
+//! AssumeRole and names each Connect call's principal, so these tests see which role made each call:
+//! the operator's `--role-arn`, or the namespace's `connect.cloud-operators.dev/role-arn` annotation.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{TestEnv, kubectl, manifest};
+
+const OPERATOR_ROLE: &str = "arn:aws:iam::111111111111:role/connect-operator";
+const TEAM_ROLE: &str = "arn:aws:iam::222222222222:role/team-a-connect-admin";
+const STATIC_KEY: &str = "AKIDEMULATOR";
+
+async fn env_with_sts(name: &str, namespace_role: Option<&str>) -> TestEnv {
+    let mut env = TestEnv::new(name, &["--throttle-rate", "0"]).await;
+    if let Some(role) = namespace_role {
+        let annotation = format!("connect.cloud-operators.dev/role-arn={role}");
+        let out = kubectl(&["annotate", "namespace", &env.ns, &annotation], None);
+        assert!(out.status.success(), "annotate: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sts = env.emulator.endpoint();
+    env.start_operator_with_env(&["--role-arn", OPERATOR_ROLE], &[("AWS_ENDPOINT_URL_STS", &sts)]);
+    env
+}
+
+/// The principals of the emulator's Connect calls (not the AssumeRole calls), and the AssumeRole calls
+/// as (role assumed, principal that asked).
+fn principals(env: &TestEnv) -> (Vec<String>, Vec<(String, String)>) {
+    let calls = env.emulator.calls();
+    let connect = calls.iter().filter(|c| c.operation != "AssumeRole").map(|c| c.principal.clone()).collect();
+    let assumed = calls
+        .iter()
+        .filter(|c| c.operation == "AssumeRole" && c.succeeded())
+        .map(|c| (c.params["RoleArn"].as_str().unwrap_or_default().to_string(), c.principal.clone()))
+        .collect();
+    (connect, assumed)
+}
+
+#[tokio::test]
+async fn connect_calls_use_the_operator_role_or_the_namespace_role() {
+    let (by_operator, by_namespace) =
+        tokio::join!(env_with_sts("role-operator", None), env_with_sts("role-namespace", Some(TEAM_ROLE)));
+    for env in [&by_operator, &by_namespace] {
+        env.apply_ok(&manifest(
+            "agents",
+            json!({"securityProfileName": "Agents", "permissions": ["BasicAgentAccess"]}),
+        ));
+    }
+    for env in [&by_operator, &by_namespace] {
+        env.wait_condition("agents", "Ready", "True", Duration::from_secs(60)).await;
+    }
+
+    let (connect, assumed) = principals(&by_operator);
+    assert!(!connect.is_empty());
+    assert!(connect.iter().all(|p| p == OPERATOR_ROLE), "every Connect call as the operator role: {connect:?}");
+    assert_eq!(
+        assumed,
+        [(OPERATOR_ROLE.to_string(), STATIC_KEY.to_string())],
+        "the role is assumed once, with the operator's own credentials"
+    );
+
+    let (connect, assumed) = principals(&by_namespace);
+    assert!(!connect.is_empty());
+    assert!(connect.iter().all(|p| p == TEAM_ROLE), "the namespace's role overrides the operator's: {connect:?}");
+    assert_eq!(assumed, [(TEAM_ROLE.to_string(), STATIC_KEY.to_string())]);
+}
+
+#[tokio::test]
+async fn a_role_that_cannot_be_assumed_is_reported_and_nothing_reaches_connect() {
+    let env = env_with_sts("role-invalid", Some("arn:aws:iam::333333333333:user/not-a-role")).await;
+    env.apply_ok(&manifest("agents", json!({"securityProfileName": "Agents"})));
+    let sp = env.wait_condition("agents", "Synced", "False", Duration::from_secs(60)).await;
+    let synced = sp.condition("Synced").expect("Synced");
+    assert!(
+        synced.message.contains("loading credentials") && synced.message.contains("not-a-role"),
+        "the message says the role's credentials could not be obtained, and why: {}",
+        synced.message
+    );
+    assert!(synced.message.contains("Retrying"), "recoverable: {}", synced.message);
+    let (connect, _) = principals(&env);
+    assert!(connect.is_empty(), "no Connect call without the role's credentials: {connect:?}");
+    let names: Vec<String> = env
+        .emulator
+        .profiles(crate::harness::INSTANCE)
+        .iter()
+        .filter_map(|p| p["SecurityProfileName"].as_str().map(str::to_string))
+        .collect();
+    assert!(names.iter().any(|n| n == "Admin"), "the instance's default profiles are listed: {names:?}");
+    assert!(!names.iter().any(|n| n == "Agents"), "no profile was created: {names:?}");
+}
