@@ -95,6 +95,8 @@ struct FakeConnect {
     updates: Mutex<Vec<ProfileUpdate>>,
     /// The next call of this operation fails with this error.
     fail_next: Mutex<BTreeMap<&'static str, ConnectError>>,
+    /// The next create makes the profile, then its answer is lost.
+    lose_next_create: Mutex<bool>,
 }
 
 impl FakeConnect {
@@ -147,6 +149,10 @@ impl ConnectApi for FakeConnect {
         }
         let id = format!("sp-{}", self.profiles.lock().unwrap().len() + 1);
         self.insert(&id, spec, tags.clone());
+        if std::mem::take(&mut *self.lose_next_create.lock().unwrap()) {
+            let lost = ConnectError::new(ErrorClass::Recoverable, "ConnectionFailure", "connection closed");
+            return Err(ConnectError { outcome_unknown: true, ..lost });
+        }
         Ok(ProfileRef { id: id.clone(), arn: arn(&id) })
     }
 
@@ -442,6 +448,41 @@ async fn lost_create_response_is_recovered_by_owner_tag() {
     assert_eq!(status.security_profile_id.as_deref(), Some("sp-1"));
     assert_eq!(condition(&status, "Ready").status, "True");
     assert!(s.events().contains(&"Recovered".to_string()), "{:?}", s.events());
+}
+
+#[tokio::test]
+async fn create_with_unknown_outcome_looks_the_profile_up_at_once() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    *s.connect.lose_next_create.lock().unwrap() = true;
+
+    s.reconcile(&object).await.expect("recovered in the same reconcile");
+    assert_eq!(
+        s.connect.calls(),
+        [
+            "CreateSecurityProfile",
+            "SearchSecurityProfiles",
+            "DescribeSecurityProfile",
+            "ListSecurityProfilePermissions"
+        ]
+    );
+    assert_eq!(s.connect.profiles.lock().unwrap().len(), 1, "no second create");
+    let status = s.written_status();
+    assert_eq!(status.security_profile_id.as_deref(), Some("sp-1"));
+    assert_eq!(condition(&status, "Synced").reason, "ReconcileSucceeded", "no error surfaced to the user");
+}
+
+#[tokio::test]
+async fn create_with_unknown_outcome_and_nothing_found_is_retried() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    s.connect.fail_next("CreateSecurityProfile", ErrorClass::Recoverable, "ConnectionFailure");
+    s.connect.fail_next.lock().unwrap().get_mut("CreateSecurityProfile").unwrap().outcome_unknown = true;
+
+    let err = s.reconcile(&object).await.expect_err("retried later");
+    assert_eq!(s.connect.calls(), ["CreateSecurityProfile", "SearchSecurityProfiles"]);
+    assert_eq!(condition(&s.written_status(), "Synced").reason, "ConnectionFailure");
+    assert!(s.first_retry(&err).is_some());
 }
 
 #[tokio::test]
