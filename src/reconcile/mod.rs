@@ -711,7 +711,11 @@ async fn write_status<C: ConnectApi>(
     if let Some(uid) = profile.uid() {
         ctx.last_status.lock().expect("last_status lock").insert(uid, next.clone());
     }
-    if !outcome.synced && old_reason.as_deref() != Some(outcome.synced_reason.as_str()) {
+    // A failure gets a Warning Event when its reason is new; `Creating` is progress, not a failure.
+    if !outcome.synced
+        && outcome.synced_reason != reason::CREATING
+        && old_reason.as_deref() != Some(outcome.synced_reason.as_str())
+    {
         publish(ctx, profile, EventType::Warning, &outcome.synced_reason, outcome.synced_message.clone()).await;
     }
     Ok(next)
