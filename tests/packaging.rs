@@ -596,6 +596,89 @@ fn the_service_monitor_scrapes_the_metrics_service() {
     assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
 }
 
+/// The metric names the operator's /metrics endpoint declares (`# TYPE name kind`), read from a live
+/// endpoint so that the leader gauge added by the HTTP layer is included.
+fn exposed_metric_names() -> BTreeSet<String> {
+    use std::io::{Read, Write};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let addr = runtime.block_on(async {
+        let any = "127.0.0.1:0".parse().unwrap();
+        connect_operator::runtime::serve(any, Default::default(), Default::default()).await.unwrap()
+    });
+    let text = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        out
+    })
+    .join()
+    .unwrap();
+    drop(runtime);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_prometheus_rule_alerts_on_metrics_the_operator_exposes() {
+    let docs = render(&["--set", "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true"]);
+    let rule = one(&docs, "PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().expect("rules");
+    let alerts: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "ConnectOperatorDown",
+            "ConnectOperatorNoLeader",
+            "ConnectOperatorReconcileErrors",
+            "ConnectOperatorThrottled"
+        ]
+    );
+    // The job label Prometheus gives the targets is the Service's app.kubernetes.io/name (ServiceMonitor jobLabel).
+    let sm = one(&docs, "ServiceMonitor");
+    assert_eq!(sm["spec"]["jobLabel"], "app.kubernetes.io/name");
+    let job = one(&docs, "Service")["metadata"]["labels"]["app.kubernetes.io/name"].as_str().unwrap().to_string();
+    let exposed = exposed_metric_names();
+    assert!(exposed.contains("connect_operator_reconciles_total"), "{exposed:?}");
+    let metric = regex::Regex::new(r"connect_operator_[a-z_]+").unwrap();
+    for r in rules {
+        let expr = r["expr"].as_str().expect("expr");
+        assert!(expr.contains(&format!("job=\"{job}\"")), "{expr}");
+        assert!(expr.contains("namespace=\"ops\""), "{expr}");
+        assert!(r["for"].as_str().is_some_and(|f| f.ends_with('m')), "{r}");
+        assert_eq!(r["labels"]["severity"], "warning");
+        assert!(r["annotations"]["summary"].as_str().is_some_and(|s| !s.is_empty()));
+        for name in metric.find_iter(expr) {
+            assert!(
+                exposed.contains(name.as_str()),
+                "{} in {expr} is not a metric the operator exposes",
+                name.as_str()
+            );
+        }
+    }
+    let errors = rules.iter().find(|r| r["alert"] == "ConnectOperatorReconcileErrors").unwrap();
+    assert!(errors["expr"].as_str().unwrap().ends_with("> 0.1"), "{}", errors["expr"]);
+
+    // Tunable; and off by default.
+    // (`--set` passes decimals as strings; a values file or --set-json passes numbers.)
+    let docs = render(&[
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set-json",
+        "metrics.prometheusRule.errorRatio=0.25",
+    ]);
+    let rule = one(&docs, "PrometheusRule");
+    assert!(rule["spec"]["groups"][0]["rules"][2]["expr"].as_str().unwrap().ends_with("> 0.25"));
+    assert!(of_kind(&render(&[]), "PrometheusRule").is_empty());
+    let out = helm(&["template", "x", CHART, "--set-json", "metrics.prometheusRule.errorRatio=2"]);
+    assert!(!out.status.success(), "values.schema.json bounds errorRatio");
+    assert!(text(&out).contains("errorRatio"), "{}", text(&out));
+}
+
 // --- IAM -------------------------------------------------------------------------------------------
 
 const PROFILE_ARN: &str = "arn:aws:connect:*:*:instance/*/security-profile/*";
