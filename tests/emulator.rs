@@ -696,6 +696,8 @@ async fn a_lost_create_response_leaves_the_profile_created() {
         .await
         .expect_err("response lost");
     assert!(matches!(err, aws_sdk_connect::error::SdkError::DispatchFailure(_)), "{err:?}");
+    let classified = connect_operator::connect::ConnectError::from_sdk(err);
+    assert!(classified.outcome_unknown, "a dropped answer may have taken effect: {classified:?}");
     let state = emu.state();
     let lost: Vec<_> =
         state.instances[INSTANCE].profiles.iter().filter(|p| p.security_profile_name == "lost").collect();

@@ -75,7 +75,11 @@ impl ConnectError {
                 ..Self::new(ErrorClass::Recoverable, "RequestTimeout", "the call to Connect timed out")
             },
             SdkError::DispatchFailure(f) => Self {
-                outcome_unknown: !f.is_user(),
+                // Sent, perhaps: the connection failed or timed out, or closed mid-answer. Not when
+                // the request never left (bad input, credentials that could not be loaded).
+                outcome_unknown: f.is_io()
+                    || f.is_timeout()
+                    || f.as_other() == Some(aws_smithy_types::retry::ErrorKind::TransientError),
                 ..Self::new(
                     ErrorClass::Recoverable,
                     "ConnectionFailure",

@@ -515,16 +515,13 @@ impl<C: ConnectApi> Pipeline<'_, C> {
             Err(e) if e.outcome_unknown => {
                 // The create may have happened (timeout, dropped connection). Look before anything
                 // else: a profile with this name that carries our UID is ours.
-                let found = self
-                    .ctx
-                    .connect
-                    .find_profile_by_name(self.target, self.name())
-                    .await
-                    .map_err(|source| Error::Connect { step: "looking up a profile by name", source })?;
-                return match found {
-                    Some(f) if f.tags.get(OWNER_UID_TAG) == Some(&self.uid()) => self.take_over(f, "Recovered").await,
-                    // Not there (or not searchable yet): retried; a later create meets DuplicateResource
-                    // if it does exist, and that path adopts it by the same rule.
+                return match self.ctx.connect.find_profile_by_name(self.target, self.name()).await {
+                    Ok(Some(f)) if f.tags.get(OWNER_UID_TAG) == Some(&self.uid()) => {
+                        self.take_over(f, "Recovered").await
+                    }
+                    // Not there, not searchable yet, or the lookup failed too: report the create's
+                    // error and retry; a later create meets DuplicateResource if the profile exists,
+                    // and that path adopts it by the same rule.
                     _ => self.fail(e, "creating the profile").await,
                 };
             }

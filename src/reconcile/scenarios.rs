@@ -486,6 +486,20 @@ async fn create_with_unknown_outcome_and_nothing_found_is_retried() {
 }
 
 #[tokio::test]
+async fn create_with_unknown_outcome_and_a_failed_lookup_still_reports_the_error() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    s.connect.fail_next("CreateSecurityProfile", ErrorClass::Recoverable, "ConnectionFailure");
+    s.connect.fail_next.lock().unwrap().get_mut("CreateSecurityProfile").unwrap().outcome_unknown = true;
+    s.connect.fail_next("SearchSecurityProfiles", ErrorClass::Recoverable, "ConnectionFailure");
+
+    s.reconcile(&object).await.expect_err("retried later");
+    let synced = condition(&s.written_status(), "Synced").clone();
+    assert_eq!(synced.reason, "ConnectionFailure", "the user sees why nothing happens");
+    assert!(synced.message.contains("creating the profile"), "{}", synced.message);
+}
+
+#[tokio::test]
 async fn profile_owned_by_another_resource_is_never_taken() {
     let object = resource(true);
     let s = Scenario::new(&object);
