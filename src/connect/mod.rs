@@ -213,85 +213,76 @@ impl SdkConnect {
 
     async fn list_members(&self, target: &Target, id: &str) -> Result<ListedMembers, ConnectError> {
         let inst = &target.instance_id;
-        let (mut permissions, mut applications, mut modules, mut agents) = (vec![], vec![], vec![], vec![]);
+        let permissions = self
+            .all_pages(target, "ListSecurityProfilePermissions", |c, token| async move {
+                let req = c.list_security_profile_permissions().instance_id(inst).security_profile_id(id);
+                let page = req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                Ok((page.permissions.unwrap_or_default(), page.next_token))
+            })
+            .await?;
+        let applications = self
+            .all_pages(target, "ListSecurityProfileApplications", |c, token| async move {
+                let req = c.list_security_profile_applications().instance_id(inst).security_profile_id(id);
+                let page = req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                let items = page.applications.unwrap_or_default().iter().map(convert::from_sdk_application).collect();
+                Ok((items, page.next_token))
+            })
+            .await?;
+        let modules = self
+            .all_pages(target, "ListSecurityProfileFlowModules", |c, token| async move {
+                let req = c.list_security_profile_flow_modules().instance_id(inst).security_profile_id(id);
+                let page = req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                let items =
+                    page.allowed_flow_modules.unwrap_or_default().iter().map(convert::from_sdk_flow_module).collect();
+                Ok((items, page.next_token))
+            })
+            .await?;
+        let agents = self
+            .all_pages(target, "ListSecurityProfileAIAgents", |c, token| async move {
+                let req = c.list_security_profile_ai_agents().instance_id(inst).security_profile_id(id);
+                let page = req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                let items = page.allowed_ai_agents.unwrap_or_default().iter().map(convert::from_sdk_ai_agent).collect();
+                Ok((items, page.next_token))
+            })
+            .await?;
+        Ok(ListedMembers::new(permissions, &applications, &modules, &agents))
+    }
+
+    /// Every item of a paged operation, one rate-limited [`call`](Self::call) per page: `fetch` takes
+    /// the page token and returns the page's items and the next token.
+    async fn all_pages<T, F, Fut>(
+        &self,
+        target: &Target,
+        operation: &'static str,
+        mut fetch: F,
+    ) -> Result<Vec<T>, ConnectError>
+    where
+        F: FnMut(aws_sdk_connect::Client, Option<String>) -> Fut,
+        Fut: Future<Output = Result<(Vec<T>, Option<String>), ConnectError>>,
+    {
+        let mut items = Vec::new();
         let mut token = None;
         loop {
-            let page = self
-                .call(target, "ListSecurityProfilePermissions", |c| async move {
-                    let req = c.list_security_profile_permissions().instance_id(inst).security_profile_id(id);
-                    req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)
-                })
-                .await?;
-            permissions.extend(page.permissions.unwrap_or_default());
-            token = page.next_token;
+            let (page, next) = self.call(target, operation, |c| fetch(c, token.take())).await?;
+            items.extend(page);
+            token = next;
             if token.is_none() {
-                break;
+                return Ok(items);
             }
         }
-        loop {
-            let page = self
-                .call(target, "ListSecurityProfileApplications", |c| async move {
-                    let req = c.list_security_profile_applications().instance_id(inst).security_profile_id(id);
-                    req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)
-                })
-                .await?;
-            applications.extend(page.applications.unwrap_or_default().iter().map(convert::from_sdk_application));
-            token = page.next_token;
-            if token.is_none() {
-                break;
-            }
-        }
-        loop {
-            let page = self
-                .call(target, "ListSecurityProfileFlowModules", |c| async move {
-                    let req = c.list_security_profile_flow_modules().instance_id(inst).security_profile_id(id);
-                    req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)
-                })
-                .await?;
-            modules.extend(page.allowed_flow_modules.unwrap_or_default().iter().map(convert::from_sdk_flow_module));
-            token = page.next_token;
-            if token.is_none() {
-                break;
-            }
-        }
-        loop {
-            let page = self
-                .call(target, "ListSecurityProfileAIAgents", |c| async move {
-                    let req = c.list_security_profile_ai_agents().instance_id(inst).security_profile_id(id);
-                    req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)
-                })
-                .await?;
-            agents.extend(page.allowed_ai_agents.unwrap_or_default().iter().map(convert::from_sdk_ai_agent));
-            token = page.next_token;
-            if token.is_none() {
-                break;
-            }
-        }
-        Ok(ListedMembers::new(permissions, &applications, &modules, &agents))
     }
 
     /// Every profile summary of an instance (ListSecurityProfiles, all pages).
     pub async fn list_profiles(&self, target: &Target) -> Result<Vec<(String, String, String)>, ConnectError> {
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let inst = target.instance_id.clone();
-            let page = self
-                .call(target, "ListSecurityProfiles", |c| async move {
-                    let req = c.list_security_profiles().instance_id(inst).max_results(1000);
-                    req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)
-                })
-                .await?;
-            for s in page.security_profile_summary_list.unwrap_or_default() {
-                if let (Some(id), Some(arn), Some(name)) = (s.id, s.arn, s.name) {
-                    out.push((id, arn, name));
-                }
-            }
-            token = page.next_token;
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        let inst = &target.instance_id;
+        self.all_pages(target, "ListSecurityProfiles", |c, token| async move {
+            let req = c.list_security_profiles().instance_id(inst).max_results(1000);
+            let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+            let summaries = page.security_profile_summary_list.unwrap_or_default().into_iter();
+            let items = summaries.filter_map(|s| Some((s.id?, s.arn?, s.name?))).collect();
+            Ok((items, page.next_token))
+        })
+        .await
     }
 }
 
