@@ -112,6 +112,11 @@ impl FakeConnect {
         self.fail_next.lock().unwrap().insert(operation, ConnectError::new(class, code, format!("injected {code}")));
     }
 
+    /// The next call of this operation fails as a dropped connection would: it may have taken effect.
+    fn fail_next_with_unknown_outcome(&self, operation: &'static str) {
+        self.fail_next.lock().unwrap().insert(operation, connection_lost());
+    }
+
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
@@ -132,6 +137,12 @@ fn arn(id: &str) -> String {
     format!("arn:aws:connect:eu-west-2:123456789012:instance/{INSTANCE}/security-profile/{id}")
 }
 
+/// The error of a call whose connection dropped after the request was sent.
+fn connection_lost() -> ConnectError {
+    let lost = ConnectError::new(ErrorClass::Recoverable, "ConnectionFailure", "connection closed");
+    ConnectError { outcome_unknown: true, ..lost }
+}
+
 fn not_found_error(what: &str) -> ConnectError {
     ConnectError::new(ErrorClass::NotFound, "ResourceNotFoundException", format!("{what} not found"))
 }
@@ -150,8 +161,7 @@ impl ConnectApi for FakeConnect {
         let id = format!("sp-{}", self.profiles.lock().unwrap().len() + 1);
         self.insert(&id, spec, tags.clone());
         if std::mem::take(&mut *self.lose_next_create.lock().unwrap()) {
-            let lost = ConnectError::new(ErrorClass::Recoverable, "ConnectionFailure", "connection closed");
-            return Err(ConnectError { outcome_unknown: true, ..lost });
+            return Err(connection_lost());
         }
         Ok(ProfileRef { id: id.clone(), arn: arn(&id) })
     }
@@ -426,6 +436,10 @@ async fn throttled_create_is_recoverable_with_backoff() {
     assert_eq!(s.connect.profiles.lock().unwrap().len(), 1);
 }
 
+/// A create that meets our own profile: the lookup by name, then a full read before the status.
+const RECOVERY_CALLS: [&str; 4] =
+    ["CreateSecurityProfile", "SearchSecurityProfiles", "DescribeSecurityProfile", "ListSecurityProfilePermissions"];
+
 #[tokio::test]
 async fn lost_create_response_is_recovered_by_owner_tag() {
     // An earlier create succeeded in Connect but its answer never arrived: the status holds no ID.
@@ -434,15 +448,7 @@ async fn lost_create_response_is_recovered_by_owner_tag() {
     s.connect.insert("sp-1", &object.spec, owner_tags());
 
     s.reconcile(&object).await.expect("recovered");
-    assert_eq!(
-        s.connect.calls(),
-        [
-            "CreateSecurityProfile",
-            "SearchSecurityProfiles",
-            "DescribeSecurityProfile",
-            "ListSecurityProfilePermissions"
-        ]
-    );
+    assert_eq!(s.connect.calls(), RECOVERY_CALLS);
     assert_eq!(s.connect.profiles.lock().unwrap().len(), 1, "no duplicate");
     let status = s.written_status();
     assert_eq!(status.security_profile_id.as_deref(), Some("sp-1"));
@@ -457,15 +463,7 @@ async fn create_with_unknown_outcome_looks_the_profile_up_at_once() {
     *s.connect.lose_next_create.lock().unwrap() = true;
 
     s.reconcile(&object).await.expect("recovered in the same reconcile");
-    assert_eq!(
-        s.connect.calls(),
-        [
-            "CreateSecurityProfile",
-            "SearchSecurityProfiles",
-            "DescribeSecurityProfile",
-            "ListSecurityProfilePermissions"
-        ]
-    );
+    assert_eq!(s.connect.calls(), RECOVERY_CALLS);
     assert_eq!(s.connect.profiles.lock().unwrap().len(), 1, "no second create");
     let status = s.written_status();
     assert_eq!(status.security_profile_id.as_deref(), Some("sp-1"));
@@ -476,8 +474,7 @@ async fn create_with_unknown_outcome_looks_the_profile_up_at_once() {
 async fn create_with_unknown_outcome_and_nothing_found_is_retried() {
     let object = resource(true);
     let s = Scenario::new(&object);
-    s.connect.fail_next("CreateSecurityProfile", ErrorClass::Recoverable, "ConnectionFailure");
-    s.connect.fail_next.lock().unwrap().get_mut("CreateSecurityProfile").unwrap().outcome_unknown = true;
+    s.connect.fail_next_with_unknown_outcome("CreateSecurityProfile");
 
     let err = s.reconcile(&object).await.expect_err("retried later");
     assert_eq!(s.connect.calls(), ["CreateSecurityProfile", "SearchSecurityProfiles"]);
@@ -489,8 +486,7 @@ async fn create_with_unknown_outcome_and_nothing_found_is_retried() {
 async fn create_with_unknown_outcome_and_a_failed_lookup_still_reports_the_error() {
     let object = resource(true);
     let s = Scenario::new(&object);
-    s.connect.fail_next("CreateSecurityProfile", ErrorClass::Recoverable, "ConnectionFailure");
-    s.connect.fail_next.lock().unwrap().get_mut("CreateSecurityProfile").unwrap().outcome_unknown = true;
+    s.connect.fail_next_with_unknown_outcome("CreateSecurityProfile");
     s.connect.fail_next("SearchSecurityProfiles", ErrorClass::Recoverable, "ConnectionFailure");
 
     s.reconcile(&object).await.expect_err("retried later");
