@@ -62,15 +62,41 @@ struct ExportArgs {
     /// Also export the profiles every instance starts with (Admin, Agent, CallCenterManager, QualityAnalyst).
     #[arg(long)]
     include_defaults: bool,
-    /// Connect calls per second (the export shares the account's quota with everything else).
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+/// How `run` and `export` reach Connect.
+#[derive(clap::Args, Debug)]
+struct ConnectArgs {
+    /// Client-side limit on Connect calls per second, per Region and credentials (0 disables).
+    /// Connect's own quota is about 2/s per account and Region, shared by every tool in the account.
     #[arg(long, env = "CONNECT_RATE", default_value_t = 2.0)]
     connect_rate: f64,
-    /// Burst size of the rate limiter.
+    /// Burst size of the client-side limiter.
     #[arg(long, env = "CONNECT_BURST", default_value_t = 5.0)]
     connect_burst: f64,
-    /// IAM role to assume.
+    /// IAM role to assume for Connect calls (multi-account). For `run`, a namespace annotation
+    /// connect.cloud-operators.dev/role-arn overrides it for the profiles of that namespace.
     #[arg(long, env = "CONNECT_ROLE_ARN")]
     role_arn: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The client settings, with `max_attempts` per call inside the SDK; refuses a limiter that
+    /// could never admit a call.
+    fn settings(&self, max_attempts: u32) -> anyhow::Result<ConnectSettings> {
+        anyhow::ensure!(
+            self.connect_rate >= 0.0 && self.connect_burst >= 1.0 || self.connect_rate == 0.0,
+            "--connect-burst must be at least 1 (got {})",
+            self.connect_burst
+        );
+        Ok(ConnectSettings {
+            max_attempts: max_attempts.max(1),
+            rate: Rate { per_second: self.connect_rate, burst: self.connect_burst },
+            role_arn: self.role_arn.clone(),
+        })
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -97,17 +123,8 @@ struct RunArgs {
     /// backoff takes over. Retrying a read in place keeps a multi-call observation from starting over.
     #[arg(long, default_value_t = 3)]
     sdk_max_attempts: u32,
-    /// Client-side limit on Connect calls per second, per Region and credentials (0 disables).
-    /// Connect's own quota is about 2/s per account and Region, shared by every tool in the account.
-    #[arg(long, env = "CONNECT_RATE", default_value_t = 2.0)]
-    connect_rate: f64,
-    /// Burst size of the client-side limiter.
-    #[arg(long, env = "CONNECT_BURST", default_value_t = 5.0)]
-    connect_burst: f64,
-    /// IAM role to assume for Connect calls (multi-account). A namespace annotation
-    /// connect.cloud-operators.dev/role-arn overrides it for the profiles of that namespace.
-    #[arg(long, env = "CONNECT_ROLE_ARN")]
-    role_arn: Option<String>,
+    #[command(flatten)]
+    connect: ConnectArgs,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -177,12 +194,7 @@ async fn async_main() -> anyhow::Result<()> {
 async fn export(args: ExportArgs, log_format: LogFormat, log_level: &str) -> anyhow::Result<()> {
     init_tracing(log_format, log_level);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let settings = ConnectSettings {
-        max_attempts: 3,
-        rate: Rate { per_second: args.connect_rate, burst: args.connect_burst },
-        role_arn: args.role_arn.clone(),
-    };
-    let connect = SdkConnect::from_env(settings, Arc::new(Metrics::default())).await;
+    let connect = SdkConnect::from_env(args.connect.settings(3)?, Arc::new(Metrics::default())).await;
     let region = args
         .region
         .clone()
@@ -251,11 +263,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     init_tracing(log_format, log_level);
     // kube and the AWS SDK both use rustls; install one process-wide provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    anyhow::ensure!(
-        args.connect_rate >= 0.0 && args.connect_burst >= 1.0 || args.connect_rate == 0.0,
-        "--connect-burst must be at least 1 (got {})",
-        args.connect_burst
-    );
+    let connect_settings = args.connect.settings(args.sdk_max_attempts)?;
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     release_freed_memory_periodically();
@@ -266,11 +274,6 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     let client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}"))?;
-    let connect_settings = ConnectSettings {
-        max_attempts: args.sdk_max_attempts.max(1),
-        rate: Rate { per_second: args.connect_rate, burst: args.connect_burst },
-        role_arn: args.role_arn.clone(),
-    };
     let connect = SdkConnect::from_env(connect_settings, metrics.clone()).await;
     let region = connect.default_region().map(str::to_string);
     if region.is_none() {
@@ -283,7 +286,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
         slow_retry: args.slow_retry,
         concurrency: args.concurrency.max(1),
     };
-    tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, rate = args.connect_rate, burst = args.connect_burst, "starting connect-operator");
+    tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, rate = args.connect.connect_rate, burst = args.connect.connect_burst, "starting connect-operator");
     let ctx = Arc::new(Context::new(client.clone(), connect, region, settings, metrics));
     health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     if !args.leader_elect {
