@@ -142,20 +142,23 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     connect_call(&shared, &principal, operation, labels, query, &body).await
 }
 
+static ROLE_ARN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$").expect("valid regex")
+});
+static SESSION_NAME: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_+=,.@-]{2,64}$").expect("valid regex"));
+
 /// STS over the query protocol: `AssumeRole` only.
 fn sts(shared: &Shared, principal: &str, body: &[u8]) -> Response<Body> {
     let form = parse_query(std::str::from_utf8(body).ok());
     let field = |k: &str| form.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
     let (action, role, session) = (field("Action"), field("RoleArn"), field("RoleSessionName"));
     let params = json!({"RoleArn": role, "RoleSessionName": session});
-    let role_pattern =
-        regex::Regex::new(r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+$").expect("valid regex");
-    let session_pattern = regex::Regex::new(r"^[A-Za-z0-9_+=,.@-]{2,64}$").expect("valid regex");
     let error = if action != "AssumeRole" {
         Some(("InvalidAction", format!("the emulator's STS answers AssumeRole only, not {action:?}")))
-    } else if role.len() > 2048 || !role_pattern.is_match(&role) {
+    } else if role.len() > 2048 || !ROLE_ARN.is_match(&role) {
         Some(("ValidationError", format!("RoleArn {role:?} is not an IAM role ARN")))
-    } else if !session_pattern.is_match(&session) {
+    } else if !SESSION_NAME.is_match(&session) {
         Some(("ValidationError", format!("RoleSessionName {session:?} does not match [A-Za-z0-9_+=,.@-]{{2,64}}")))
     } else {
         None
