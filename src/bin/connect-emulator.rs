@@ -47,6 +47,9 @@ struct Args {
     /// Lose the responses of the next N successful creates (the profile is created, the connection drops).
     #[arg(long, default_value_t = 0)]
     lose_next_creates: u32,
+    /// Milliseconds a lost create holds the connection open before dropping it.
+    #[arg(long, default_value_t = 0)]
+    lost_response_hold_ms: u64,
 }
 
 #[tokio::main]
@@ -75,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
             error_rate: args.error_rate,
             latency_ms: args.latency_ms,
             lose_next_creates: args.lose_next_creates,
+            lost_response_hold_ms: args.lost_response_hold_ms,
         },
     };
     let emulator = Emulator::start(config.clone())

@@ -234,14 +234,20 @@ async fn connect_call(
     });
     match result {
         Ok(out) => {
-            if operation == "CreateSecurityProfile" {
-                let mut faults = shared.faults.lock().expect("faults lock");
-                if faults.lose_next_creates > 0 {
-                    faults.lose_next_creates -= 1;
-                    drop(faults);
-                    shared.record(operation, principal, params, "ok:response-lost".into(), 200);
-                    return Err(DropConnection);
-                }
+            // Some(hold) when this create's answer is to be lost after holding the connection.
+            let lose = (operation == "CreateSecurityProfile")
+                .then(|| {
+                    let mut faults = shared.faults.lock().expect("faults lock");
+                    (faults.lose_next_creates > 0).then(|| {
+                        faults.lose_next_creates -= 1;
+                        std::time::Duration::from_millis(faults.lost_response_hold_ms)
+                    })
+                })
+                .flatten();
+            if let Some(hold) = lose {
+                shared.record(operation, principal, params, "ok:response-lost".into(), 200);
+                tokio::time::sleep(hold).await;
+                return Err(DropConnection);
             }
             shared.record(operation, principal, params, "ok".into(), 200);
             Ok(json_response(200, &strip_nulls(out)))

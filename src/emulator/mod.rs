@@ -56,11 +56,21 @@ pub struct Faults {
     pub latency_ms: u64,
     /// The next N successful CreateSecurityProfile calls create the profile, then drop the connection.
     pub lose_next_creates: u32,
+    /// How long a lost create keeps the connection open (the call already in the log) before dropping
+    /// it: a window in which the caller is waiting for an answer that will never come.
+    pub lost_response_hold_ms: u64,
 }
 
 impl Default for Faults {
     fn default() -> Self {
-        Self { throttle_rate: 2.0, throttle_burst: 5.0, error_rate: 0.0, latency_ms: 0, lose_next_creates: 0 }
+        Self {
+            throttle_rate: 2.0,
+            throttle_burst: 5.0,
+            error_rate: 0.0,
+            latency_ms: 0,
+            lose_next_creates: 0,
+            lost_response_hold_ms: 0,
+        }
     }
 }
 

@@ -256,7 +256,9 @@ async fn lost_create_answers_and_a_restart_leave_exactly_one_profile() {
         p.kill();
     }
     env.start_operator(&["--retry-base", "10s", "--retry-max", "20s", "--sdk-max-attempts", "1"]);
-    env.emulator.set_faults(json!({"throttleRate": 0, "loseNextCreates": 1}));
+    // The lost answer is held back long enough that the kill below lands while the operator still
+    // waits for it: killed between the create and any status write, every time.
+    env.emulator.set_faults(json!({"throttleRate": 0, "loseNextCreates": 1, "lostResponseHoldMs": 30000}));
     // With the finalizer already in place, only the operator's own (slow) retry would try again.
     let mut k: Value = serde_json::from_str(&manifest("k", json!({"securityProfileName": "k"}))).unwrap();
     k["metadata"]["finalizers"] = json!(["connect.cloud-operators.dev/finalizer"]);
