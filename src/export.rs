@@ -8,9 +8,9 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::api::{ADOPT_ANNOTATION, OWNER_UID_TAG, SecurityProfileSpec};
-use crate::connect::{ConnectApi, ConnectError, ObservedProfile, SdkConnect, Target};
+use crate::connect::{ConnectApi, ConnectError};
 use crate::constraints::{DEFAULT_PROFILE_NAMES, RESERVED_TAG_PREFIX};
-use crate::reconcile::plan::ProfileState;
+use crate::domain::{ObservedProfile, ProfileState, ProfileSummary, Target};
 
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -148,20 +148,20 @@ impl Progress {
 }
 
 /// Reads every profile of the instance in full and returns one manifest per profile, ordered by name.
-pub async fn export(
-    connect: &SdkConnect,
+pub async fn export<C: ConnectApi>(
+    connect: &C,
     target: &Target,
     opts: &ExportOptions,
 ) -> Result<Vec<Manifest>, ConnectError> {
     let summaries = connect.list_profiles(target).await?;
-    let selected: Vec<(String, String, String)> = summaries
+    let selected: Vec<ProfileSummary> = summaries
         .into_iter()
-        .filter(|(_, _, name)| opts.include_defaults || !DEFAULT_PROFILE_NAMES.contains(&name.as_str()))
+        .filter(|s| opts.include_defaults || !DEFAULT_PROFILE_NAMES.contains(&s.name.as_str()))
         .collect();
-    let names = assign_names(&selected.iter().map(|(id, _, name)| (id.clone(), name.clone())).collect::<Vec<_>>());
+    let names = assign_names(&selected.iter().map(|s| (s.id.clone(), s.name.clone())).collect::<Vec<_>>());
     let progress = Progress { enabled: std::io::stderr().is_terminal(), total: selected.len() };
     let mut out = Vec::new();
-    for (i, (id, _, name)) in selected.iter().enumerate() {
+    for (i, ProfileSummary { id, name, .. }) in selected.iter().enumerate() {
         progress.show(i, name);
         let observed = connect.observe_profile(target, id, true).await?;
         let spec = spec_of(&target.instance_id, opts.region.as_deref(), &observed);
@@ -201,6 +201,47 @@ mod tests {
         assert_eq!(k8s_name("  @@Admin__ops--"), "admin-ops");
         assert_eq!(k8s_name("@@@"), "profile");
         assert_eq!(k8s_name(&"x".repeat(100)).len(), 63);
+    }
+
+    /// `export` reads through the [`ConnectApi`] seam: against the in-memory fake, one listing and one
+    /// full read per exported profile, defaults left out, manifests ordered by name and adoptable.
+    #[tokio::test]
+    async fn exports_an_instance_through_the_seam() {
+        use crate::connect::fake::{FakeConnect, INSTANCE};
+        let fake = FakeConnect::default();
+        let spec = |name: &str| -> SecurityProfileSpec {
+            serde_json::from_value(json!({
+                "instanceId": INSTANCE,
+                "securityProfileName": name,
+                "description": format!("{name} profile"),
+                "permissions": ["BasicAgentAccess"],
+            }))
+            .unwrap()
+        };
+        let tags = BTreeMap::from([("team".to_string(), "ops".to_string()), (OWNER_UID_TAG.to_string(), "u".into())]);
+        fake.insert("sp-2", &spec("Tier 2"), tags);
+        fake.insert("sp-1", &spec("Tier 1"), BTreeMap::new());
+        fake.insert("sp-0", &spec("Admin"), BTreeMap::new());
+        let target = Target { region: "eu-west-2".into(), instance_id: INSTANCE.into(), role_arn: None };
+        let opts = ExportOptions { namespace: Some("cc".into()), region: None, include_defaults: false };
+
+        let manifests = export(&fake, &target, &opts).await.expect("exported");
+        assert_eq!(manifests.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["tier-1", "tier-2"]);
+        assert_eq!(
+            fake.calls(),
+            [
+                "ListSecurityProfiles",
+                "DescribeSecurityProfile",
+                "ListSecurityProfilePermissions",
+                "DescribeSecurityProfile",
+                "ListSecurityProfilePermissions"
+            ],
+            "one listing, then one full read per exported profile; the default Admin is not read"
+        );
+        let tier2 = &manifests[1].yaml;
+        assert!(tier2.contains(ADOPT_ANNOTATION) && tier2.contains("namespace: cc"), "{tier2}");
+        assert!(tier2.contains("securityProfileName: Tier 2") && tier2.contains("BasicAgentAccess"), "{tier2}");
+        assert!(tier2.contains("team: ops") && !tier2.contains(OWNER_UID_TAG), "the owner tag is left out: {tier2}");
     }
 
     #[test]

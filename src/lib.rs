@@ -3,6 +3,7 @@
 pub mod api;
 pub mod connect;
 pub mod constraints;
+pub mod domain;
 pub mod emulator;
 pub mod export;
 pub mod offline;

@@ -291,7 +291,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     if !args.leader_elect {
         health.leading.store(true, std::sync::atomic::Ordering::Relaxed);
-        return reconcile::run(ctx, args.namespaces).await;
+        return reconcile::run(ctx, args.namespaces, runtime::shutdown_signal()).await;
     }
     let lease = leader::LeaseConfig {
         name: args.lease_name.clone(),
@@ -303,12 +303,11 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(client, &lease.namespace);
     tokio::select! {
         _ = leader::acquire(&leases, &lease) => {}
-        _ = tokio::signal::ctrl_c() => return Ok(()),
-        _ = sigterm() => return Ok(()),
+        _ = runtime::shutdown_signal() => return Ok(()),
     }
     health.leading.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = tokio::select! {
-        r = reconcile::run(ctx, args.namespaces) => r,
+        r = reconcile::run(ctx, args.namespaces, runtime::shutdown_signal()) => r,
         _ = leader::hold(&leases, &lease) => Err(anyhow::anyhow!("lost the leader lease; exiting so that a restart can stand by")),
     };
     health.leading.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -316,15 +315,6 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
         leader::release(&leases, &lease).await;
     }
     outcome
-}
-
-async fn sigterm() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
-        }
-        Err(_) => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use aws_sdk_connect::operation::update_security_profile::builders::UpdateSecurit
 
 use super::Target;
 use crate::api::{self, SecurityProfileSpec};
-use crate::reconcile::plan::{ProfileState, ProfileUpdate, normalize_granular};
+use crate::domain::state::normalize_granular;
+use crate::domain::{ProfileState, ProfileUpdate};
 
 /// A spec enum from Connect's string; `None` for a value this operator does not know.
 fn from_str_enum<T: serde::de::DeserializeOwned>(s: Option<&str>) -> Option<T> {

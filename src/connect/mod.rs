@@ -4,6 +4,8 @@
 
 mod convert;
 mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod limiter;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,43 +19,10 @@ use aws_sdk_connect::types::{SecurityProfileSearchCriteria, StringComparisonType
 pub use error::{ConnectError, ErrorClass};
 
 use crate::api::SecurityProfileSpec;
-use crate::reconcile::plan::{ListedMembers, ProfileState, ProfileUpdate};
+pub use crate::domain::{FoundProfile, ObservedProfile, ProfileRef, ProfileSummary, Target};
+use crate::domain::{ListedMembers, ProfileUpdate};
 use crate::runtime::Metrics;
 use limiter::{Rate, RateLimiter};
-
-/// Where a profile lives: a Region and an instance, reached with the operator's credentials or, when
-/// `role_arn` is set, by assuming that role.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    pub region: String,
-    pub instance_id: String,
-    pub role_arn: Option<String>,
-}
-
-/// Identity of a profile in Connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProfileRef {
-    pub id: String,
-    pub arn: String,
-}
-
-/// A profile found by name, with its tags (to tell who owns it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundProfile {
-    pub profile: ProfileRef,
-    pub tags: BTreeMap<String, String>,
-}
-
-/// A profile as Connect holds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ObservedProfile {
-    pub name: String,
-    pub arn: String,
-    /// Connect's LastModifiedTime (RFC 3339), to skip the List* reads when nothing changed.
-    pub last_modified: Option<String>,
-    pub tags: BTreeMap<String, String>,
-    pub state: ProfileState,
-}
 
 /// The Connect operations the reconciler uses. Implemented by [`SdkConnect`], and by fakes in tests.
 pub trait ConnectApi: Send + Sync + 'static {
@@ -71,6 +40,9 @@ pub trait ConnectApi: Send + Sync + 'static {
         target: &Target,
         name: &str,
     ) -> impl Future<Output = Result<Option<FoundProfile>, ConnectError>> + Send;
+
+    /// Every profile of the instance (ListSecurityProfiles, all pages).
+    fn list_profiles(&self, target: &Target) -> impl Future<Output = Result<Vec<ProfileSummary>, ConnectError>> + Send;
 
     /// DeleteSecurityProfile.
     fn delete_profile(&self, target: &Target, id: &str) -> impl Future<Output = Result<(), ConnectError>> + Send;
@@ -271,22 +243,22 @@ impl SdkConnect {
             }
         }
     }
+}
 
-    /// Every profile summary of an instance (ListSecurityProfiles, all pages).
-    pub async fn list_profiles(&self, target: &Target) -> Result<Vec<(String, String, String)>, ConnectError> {
+impl ConnectApi for SdkConnect {
+    async fn list_profiles(&self, target: &Target) -> Result<Vec<ProfileSummary>, ConnectError> {
         let inst = &target.instance_id;
         self.all_pages(target, "ListSecurityProfiles", |c, token| async move {
             let req = c.list_security_profiles().instance_id(inst).max_results(1000);
             let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
             let summaries = page.security_profile_summary_list.unwrap_or_default().into_iter();
-            let items = summaries.filter_map(|s| Some((s.id?, s.arn?, s.name?))).collect();
+            let items =
+                summaries.filter_map(|s| Some(ProfileSummary { id: s.id?, arn: s.arn?, name: s.name? })).collect();
             Ok((items, page.next_token))
         })
         .await
     }
-}
 
-impl ConnectApi for SdkConnect {
     async fn create_profile(
         &self,
         target: &Target,

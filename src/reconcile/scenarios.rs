@@ -12,16 +12,20 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::status::{self, Identity, Outcome};
 use super::*;
-use crate::api::SecurityProfileSpec;
-use crate::connect::ObservedProfile;
-use crate::reconcile::plan::{ProfileState, ProfileUpdate};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use crate::api::{FINALIZER, OWNER_UID_TAG, SecurityProfileSpec, SecurityProfileStatus};
+use crate::connect::ErrorClass;
+use crate::connect::fake::{FakeConnect, INSTANCE, arn};
+use crate::domain::{ProfileState, ProfileUpdate};
 
 const NS: &str = "team-a";
 const NAME: &str = "agents";
 const UID: &str = "0b5e2c6e-1111-4c1e-9a57-000000000001";
-const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
 
 /// One request the operator sent to the Kubernetes API.
 #[derive(Debug, Clone)]
@@ -85,124 +89,6 @@ fn mock_kube(object: &SecurityProfile) -> (kube::Client, Arc<Mutex<Vec<KubeCall>
 fn not_found(path: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
            "message": format!("{path} not found")})
-}
-
-/// An in-memory Connect instance that records each call by its API operation name.
-#[derive(Default)]
-struct FakeConnect {
-    profiles: Mutex<BTreeMap<String, ObservedProfile>>,
-    calls: Mutex<Vec<String>>,
-    updates: Mutex<Vec<ProfileUpdate>>,
-    /// The next call of this operation fails with this error.
-    fail_next: Mutex<BTreeMap<&'static str, ConnectError>>,
-    /// The next create makes the profile, then its answer is lost.
-    lose_next_create: Mutex<bool>,
-}
-
-impl FakeConnect {
-    fn call(&self, operation: &'static str) -> Result<(), ConnectError> {
-        self.calls.lock().unwrap().push(operation.to_string());
-        match self.fail_next.lock().unwrap().remove(operation) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn fail_next(&self, operation: &'static str, class: ErrorClass, code: &str) {
-        self.fail_next.lock().unwrap().insert(operation, ConnectError::new(class, code, format!("injected {code}")));
-    }
-
-    /// The next call of this operation fails as a dropped connection would: it may have taken effect.
-    fn fail_next_with_unknown_outcome(&self, operation: &'static str) {
-        self.fail_next.lock().unwrap().insert(operation, connection_lost());
-    }
-
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    fn insert(&self, id: &str, spec: &SecurityProfileSpec, tags: BTreeMap<String, String>) {
-        let profile = ObservedProfile {
-            name: spec.security_profile_name.clone(),
-            arn: arn(id),
-            last_modified: Some("2026-11-01T00:00:00Z".into()),
-            tags,
-            state: ProfileState::desired(spec),
-        };
-        self.profiles.lock().unwrap().insert(id.to_string(), profile);
-    }
-}
-
-fn arn(id: &str) -> String {
-    format!("arn:aws:connect:eu-west-2:123456789012:instance/{INSTANCE}/security-profile/{id}")
-}
-
-/// The error of a call whose connection dropped after the request was sent.
-fn connection_lost() -> ConnectError {
-    let lost = ConnectError::new(ErrorClass::Recoverable, "ConnectionFailure", "connection closed");
-    ConnectError { outcome_unknown: true, ..lost }
-}
-
-fn not_found_error(what: &str) -> ConnectError {
-    ConnectError::new(ErrorClass::NotFound, "ResourceNotFoundException", format!("{what} not found"))
-}
-
-impl ConnectApi for FakeConnect {
-    async fn create_profile(
-        &self,
-        _: &Target,
-        spec: &SecurityProfileSpec,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<ProfileRef, ConnectError> {
-        self.call("CreateSecurityProfile")?;
-        if self.profiles.lock().unwrap().values().any(|p| p.name == spec.security_profile_name) {
-            return Err(ConnectError::new(ErrorClass::Duplicate, "DuplicateResourceException", "name taken"));
-        }
-        let id = format!("sp-{}", self.profiles.lock().unwrap().len() + 1);
-        self.insert(&id, spec, tags.clone());
-        if std::mem::take(&mut *self.lose_next_create.lock().unwrap()) {
-            return Err(connection_lost());
-        }
-        Ok(ProfileRef { id: id.clone(), arn: arn(&id) })
-    }
-
-    async fn find_profile_by_name(&self, _: &Target, name: &str) -> Result<Option<FoundProfile>, ConnectError> {
-        self.call("SearchSecurityProfiles")?;
-        Ok(self.profiles.lock().unwrap().iter().find(|(_, p)| p.name == name).map(|(id, p)| FoundProfile {
-            profile: ProfileRef { id: id.clone(), arn: p.arn.clone() },
-            tags: p.tags.clone(),
-        }))
-    }
-
-    async fn delete_profile(&self, _: &Target, id: &str) -> Result<(), ConnectError> {
-        self.call("DeleteSecurityProfile")?;
-        self.profiles.lock().unwrap().remove(id).map(|_| ()).ok_or_else(|| not_found_error(id))
-    }
-
-    async fn observe_profile(&self, _: &Target, id: &str, read_members: bool) -> Result<ObservedProfile, ConnectError> {
-        self.call("DescribeSecurityProfile")?;
-        let mut found = self.profiles.lock().unwrap().get(id).cloned().ok_or_else(|| not_found_error(id))?;
-        if read_members {
-            self.call("ListSecurityProfilePermissions")?;
-        } else {
-            found.state.listed = None;
-        }
-        Ok(found)
-    }
-
-    async fn update_profile(&self, _: &Target, _: &str, update: &ProfileUpdate) -> Result<(), ConnectError> {
-        self.call("UpdateSecurityProfile")?;
-        self.updates.lock().unwrap().push(update.clone());
-        Ok(())
-    }
-
-    async fn tag_profile(&self, _: &Target, _: &str, _: &BTreeMap<String, String>) -> Result<(), ConnectError> {
-        self.call("TagResource")
-    }
-
-    async fn untag_profile(&self, _: &Target, _: &str, _: &[String]) -> Result<(), ConnectError> {
-        self.call("UntagResource")
-    }
 }
 
 fn spec() -> SecurityProfileSpec {
@@ -305,36 +191,6 @@ fn condition<'a>(s: &'a SecurityProfileStatus, type_: &str) -> &'a Condition {
     s.conditions.iter().find(|c| c.type_ == type_).expect("condition present")
 }
 
-/// The context owns its Connect client; the test keeps a handle on the same fake.
-impl ConnectApi for Arc<FakeConnect> {
-    async fn create_profile(
-        &self,
-        t: &Target,
-        s: &SecurityProfileSpec,
-        tags: &BTreeMap<String, String>,
-    ) -> Result<ProfileRef, ConnectError> {
-        self.as_ref().create_profile(t, s, tags).await
-    }
-    async fn find_profile_by_name(&self, t: &Target, n: &str) -> Result<Option<FoundProfile>, ConnectError> {
-        self.as_ref().find_profile_by_name(t, n).await
-    }
-    async fn delete_profile(&self, t: &Target, id: &str) -> Result<(), ConnectError> {
-        self.as_ref().delete_profile(t, id).await
-    }
-    async fn observe_profile(&self, t: &Target, id: &str, m: bool) -> Result<ObservedProfile, ConnectError> {
-        self.as_ref().observe_profile(t, id, m).await
-    }
-    async fn update_profile(&self, t: &Target, id: &str, u: &ProfileUpdate) -> Result<(), ConnectError> {
-        self.as_ref().update_profile(t, id, u).await
-    }
-    async fn tag_profile(&self, t: &Target, a: &str, tags: &BTreeMap<String, String>) -> Result<(), ConnectError> {
-        self.as_ref().tag_profile(t, a, tags).await
-    }
-    async fn untag_profile(&self, t: &Target, a: &str, k: &[String]) -> Result<(), ConnectError> {
-        self.as_ref().untag_profile(t, a, k).await
-    }
-}
-
 #[tokio::test]
 async fn new_resource_gets_finalizer_then_profile_then_status() {
     let object = resource(false);
@@ -391,7 +247,7 @@ async fn cel_only_rule_is_terminal_without_connect_call() {
     let s = Scenario::new(&object);
 
     let err = s.reconcile(&object).await.expect_err("invalid spec");
-    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    assert!(matches!(err, Error::InvalidSpec { .. }), "{err}");
     assert!(s.connect.calls().is_empty(), "nothing is sent to Connect");
     let status = s.written_status();
     let synced = condition(&status, "Synced");
@@ -623,4 +479,36 @@ async fn unknown_instance_names_it_and_retries_slowly() {
     assert!(synced.message.contains(INSTANCE) && synced.message.contains("eu-west-2"), "{}", synced.message);
     let delay = s.first_retry(&err).expect("retried");
     assert!(delay >= Duration::from_secs(225), "slow retry (300 s ±25%), not the fast backoff: {delay:?}");
+}
+
+/// The defect the one error type fixed: a create that meets its own name while Connect's search does
+/// not list the profile yet was reported with the terminal reason DuplicateResourceException, and the
+/// guard then never retried it although the status said "Retrying with backoff".
+#[tokio::test]
+async fn name_taken_but_not_yet_searchable_is_retried() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    // Our earlier create made the profile; its answer was lost, and search does not list it yet.
+    s.connect.insert("sp-1", &object.spec, owner_tags());
+    s.connect.not_searchable.lock().unwrap().insert("Agents".into());
+
+    let err = s.reconcile(&object).await.expect_err("not searchable yet");
+    let status = s.written_status();
+    let synced = condition(&status, "Synced");
+    assert_ne!(synced.reason, "DuplicateResourceException", "not reported as the terminal duplicate");
+    assert!(synced.message.contains("Retrying with backoff"), "{}", synced.message);
+    assert_ne!(s.requeue_after(&object, &err), Action::await_change(), "requeued with backoff");
+
+    // The retry runs (it is not skipped as terminal) and, once search lists the profile, recovers it.
+    s.connect.not_searchable.lock().unwrap().clear();
+    let mut retried = object.clone();
+    retried.status = Some(status);
+    s.reconcile(&retried).await.expect("recovered");
+    let status = s.written_status();
+    assert_eq!(status.security_profile_id.as_deref(), Some("sp-1"));
+    assert_eq!(condition(&status, "Ready").status, "True");
+    let calls = s.connect.calls();
+    assert_eq!(&calls[..2], ["CreateSecurityProfile", "SearchSecurityProfiles"]);
+    assert_eq!(&calls[2..4], ["CreateSecurityProfile", "SearchSecurityProfiles"], "the retry called Connect again");
+    assert_eq!(s.connect.profiles.lock().unwrap().len(), 1, "no duplicate");
 }

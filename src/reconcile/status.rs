@@ -8,36 +8,24 @@ use crate::api::SecurityProfileStatus;
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
 
-/// Our own condition reasons (the others are AWS exception names).
+/// Reasons of the in-sync and progressing outcomes (failure reasons come from [`super::error::Error`]).
 pub mod reason {
     pub const AVAILABLE: &str = "Available";
     pub const RECONCILE_SUCCEEDED: &str = "ReconcileSucceeded";
-    pub const VALIDATION_FAILED: &str = "ValidationFailed";
-    pub const INVALID_OBJECT: &str = "InvalidObject";
-    pub const PROFILE_OWNED_ELSEWHERE: &str = "ProfileOwnedElsewhere";
-    pub const INSTANCE_NOT_FOUND: &str = "InstanceNotFound";
-    pub const CREATING: &str = "Creating";
-    pub const DELETE_BLOCKED: &str = "DeleteBlocked";
-    pub const NO_REGION: &str = "RegionNotConfigured";
+    pub const PROGRESSING: &str = "Progressing";
+    pub const ADOPTING: &str = "Adopting";
+    pub const RECOVERING: &str = "Recovering";
 }
 
-/// Reasons that mean "the spec must change": no retry until the generation does.
-pub const TERMINAL_REASONS: &[&str] = &[
-    reason::VALIDATION_FAILED,
-    reason::INVALID_OBJECT,
-    reason::PROFILE_OWNED_ELSEWHERE,
-    "InvalidParameterException",
-    "InvalidRequestException",
-    "DuplicateResourceException",
-];
-
-/// What the reconcile concluded, in the terms of the two conditions.
+/// What a reconcile concluded, in the terms of the two conditions: in sync, progressing (a step of a
+/// longer change, such as an adoption recorded before the profile is brought to the spec), or failed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub ready: bool,
     pub ready_reason: String,
     pub ready_message: String,
-    pub synced: bool,
+    /// "True", "False", or "Unknown" while progressing.
+    pub synced: &'static str,
     pub synced_reason: String,
     pub synced_message: String,
 }
@@ -49,9 +37,21 @@ impl Outcome {
             ready: true,
             ready_reason: reason::AVAILABLE.into(),
             ready_message: format!("Security profile {name:?} ({id}) matches generation {generation}"),
-            synced: true,
+            synced: "True",
             synced_reason: reason::RECONCILE_SUCCEEDED.into(),
             synced_message: "The last reconcile succeeded".into(),
+        }
+    }
+
+    /// Work in progress, not a failure: Ready False with `reason`, Synced Unknown.
+    pub fn progressing(reason: &str, message: &str) -> Self {
+        Self {
+            ready: false,
+            ready_reason: reason.into(),
+            ready_message: message.into(),
+            synced: "Unknown",
+            synced_reason: reason::PROGRESSING.into(),
+            synced_message: message.into(),
         }
     }
 
@@ -65,17 +65,21 @@ impl Outcome {
             } else {
                 message.into()
             },
-            synced: false,
+            synced: "False",
             synced_reason: reason.into(),
             synced_message: message.into(),
         }
     }
+
+    pub fn is_failure(&self) -> bool {
+        self.synced == "False"
+    }
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>, now: &Time) -> Condition {
+fn condition(type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>, now: &Time) -> Condition {
     Condition {
         type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
+        status: status.into(),
         reason: reason.into(),
         message: message.into(),
         observed_generation: generation,
@@ -111,7 +115,14 @@ pub fn next_status(
         ),
     };
     let mut conditions = vec![
-        condition(READY, outcome.ready, &outcome.ready_reason, &outcome.ready_message, generation, &now),
+        condition(
+            READY,
+            if outcome.ready { "True" } else { "False" },
+            &outcome.ready_reason,
+            &outcome.ready_message,
+            generation,
+            &now,
+        ),
         condition(SYNCED, outcome.synced, &outcome.synced_reason, &outcome.synced_message, generation, &now),
     ];
     for c in &mut conditions {
@@ -144,16 +155,6 @@ pub fn unchanged(current: Option<&SecurityProfileStatus>, next: &SecurityProfile
     strip(current) == strip(next)
 }
 
-/// True when the status records a terminal failure of exactly this generation.
-pub fn terminal_for_generation(status: Option<&SecurityProfileStatus>, generation: Option<i64>) -> Option<&Condition> {
-    let status = status?;
-    let synced = status.conditions.iter().find(|c| c.type_ == SYNCED)?;
-    (synced.status == "False"
-        && synced.observed_generation == generation
-        && TERMINAL_REASONS.contains(&synced.reason.as_str()))
-    .then_some(synced)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,20 +185,5 @@ mod tests {
         assert!(!unchanged(Some(&same), &ready));
         assert_eq!(ready.conditions[0].last_transition_time, at(30));
         assert_eq!(ready.security_profile_id.as_deref(), Some("id"), "identity is kept");
-    }
-
-    #[test]
-    fn terminal_holds_only_for_its_generation() {
-        let s = next_status(
-            None,
-            Identity::Keep,
-            Some(2),
-            &Outcome::failed("ValidationFailed", "spec.tags: bad", false),
-            at(1),
-        );
-        assert!(terminal_for_generation(Some(&s), Some(2)).is_some());
-        assert!(terminal_for_generation(Some(&s), Some(3)).is_none());
-        let t = next_status(None, Identity::Keep, Some(2), &Outcome::failed("ThrottlingException", "x", false), at(1));
-        assert!(terminal_for_generation(Some(&t), Some(2)).is_none());
     }
 }

@@ -23,6 +23,23 @@ pub struct Health {
     pub leading: AtomicBool,
 }
 
+/// Completes on SIGTERM or SIGINT: the one shutdown signal of the process.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: finishing reconciles in flight");
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` in the background; returns the bound address.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;

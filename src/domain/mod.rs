@@ -1,0 +1,13 @@
+//! Pure domain types and rules: no I/O, no Kubernetes client, no AWS SDK. The Connect seam
+//! ([`crate::connect`]) and the reconciler ([`crate::reconcile`]) both depend on this module; it depends
+//! only on the API types ([`crate::api`]) and the model's limits ([`crate::constraints`]).
+
+pub mod plan;
+pub mod profile;
+pub mod state;
+
+pub use plan::{ProfileUpdate, TagPlan, UpdatePlan, plan_tags, plan_update};
+pub use profile::{
+    FoundProfile, ObservedProfile, ProfileRef, ProfileSummary, Target, instance_of_arn, region_of_arn, tags_with_owner,
+};
+pub use state::{ListedMembers, ProfileState};

@@ -1,0 +1,41 @@
+//! The plan and apply steps for a profile that exists: the smallest set of Connect writes that makes it
+//! match the spec (UpdateSecurityProfile with only the differing members, TagResource, UntagResource),
+//! and a Normal Event naming what changed.
+
+use super::Step;
+use super::error::Error;
+use super::events::{EventType, publish};
+use crate::connect::ConnectApi;
+use crate::domain::{ObservedProfile, plan_tags, plan_update, tags_with_owner};
+
+/// Brings `observed` (the profile `id`) to the spec. Returns the LastModifiedTime the status records:
+/// Connect's when nothing was written, else none (read in full next time).
+pub async fn apply<C: ConnectApi>(
+    step: &Step<'_, C>,
+    id: &str,
+    observed: &ObservedProfile,
+) -> Result<Option<String>, Error> {
+    let update = plan_update(&step.profile.spec, &observed.state);
+    let tags = plan_tags(&tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid()), &observed.tags);
+    if update.is_empty() && tags.is_empty() {
+        return Ok(observed.last_modified.clone());
+    }
+    let connect = &step.ctx.connect;
+    if !update.is_empty() {
+        connect.update_profile(step.target, id, &update.update).await.map_err(Error::Update)?;
+    }
+    if !tags.set.is_empty() {
+        connect.tag_profile(step.target, &observed.arn, &tags.set).await.map_err(Error::Tag)?;
+    }
+    if !tags.remove.is_empty() {
+        connect.untag_profile(step.target, &observed.arn, &tags.remove).await.map_err(Error::Untag)?;
+    }
+    let mut fields: Vec<String> = update.changed.iter().map(|f| f.to_string()).collect();
+    fields.extend(tags.set.keys().chain(tags.remove.iter()).map(|k| format!("tags[{k}]")));
+    let status = step.profile.status.clone().unwrap_or_default();
+    let drift = status.observed_generation == step.profile.metadata.generation;
+    let (reason, what) = if drift { ("DriftRepaired", "Restored") } else { ("Updated", "Updated") };
+    let note = format!("{what} {} of profile {id}", fields.join(", "));
+    publish(step.ctx, step.profile, EventType::Normal, reason, note).await;
+    Ok(None)
+}

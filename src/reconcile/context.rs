@@ -1,0 +1,139 @@
+//! What every reconcile shares: the clients, the tunables, and the small per-object memories that save
+//! Connect calls (when each profile is next due, which failures are terminal for which generation, the
+//! freshest status this process wrote).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::api::Api;
+use tracing::warn;
+
+use crate::api::{ROLE_ANNOTATION, SecurityProfileStatus};
+use crate::runtime::Metrics;
+
+/// Field manager of the operator's writes.
+pub const MANAGER: &str = "connect-operator";
+
+/// Tunables of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Re-observe every profile this often (drift repair), with ±10% jitter.
+    pub resync: Duration,
+    /// First retry delay of a recoverable error; doubles per failure, with jitter.
+    pub retry_base: Duration,
+    /// Cap of the recoverable backoff.
+    pub retry_max: Duration,
+    /// Delay of quota and unknown-instance retries.
+    pub slow_retry: Duration,
+    /// Reconciles in parallel.
+    pub concurrency: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(600),
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            slow_retry: Duration::from_secs(300),
+            concurrency: 4,
+        }
+    }
+}
+
+/// A terminal failure remembered for one generation of one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terminal {
+    pub generation: Option<i64>,
+    /// Adding the adopt annotation retries it at the same generation.
+    pub lifted_by_adoption: bool,
+}
+
+/// Who reports the operator's Events.
+pub struct Reporter {
+    pub controller: &'static str,
+    pub instance: String,
+}
+
+pub struct Context<C> {
+    pub client: kube::Client,
+    pub connect: C,
+    pub default_region: Option<String>,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub(crate) reporter: Reporter,
+    /// Consecutive failures per object, for the backoff.
+    pub(crate) failures: Mutex<HashMap<String, u32>>,
+    /// Terminal failures per object: until the generation changes, a re-trigger (an annotation or
+    /// finalizer change) costs nothing. In memory only: a restarted operator tries each once more.
+    pub(crate) terminal: Mutex<HashMap<String, Terminal>>,
+    /// When each in-sync profile is next due for observation (drift check); until then a reconcile
+    /// triggered by a metadata change (finalizer, annotation) costs no Connect call.
+    pub(crate) next_observe: Mutex<HashMap<String, Instant>>,
+    /// The status this process last wrote, by object UID. The watch cache can lag behind our own
+    /// writes; the operator is the only writer of status, so its last write is the freshest view.
+    pub(crate) last_status: Mutex<HashMap<String, SecurityProfileStatus>>,
+    /// Role annotations of namespaces, read at most once a minute each.
+    namespace_roles: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+impl<C> Context<C> {
+    pub fn new(
+        client: kube::Client,
+        connect: C,
+        default_region: Option<String>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let instance = std::env::var("POD_NAME").unwrap_or_else(|_| MANAGER.to_string());
+        Self {
+            reporter: Reporter { controller: MANAGER, instance },
+            client,
+            connect,
+            default_region,
+            settings,
+            metrics,
+            failures: Mutex::default(),
+            terminal: Mutex::default(),
+            next_observe: Mutex::default(),
+            last_status: Mutex::default(),
+            namespace_roles: Mutex::default(),
+        }
+    }
+
+    /// The IAM role the namespace's annotation names, if any (cached for a minute).
+    pub async fn namespace_role(&self, ns: &str) -> Option<String> {
+        if let Some((role, at)) = self.namespace_roles.lock().expect("roles lock").get(ns)
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return role.clone();
+        }
+        let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
+        let role = match api.get_opt(ns).await {
+            Ok(n) => n.and_then(|n| n.annotations().get(ROLE_ANNOTATION).cloned()),
+            Err(e) => {
+                warn!(namespace = ns, error = %e, "cannot read the namespace's role annotation; using the operator's credentials");
+                None
+            }
+        };
+        self.namespace_roles.lock().expect("roles lock").insert(ns.to_string(), (role.clone(), Instant::now()));
+        role
+    }
+
+    /// Forgets everything remembered about the object `key` (it is gone).
+    pub(crate) fn forget(&self, key: &str, uid: Option<&str>) {
+        if let Some(uid) = uid {
+            self.last_status.lock().expect("last_status lock").remove(uid);
+        }
+        self.next_observe.lock().expect("next_observe lock").remove(key);
+        self.terminal.lock().expect("terminal lock").remove(key);
+        self.failures.lock().expect("failures lock").remove(key);
+    }
+}
+
+/// The memory key of an object: `namespace/name`.
+pub fn key(meta: &kube::api::ObjectMeta) -> String {
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
+}

@@ -1,0 +1,80 @@
+//! The controller wiring: one watch per namespace scope, filtered to the changes that can alter what a
+//! reconcile does (our own status writes do not trigger it), feeding [`super::reconcile`].
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector;
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::context::Context;
+use super::retry::error_policy;
+use crate::api::SecurityProfile;
+use crate::connect::ConnectApi;
+
+/// Runs the controller until `shutdown` completes: all namespaces when `namespaces` is empty, else those.
+pub async fn run<C: ConnectApi>(
+    ctx: Arc<Context<C>>,
+    namespaces: Vec<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let probe: Api<DeserializeGuard<SecurityProfile>> = Api::all(ctx.client.clone());
+    if let Err(e) = probe.list(&kube::api::ListParams::default().limit(1)).await {
+        if matches!(&e, kube::Error::Api(s) if s.is_not_found()) {
+            anyhow::bail!(
+                "the SecurityProfile CRD is not installed: run `connect-operator crd | kubectl apply -f -` (or install the Helm chart)"
+            );
+        }
+        if namespaces.is_empty() {
+            return Err(anyhow::anyhow!(e).context("cannot list SecurityProfiles in all namespaces"));
+        }
+    }
+    let apis: Vec<Api<DeserializeGuard<SecurityProfile>>> = if namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        namespaces.iter().map(|ns| Api::namespaced(ctx.client.clone(), ns)).collect()
+    };
+    // One shutdown signal, shared by every namespace's controller.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let controllers = apis.into_iter().map(|api| {
+        let (reader, writer) = reflector::store();
+        let deletion = |o: &DeserializeGuard<SecurityProfile>| o.meta().deletion_timestamp.as_ref().map(|_| 1u64);
+        let trigger = watcher(api, watcher::Config::default().page_size(100))
+            .default_backoff()
+            // The cache keeps what reconciles read: not managedFields nor kubectl's copy of the manifest.
+            .modify(|o: &mut DeserializeGuard<SecurityProfile>| {
+                o.managed_fields_mut().clear();
+                o.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
+            })
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(
+                predicates::generation
+                    .combine(predicates::finalizers)
+                    .combine(predicates::annotations)
+                    .combine(deletion),
+                Default::default(),
+            );
+        Controller::for_stream(trigger, reader)
+            .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(super::reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(e, obj)) => {
+                        info!(object = %obj, category = e.category().as_str(), reason = e.reason(), error = %e, "reconcile failed")
+                    }
+                    Err(e) => warn!(error = %e, "controller error"),
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
+    Ok(())
+}

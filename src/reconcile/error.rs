@@ -1,0 +1,302 @@
+//! The reconciler's one error type. Each variant is one failure; each says, in exactly one place
+//! ([`Error::retry`]), what happens next, and derives the status reason, the message and the metric
+//! category. Nothing else decides whether a failure is terminal.
+
+use std::time::Duration;
+
+use crate::connect::{ConnectError, ErrorClass};
+
+/// What happens after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Terminal: nothing changes until the spec (generation) does.
+    WhenSpecChanges,
+    /// Transient: exponential backoff with jitter, capped.
+    Backoff,
+    /// Needs someone outside the spec (a quota, the instance, the operator's configuration): retried
+    /// every `slow_retry`, never terminal.
+    Slowly,
+}
+
+/// Which part of the system failed, for logs and the `category` label of the reconcile metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    Kubernetes,
+    Connect,
+    Validation,
+    Configuration,
+}
+
+impl Category {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Kubernetes => "kubernetes",
+            Category::Connect => "connect",
+            Category::Validation => "validation",
+            Category::Configuration => "configuration",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- Kubernetes API (never written to status: the status write would likely fail the same way) ---
+    #[error("adding the finalizer: {0}")]
+    AddFinalizer(#[source] kube::Error),
+    #[error("removing the finalizer: {0}")]
+    RemoveFinalizer(#[source] kube::Error),
+    #[error("writing status: {0}")]
+    WriteStatus(#[source] kube::Error),
+    #[error("reading an invalid object: {0}")]
+    ReadInvalidObject(#[source] kube::Error),
+
+    // --- The resource itself ---
+    /// The spec breaks a rule; `message` names the field and the rule.
+    #[error("{message}")]
+    InvalidSpec { message: String },
+    /// The object does not fit the SecurityProfile types (it bypassed the schema).
+    #[error("{message}")]
+    InvalidObject { message: String },
+    /// The profile the status names carries another name in Connect (it cannot be renamed).
+    #[error("profile {id} is named {connect_name:?} in Connect, the spec says {spec_name:?}")]
+    RenamedInConnect { id: String, connect_name: String, spec_name: String },
+    #[error("no AWS Region: set spec.region or AWS_REGION for the operator")]
+    NoRegion,
+
+    // --- Ownership in Connect ---
+    /// The profile carries another SecurityProfile's owner tag: it is never taken over.
+    #[error("security profile {name:?} ({id}) in instance {instance} belongs to another SecurityProfile (UID {owner})")]
+    OwnedElsewhere { name: String, id: String, instance: String, owner: String },
+    /// The name is taken by a profile no SecurityProfile owns; the adopt annotation lifts it.
+    #[error("a security profile named {name:?} ({id}) already exists in instance {instance}")]
+    NameTaken { name: String, id: String, instance: String, source: ConnectError },
+    /// The name is taken but the profile is not searchable yet (search is eventually consistent).
+    #[error("the name {name:?} is taken but the profile is not searchable yet")]
+    NameNotYetSearchable { name: String },
+
+    // --- Connect calls ---
+    #[error("Connect instance {instance:?} was not found in region {region}: {source}")]
+    InstanceNotFound { instance: String, region: String, source: ConnectError },
+    #[error("the security-profile quota of instance {instance} is reached: {source}")]
+    QuotaReached { instance: String, source: ConnectError },
+    #[error("creating the profile: {}", .0.message)]
+    Create(#[source] ConnectError),
+    #[error("looking up the profile by name: {}", .0.message)]
+    Lookup(#[source] ConnectError),
+    #[error("reading the profile: {}", .0.message)]
+    Read(#[source] ConnectError),
+    #[error("updating the profile: {}", .0.message)]
+    Update(#[source] ConnectError),
+    #[error("tagging the profile: {}", .0.message)]
+    Tag(#[source] ConnectError),
+    #[error("untagging the profile: {}", .0.message)]
+    Untag(#[source] ConnectError),
+    /// The profile is still assigned to users.
+    #[error("cannot delete security profile {id}: {source}")]
+    DeleteBlocked { id: String, source: ConnectError },
+    #[error("cannot delete security profile {id}: {source}")]
+    Delete { id: String, source: ConnectError },
+    /// The profile kept changing in Connect (taken over, then gone) within one reconcile.
+    #[error("the profile kept changing in Connect during the reconcile")]
+    Unsettled,
+}
+
+/// Our own condition reasons (the others are AWS exception names).
+pub mod reason {
+    pub const VALIDATION_FAILED: &str = "ValidationFailed";
+    pub const INVALID_OBJECT: &str = "InvalidObject";
+    pub const PROFILE_OWNED_ELSEWHERE: &str = "ProfileOwnedElsewhere";
+    pub const NAME_NOT_YET_SEARCHABLE: &str = "NameNotYetSearchable";
+    pub const DELETE_BLOCKED: &str = "DeleteBlocked";
+    pub const NO_REGION: &str = "RegionNotConfigured";
+    pub const UNSETTLED: &str = "ProfileUnsettled";
+}
+
+impl Error {
+    /// The retry decision: the only place that says whether a failure is terminal.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Error::AddFinalizer(_)
+            | Error::RemoveFinalizer(_)
+            | Error::WriteStatus(_)
+            | Error::ReadInvalidObject(_) => Retry::Backoff,
+            Error::InvalidSpec { .. }
+            | Error::InvalidObject { .. }
+            | Error::RenamedInConnect { .. }
+            | Error::OwnedElsewhere { .. }
+            | Error::NameTaken { .. } => Retry::WhenSpecChanges,
+            Error::NoRegion | Error::InstanceNotFound { .. } | Error::QuotaReached { .. } => Retry::Slowly,
+            Error::NameNotYetSearchable { .. }
+            | Error::DeleteBlocked { .. }
+            | Error::Delete { .. }
+            | Error::Unsettled => Retry::Backoff,
+            Error::Create(e)
+            | Error::Lookup(e)
+            | Error::Read(e)
+            | Error::Update(e)
+            | Error::Tag(e)
+            | Error::Untag(e) => match e.class {
+                ErrorClass::Terminal | ErrorClass::Duplicate => Retry::WhenSpecChanges,
+                ErrorClass::Quota | ErrorClass::NotFound => Retry::Slowly,
+                ErrorClass::Recoverable | ErrorClass::InUse => Retry::Backoff,
+            },
+        }
+    }
+
+    /// A terminal failure that the adopt annotation lifts (adding it retries at the same generation).
+    pub fn lifted_by_adoption(&self) -> bool {
+        matches!(self, Error::NameTaken { .. })
+    }
+
+    pub fn category(&self) -> Category {
+        match self {
+            Error::AddFinalizer(_)
+            | Error::RemoveFinalizer(_)
+            | Error::WriteStatus(_)
+            | Error::ReadInvalidObject(_) => Category::Kubernetes,
+            Error::InvalidSpec { .. } | Error::InvalidObject { .. } | Error::RenamedInConnect { .. } => {
+                Category::Validation
+            }
+            Error::NoRegion => Category::Configuration,
+            _ => Category::Connect,
+        }
+    }
+
+    /// Whether the failure is recorded in the resource's status (Kubernetes failures are not: the
+    /// status write would meet the same API server).
+    pub fn is_reported_in_status(&self) -> bool {
+        self.category() != Category::Kubernetes
+    }
+
+    /// Whether a profile that matched the spec may still match it (Ready stays True): false when the
+    /// failure means the resource does not describe what Connect holds.
+    pub fn keeps_ready(&self) -> bool {
+        !matches!(self, Error::NoRegion | Error::RenamedInConnect { .. } | Error::InvalidObject { .. })
+    }
+
+    /// The Synced (and, when not Ready, Ready) reason: an AWS exception name or one of [`reason`].
+    pub fn reason(&self) -> &str {
+        match self {
+            Error::AddFinalizer(_)
+            | Error::RemoveFinalizer(_)
+            | Error::WriteStatus(_)
+            | Error::ReadInvalidObject(_) => "KubernetesApiError",
+            Error::InvalidSpec { .. } | Error::RenamedInConnect { .. } => reason::VALIDATION_FAILED,
+            Error::InvalidObject { .. } => reason::INVALID_OBJECT,
+            Error::NoRegion => reason::NO_REGION,
+            Error::OwnedElsewhere { .. } => reason::PROFILE_OWNED_ELSEWHERE,
+            Error::NameNotYetSearchable { .. } => reason::NAME_NOT_YET_SEARCHABLE,
+            Error::DeleteBlocked { .. } => reason::DELETE_BLOCKED,
+            Error::Unsettled => reason::UNSETTLED,
+            Error::NameTaken { source, .. }
+            | Error::InstanceNotFound { source, .. }
+            | Error::QuotaReached { source, .. }
+            | Error::Delete { source, .. }
+            | Error::Create(source)
+            | Error::Lookup(source)
+            | Error::Read(source)
+            | Error::Update(source)
+            | Error::Tag(source)
+            | Error::Untag(source) => &source.code,
+        }
+    }
+
+    /// The status message: what failed and what to change, then what the operator does next.
+    pub fn status_message(&self, slow_retry: Duration) -> String {
+        let what = match self {
+            Error::InvalidSpec { message } | Error::InvalidObject { message } => return message.clone(),
+            Error::NoRegion => return "No AWS Region: set spec.region, or AWS_REGION for the operator".into(),
+            Error::RenamedInConnect { id, connect_name, spec_name } => {
+                return format!(
+                    "spec.securityProfileName: is immutable: profile {id} is named {connect_name:?} in Connect, the spec says {spec_name:?}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
+                );
+            }
+            Error::OwnedElsewhere { .. } => {
+                format!(
+                    "{}; it is never taken over. Choose another securityProfileName.",
+                    capitalise(&self.to_string())
+                )
+            }
+            Error::NameTaken { .. } => format!(
+                "{} and no SecurityProfile owns it. Choose another securityProfileName, or adopt it with the annotation {}: \"true\".",
+                capitalise(&self.to_string()),
+                crate::api::ADOPT_ANNOTATION
+            ),
+            Error::InstanceNotFound { instance, region, source } => format!(
+                "Connect instance {instance:?} was not found in region {region}: check spec.instanceId and spec.region ({}).",
+                source.message
+            ),
+            Error::QuotaReached { instance, source } => format!(
+                "The security-profile quota of instance {instance} is reached: {}. Delete unused profiles or ask AWS for a higher quota.",
+                source.message
+            ),
+            Error::DeleteBlocked { id, source } => format!(
+                "Cannot delete security profile {id}: {}. The profile is still assigned to users; reassign them, or set deletionPolicy: Retain.",
+                source.message
+            ),
+            Error::Delete { id, source } if source.code == "AccessDeniedException" => format!(
+                "Cannot delete security profile {id}: {}. The operator may not delete this profile; grant connect:DeleteSecurityProfile, or set deletionPolicy: Retain.",
+                source.message
+            ),
+            Error::Delete { id, source } => format!("Cannot delete security profile {id}: {}.", source.message),
+            other => format!("{}.", other.to_string().trim_end_matches('.')),
+        };
+        let next = match self.retry() {
+            Retry::WhenSpecChanges => "Fix the spec; it is retried when the spec changes.".to_string(),
+            Retry::Backoff => "Retrying with backoff.".to_string(),
+            Retry::Slowly => format!("Retrying every {}s.", slow_retry.as_secs()),
+        };
+        format!("{what} {next}")
+    }
+}
+
+fn capitalise(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(class: ErrorClass, code: &str) -> ConnectError {
+        ConnectError::new(class, code, "injected")
+    }
+
+    /// Every Connect class maps to one decision, whichever call met it; the reason is the AWS code.
+    #[test]
+    fn connect_errors_decide_by_class() {
+        for (class, retry) in [
+            (ErrorClass::Terminal, Retry::WhenSpecChanges),
+            (ErrorClass::Duplicate, Retry::WhenSpecChanges),
+            (ErrorClass::Quota, Retry::Slowly),
+            (ErrorClass::NotFound, Retry::Slowly),
+            (ErrorClass::Recoverable, Retry::Backoff),
+            (ErrorClass::InUse, Retry::Backoff),
+        ] {
+            for e in [Error::Create(connect(class, "X")), Error::Update(connect(class, "X"))] {
+                assert_eq!(e.retry(), retry, "{e}");
+                assert_eq!(e.reason(), "X");
+            }
+        }
+    }
+
+    /// The defect this type replaced: a name taken but not searchable yet was reported with the
+    /// terminal reason DuplicateResourceException and never retried.
+    #[test]
+    fn name_not_yet_searchable_is_retried_with_its_own_reason() {
+        let e = Error::NameNotYetSearchable { name: "Agents".into() };
+        assert_eq!(e.retry(), Retry::Backoff);
+        assert_eq!(e.reason(), reason::NAME_NOT_YET_SEARCHABLE);
+        assert!(e.status_message(Duration::from_secs(300)).ends_with("Retrying with backoff."));
+    }
+
+    #[test]
+    fn terminal_failures_say_how_to_fix_them() {
+        let e = Error::OwnedElsewhere { name: "A".into(), id: "sp-1".into(), instance: "i".into(), owner: "u".into() };
+        assert_eq!(e.retry(), Retry::WhenSpecChanges);
+        let m = e.status_message(Duration::from_secs(300));
+        assert!(m.starts_with("Security profile \"A\" (sp-1)") && m.contains("never taken over"), "{m}");
+        assert!(m.ends_with("retried when the spec changes."), "{m}");
+    }
+}

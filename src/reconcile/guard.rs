@@ -1,0 +1,60 @@
+//! The guard step: what the reconcile starts from (the freshest status), and when it need not run at
+//! all (a terminal failure of this generation, or an in-sync profile that is not due yet).
+
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use super::context::{Context, key};
+use super::status::{self, READY, SYNCED};
+use crate::api::{ADOPT_ANNOTATION, SecurityProfile};
+
+/// `cached` with the status this process last wrote when the watch cache has not caught up with it.
+pub fn freshest<C>(cached: &SecurityProfile, ctx: &Context<C>) -> SecurityProfile {
+    let fresher = cached.uid().and_then(|uid| {
+        let mut last = ctx.last_status.lock().expect("last_status lock");
+        let ours = last.get(&uid)?;
+        if cached.status.as_ref().is_some_and(|c| status::unchanged(Some(c), ours)) {
+            // The cache has caught up with our last write: it needs no copy any more.
+            last.remove(&uid);
+            return None;
+        }
+        Some(ours.clone())
+    });
+    let mut profile = cached.clone();
+    if let Some(status) = fresher {
+        profile.status = Some(status);
+    }
+    profile
+}
+
+/// `Some(action)` when this reconcile has nothing to do yet.
+pub fn skip<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Action> {
+    let key = key(&profile.metadata);
+    let terminal = ctx.terminal.lock().expect("terminal lock").get(&key).copied();
+    if let Some(t) = terminal {
+        if t.generation == profile.metadata.generation && !(t.lifted_by_adoption && wants_adoption(profile)) {
+            // Already reported for this generation: nothing to do until the spec changes.
+            return Some(Action::await_change());
+        }
+        ctx.terminal.lock().expect("terminal lock").remove(&key);
+    }
+    not_due(profile, ctx).map(Action::requeue)
+}
+
+/// How long until an in-sync profile is due for its next observation, if it is not due yet.
+fn not_due<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Duration> {
+    let status = profile.status.as_ref()?;
+    let current = status.security_profile_id.is_some()
+        && status.observed_generation == profile.metadata.generation
+        && profile.condition(READY).is_some_and(|c| c.status == "True")
+        && profile.condition(SYNCED).is_some_and(|c| c.status == "True");
+    let due = *ctx.next_observe.lock().expect("next_observe lock").get(&key(&profile.metadata))?;
+    let now = Instant::now();
+    (current && due > now).then(|| due - now)
+}
+
+pub fn wants_adoption(profile: &SecurityProfile) -> bool {
+    profile.annotations().get(ADOPT_ANNOTATION).is_some_and(|v| v == "true")
+}

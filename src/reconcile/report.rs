@@ -1,0 +1,103 @@
+//! Records what a reconcile concluded: the status by server-side apply (skipped when only timestamps
+//! would change), and a Warning Event when a failure's reason is new.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::context::{Context, MANAGER, key};
+use super::error::Error;
+use super::events::{EventType, publish};
+use super::status::{self, Identity, Outcome, READY};
+use super::{guard, retry};
+use crate::api::{SecurityProfile, SecurityProfileStatus};
+
+/// Writes the status for `outcome` unless it would change nothing but timestamps; returns it.
+pub async fn write_status<C>(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Context<C>,
+    identity: Identity,
+    outcome: &Outcome,
+) -> Result<SecurityProfileStatus, Error> {
+    let current = profile.status.as_ref();
+    let next =
+        status::next_status(current, identity, profile.metadata.generation, outcome, Time(jiff::Timestamp::now()));
+    if status::unchanged(current, &next) {
+        return Ok(next);
+    }
+    let old_reason = profile.condition(status::SYNCED).map(|c| c.reason.clone());
+    apply_status(api, &profile.name_any(), &next).await?;
+    ctx.metrics.status_write();
+    if let Some(uid) = profile.uid() {
+        ctx.last_status.lock().expect("last_status lock").insert(uid, next.clone());
+    }
+    if outcome.is_failure() && old_reason.as_deref() != Some(outcome.synced_reason.as_str()) {
+        publish(ctx, profile, EventType::Warning, &outcome.synced_reason, outcome.synced_message.clone()).await;
+    }
+    Ok(next)
+}
+
+/// Server-side apply of the status subresource, forced: the operator owns status.
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &SecurityProfileStatus) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({
+        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+        "kind": "SecurityProfile",
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::WriteStatus)?;
+    Ok(())
+}
+
+/// The profile `id` matches the spec: Ready, and the next observation one resync interval away.
+pub async fn in_sync<C>(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Context<C>,
+    id: &str,
+    arn: &str,
+    last_modified: Option<String>,
+) -> Result<Action, Error> {
+    let generation = profile.metadata.generation.unwrap_or_default();
+    let outcome = Outcome::in_sync(&profile.spec.security_profile_name, id, generation);
+    let identity = Identity::Set { id: id.to_string(), arn: arn.to_string(), last_modified };
+    write_status(profile, api, ctx, identity, &outcome).await?;
+    let wait = retry::resync_delay(&ctx.settings);
+    ctx.next_observe
+        .lock()
+        .expect("next_observe lock")
+        .insert(key(&profile.metadata), std::time::Instant::now() + wait);
+    Ok(Action::requeue(wait))
+}
+
+/// Records `err` in the status of the freshest view of `profile` (a step of this reconcile may have
+/// recorded a new identity), unless it is a Kubernetes failure.
+pub async fn failure<C>(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Context<C>,
+    err: &Error,
+) -> Result<(), Error> {
+    ctx.next_observe.lock().expect("next_observe lock").remove(&key(&profile.metadata));
+    if !err.is_reported_in_status() {
+        return Ok(());
+    }
+    let profile = guard::freshest(profile, ctx);
+    let ready = err.keeps_ready() && has_ready_profile(&profile);
+    let outcome = Outcome::failed(err.reason(), &err.status_message(ctx.settings.slow_retry), ready);
+    write_status(&profile, api, ctx, Identity::Keep, &outcome).await?;
+    Ok(())
+}
+
+/// True when the status says a profile exists and matched its spec when last synced.
+pub fn has_ready_profile(profile: &SecurityProfile) -> bool {
+    profile.status.as_ref().and_then(|s| s.security_profile_id.as_ref()).is_some()
+        && profile.condition(READY).is_some_and(|c| c.status == "True")
+}
