@@ -3,7 +3,6 @@
 pub mod api;
 pub mod connect;
 pub mod constraints;
-pub mod emulator;
 pub mod export;
 pub mod offline;
 pub mod reconcile;

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use aws_sdk_connect::Client;
 use aws_sdk_connect::types::*;
 use connect_operator::connect::client_for_endpoint;
-use connect_operator::emulator::{Emulator, Faults};
+use connect_emulator::{Emulator, Faults};
 use support::{INSTANCE, emulator_with, error_code, no_faults};
 
 fn client(emu: &Emulator, attempts: u32) -> Client {
