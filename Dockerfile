@@ -18,6 +18,9 @@ ENV CC_x86_64_unknown_linux_musl=musl-gcc \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace's other members (the Connect emulator): cargo reads their manifests to load the
+# workspace; `--bin connect-operator` does not compile them.
+COPY crates ./crates
 # BuildKit cache mounts keep the crate downloads and compiled dependencies between builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

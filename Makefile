@@ -18,18 +18,20 @@ cluster-up: deps ## start the local kube-apiserver + etcd (builds kube-apiserver
 cluster-down: ## stop the local cluster
 	tests/cluster/down.sh
 
-build: ## build the binaries (debug)
-	cargo build --locked --bins
+build: ## build the binaries (debug): connect-operator and connect-emulator
+	cargo build --locked --workspace --bins
 
+# One cargo invocation for the whole workspace: everything is compiled once, and the connect-emulator
+# binary the end-to-end tests run (crates/connect-emulator) is built before any test starts.
 test: cluster-up ## the whole test suite: unit, emulator, CRD, end to end (starts the cluster)
-	source $(CLUSTER_ENV) && cargo test --locked --lib --bins --tests -- --test-threads=3
+	source $(CLUSTER_ENV) && cargo test --locked --workspace --lib --bins --tests -- --test-threads=3
 
 unit-test: ## tests that need no cluster
-	cargo test --locked --lib --bins --test emulator
+	cargo test --locked --workspace --lib --bins --test emulator --test binary
 
 lint: ## rustfmt + clippy
-	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 crd: ## regenerate crds/securityprofile.yaml from the Rust types
 	cargo run --locked --quiet --bin connect-operator -- crd > crds/securityprofile.yaml
@@ -41,5 +43,5 @@ demo-down: ## stop what `make demo` started (the cluster stays; `make cluster-do
 	scripts/demo.sh down
 
 bench: cluster-up ## the benchmark (release build): prints a table and writes BENCHMARKS.md
-	cargo build --release --locked --bins --example bench
+	cargo build --release --locked --workspace --bins --example bench
 	source $(CLUSTER_ENV) && CONNECT_OPERATOR_BIN_DIR=$${CARGO_TARGET_DIR:-target}/release $${CARGO_TARGET_DIR:-target}/release/examples/bench

@@ -1,6 +1,7 @@
 //! The input constraints of Amazon Connect's security-profile operations, as stated by the API model
-//! (botocore `connect/2017-08-08/service-2.json`). One source of truth shared by the CRD schema, the
-//! controller's validation and the emulator, so that all three agree on what Connect accepts.
+//! (botocore `connect/2017-08-08/service-2.json`). One source of truth shared by the CRD schema and the
+//! controller's validation. The Connect emulator (crates/connect-emulator), a peer crate, models Connect
+//! with its own copy (its `limits`); tests/emulator.rs checks that the two agree.
 
 use std::sync::LazyLock;
 

@@ -4,7 +4,6 @@ pub mod api;
 pub mod connect;
 pub mod constraints;
 pub mod domain;
-pub mod emulator;
 pub mod export;
 pub mod offline;
 pub mod reconcile;

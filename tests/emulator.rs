@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use aws_sdk_connect::Client;
 use aws_sdk_connect::types::*;
+use connect_emulator::{Emulator, Faults};
 use connect_operator::connect::client_for_endpoint;
-use connect_operator::emulator::{Emulator, Faults};
 use support::{INSTANCE, emulator_with, error_code, no_faults};
 
 fn client(emu: &Emulator, attempts: u32) -> Client {
@@ -721,4 +721,78 @@ async fn a_lost_create_response_leaves_the_profile_created() {
         emu.state().instances[INSTANCE].profiles.iter().filter(|p| p.security_profile_name == "lost-2").count(),
         1
     );
+}
+
+/// The emulator is a peer crate with its own model of Connect's limits (`connect_emulator::limits`); the
+/// operator's CRD schema and validation use `connect_operator::constraints`. Both state the API model.
+#[test]
+fn the_emulator_and_the_operator_know_the_same_limits() {
+    use connect_emulator::limits as emu;
+    use connect_operator::constraints as op;
+    let sizes = [
+        ("INSTANCE_ID_MAX", op::INSTANCE_ID_MAX, emu::INSTANCE_ID_MAX),
+        ("PROFILE_NAME_MAX", op::PROFILE_NAME_MAX, emu::PROFILE_NAME_MAX),
+        ("DESCRIPTION_MAX", op::DESCRIPTION_MAX, emu::DESCRIPTION_MAX),
+        ("PERMISSIONS_MAX_ITEMS", op::PERMISSIONS_MAX_ITEMS, emu::PERMISSIONS_MAX_ITEMS),
+        ("PERMISSION_MAX", op::PERMISSION_MAX, emu::PERMISSION_MAX),
+        ("TAGS_MAX_ENTRIES", op::TAGS_MAX_ENTRIES, emu::TAGS_MAX_ENTRIES),
+        ("TAG_KEY_MAX", op::TAG_KEY_MAX, emu::TAG_KEY_MAX),
+        ("TAG_VALUE_MAX", op::TAG_VALUE_MAX, emu::TAG_VALUE_MAX),
+        ("ACCESS_CONTROL_TAGS_MAX_ENTRIES", op::ACCESS_CONTROL_TAGS_MAX_ENTRIES, emu::ACCESS_CONTROL_TAGS_MAX_ENTRIES),
+        (
+            "TAG_RESTRICTED_RESOURCES_MAX_ITEMS",
+            op::TAG_RESTRICTED_RESOURCES_MAX_ITEMS,
+            emu::TAG_RESTRICTED_RESOURCES_MAX_ITEMS,
+        ),
+        ("RESOURCE_NAME_MAX", op::RESOURCE_NAME_MAX, emu::RESOURCE_NAME_MAX),
+        ("APPLICATIONS_MAX_ITEMS", op::APPLICATIONS_MAX_ITEMS, emu::APPLICATIONS_MAX_ITEMS),
+        ("APPLICATION_NAMESPACE_MAX", op::APPLICATION_NAMESPACE_MAX, emu::APPLICATION_NAMESPACE_MAX),
+        (
+            "APPLICATION_PERMISSIONS_MAX_ITEMS",
+            op::APPLICATION_PERMISSIONS_MAX_ITEMS,
+            emu::APPLICATION_PERMISSIONS_MAX_ITEMS,
+        ),
+        ("FLOW_MODULES_MAX_ITEMS", op::FLOW_MODULES_MAX_ITEMS, emu::FLOW_MODULES_MAX_ITEMS),
+        ("FLOW_MODULE_ID_MAX", op::FLOW_MODULE_ID_MAX, emu::FLOW_MODULE_ID_MAX),
+        ("AI_AGENTS_MAX_ITEMS", op::AI_AGENTS_MAX_ITEMS, emu::AI_AGENTS_MAX_ITEMS),
+        (
+            "PRIMARY_ATTRIBUTE_VALUES_MAX_ITEMS",
+            op::PRIMARY_ATTRIBUTE_VALUES_MAX_ITEMS,
+            emu::PRIMARY_ATTRIBUTE_VALUES_MAX_ITEMS,
+        ),
+        ("PRIMARY_ATTRIBUTE_NAME_MAX", op::PRIMARY_ATTRIBUTE_NAME_MAX, emu::PRIMARY_ATTRIBUTE_NAME_MAX),
+        ("PRIMARY_VALUES_MAX_ITEMS", op::PRIMARY_VALUES_MAX_ITEMS, emu::PRIMARY_VALUES_MAX_ITEMS),
+        ("SEARCH_NEXT_TOKEN_MAX", op::SEARCH_NEXT_TOKEN_MAX, emu::SEARCH_NEXT_TOKEN_MAX),
+    ];
+    for (name, operator, emulator) in sizes {
+        assert_eq!(operator, emulator, "{name}");
+    }
+    assert_eq!(op::LIST_MAX_RESULTS, emu::LIST_MAX_RESULTS);
+    assert_eq!(op::SEARCH_MAX_RESULTS, emu::SEARCH_MAX_RESULTS);
+    let patterns = [
+        ("PROFILE_NAME_PATTERN", op::PROFILE_NAME_PATTERN, emu::PROFILE_NAME_PATTERN),
+        ("TAG_KEY_PATTERN", op::TAG_KEY_PATTERN, emu::TAG_KEY_PATTERN),
+        ("RESERVED_TAG_PREFIX", op::RESERVED_TAG_PREFIX, emu::RESERVED_TAG_PREFIX),
+        ("LATIN1_PRINTABLE_PATTERN", op::LATIN1_PRINTABLE_PATTERN, emu::LATIN1_PRINTABLE_PATTERN),
+    ];
+    for (name, operator, emulator) in patterns {
+        assert_eq!(operator, emulator, "{name}");
+    }
+    let lists = [
+        ("DEFAULT_PROFILE_NAMES", op::DEFAULT_PROFILE_NAMES, emu::DEFAULT_PROFILE_NAMES),
+        ("TAG_RESTRICTED_RESOURCE_NAMES", op::TAG_RESTRICTED_RESOURCE_NAMES, emu::TAG_RESTRICTED_RESOURCE_NAMES),
+        (
+            "HIERARCHY_RESTRICTED_RESOURCE_NAMES",
+            op::HIERARCHY_RESTRICTED_RESOURCE_NAMES,
+            emu::HIERARCHY_RESTRICTED_RESOURCE_NAMES,
+        ),
+        ("APPLICATION_TYPES", op::APPLICATION_TYPES, emu::APPLICATION_TYPES),
+        ("FLOW_MODULE_TYPES", op::FLOW_MODULE_TYPES, emu::FLOW_MODULE_TYPES),
+        ("AI_AGENT_TYPES", op::AI_AGENT_TYPES, emu::AI_AGENT_TYPES),
+        ("ACCESS_TYPES", op::ACCESS_TYPES, emu::ACCESS_TYPES),
+        ("RESERVED_ATTRIBUTE_PREFIXES", op::RESERVED_ATTRIBUTE_PREFIXES, emu::RESERVED_ATTRIBUTE_PREFIXES),
+    ];
+    for (name, operator, emulator) in lists {
+        assert_eq!(operator, emulator, "{name}");
+    }
 }

@@ -10,13 +10,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use connect_emulator::CallRecord;
 use connect_operator::api::SecurityProfile;
-use connect_operator::emulator::CallRecord;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-pub const INSTANCE: &str = connect_operator::emulator::DEFAULT_INSTANCE_ID;
+pub const INSTANCE: &str = connect_emulator::DEFAULT_INSTANCE_ID;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -24,17 +24,45 @@ fn repo_root() -> PathBuf {
 
 /// A binary of this repo: from CONNECT_OPERATOR_BIN_DIR (the benchmark's release build), else the one
 /// cargo built for these tests.
+///
+/// cargo hands a test only the binaries of its own package: `connect-emulator` belongs to the peer crate
+/// crates/connect-emulator, so it is taken from the directory cargo put `connect-operator` in, where
+/// `cargo test --workspace` (`make test`) builds it in the same run. A missing or stale one (older than
+/// the emulator's sources, e.g. after `cargo test -p connect-operator`) is refused rather than used.
 pub fn bin(name: &str) -> PathBuf {
-    if let Ok(dir) = std::env::var("CONNECT_OPERATOR_BIN_DIR") {
-        return PathBuf::from(dir).join(name);
-    }
-    let built = match name {
-        "connect-operator" => option_env!("CARGO_BIN_EXE_connect-operator"),
-        "connect-emulator" => option_env!("CARGO_BIN_EXE_connect-emulator"),
-        _ => None,
+    let dir = match std::env::var("CONNECT_OPERATOR_BIN_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => match option_env!("CARGO_BIN_EXE_connect-operator") {
+            Some(operator) => Path::new(operator).parent().expect("a directory").to_path_buf(),
+            None => std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| repo_root().join("target"))
+                .join("debug"),
+        },
     };
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
-    built.map(PathBuf::from).unwrap_or_else(|| target.join("debug").join(name))
+    let path = dir.join(name);
+    if name == "connect-emulator" {
+        check_emulator_binary(&path);
+    }
+    path
+}
+
+fn check_emulator_binary(path: &Path) {
+    fn newest(path: &Path) -> std::time::SystemTime {
+        let meta = std::fs::metadata(path).expect("emulator sources");
+        if !meta.is_dir() {
+            return meta.modified().expect("mtime");
+        }
+        let entries = std::fs::read_dir(path).expect("emulator sources");
+        entries.map(|e| newest(&e.expect("entry").path())).max().unwrap_or(std::time::UNIX_EPOCH)
+    }
+    let build = "cargo build -p connect-emulator (make test builds it)";
+    let built = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} does not exist: {build}", path.display()));
+    let crate_dir = repo_root().join("crates/connect-emulator");
+    let sources = newest(&crate_dir.join("src")).max(newest(&crate_dir.join("Cargo.toml")));
+    assert!(built >= sources, "{} is older than the emulator's sources: {build}", path.display());
 }
 
 /// The kubeconfig of the test cluster; fails with instructions when the cluster is not up.

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
-use connect_operator::emulator::{DEFAULT_INSTANCE_ID, Emulator, EmulatorConfig, Faults};
+use connect_emulator::{DEFAULT_INSTANCE_ID, Emulator, EmulatorConfig, Faults};
 
 pub const INSTANCE: &str = DEFAULT_INSTANCE_ID;
 

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::input::{self, Object};
-use crate::constraints as c;
+use crate::limits as c;
 
-pub use crate::constraints::DEFAULT_PROFILE_NAMES;
+pub use crate::limits::DEFAULT_PROFILE_NAMES;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]

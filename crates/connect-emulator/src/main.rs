@@ -1,10 +1,10 @@
-//! `connect-emulator`: a local Amazon Connect for the security-profile API. See README.md.
+//! `connect-emulator`: a local Amazon Connect for the security-profile API. See the README.md at the root.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use connect_operator::emulator::{DEFAULT_INSTANCE_ID, Emulator, EmulatorConfig, Faults};
+use connect_emulator::{DEFAULT_INSTANCE_ID, Emulator, EmulatorConfig, Faults};
 
 #[derive(Parser, Debug)]
 #[command(

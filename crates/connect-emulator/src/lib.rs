@@ -3,9 +3,14 @@
 //!
 //! Besides the Connect API it serves a control API under `/_emulator/` (see [`http`]) for tests: the call
 //! log, the full state, fault injection (throttling, 500s, latency, lost create responses) and profile flags.
+//!
+//! Its own crate, a peer of the operator rather than a part of it: it models Connect from the API model
+//! (its [`limits`]) and does not depend on `connect-operator`, whose tests use it as a dev-dependency
+//! (the library in process, the `connect-emulator` binary in the end-to-end tests).
 
 pub mod http;
 pub mod input;
+pub mod limits;
 pub mod service;
 
 use std::net::SocketAddr;

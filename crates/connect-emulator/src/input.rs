@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use crate::constraints::{self as c, char_len};
+use crate::limits::{self as c, char_len};
 
 pub type Object = Map<String, Value>;
 

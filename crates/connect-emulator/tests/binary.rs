@@ -1,0 +1,63 @@
+//! The `connect-emulator` binary: its flags reach the emulator it starts, and bad ones are refused.
+//!
+//! Having an integration test also makes `cargo test --workspace` build this binary, which the
+//! operator's end-to-end tests (tests/e2e) run as a process.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_connect-emulator");
+
+#[test]
+fn the_binary_serves_the_configured_emulator_and_writes_its_address() {
+    let addr_file = std::env::temp_dir().join(format!("connect-emulator-binary-{}.addr", std::process::id()));
+    let _ = std::fs::remove_file(&addr_file);
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--addr-file", addr_file.to_str().unwrap()])
+        .args(["--throttle-rate", "0", "--latency-ms", "7", "--instance", "i-1", "--no-default-profiles"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start connect-emulator");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        if let Ok(addr) = std::fs::read_to_string(&addr_file)
+            && !addr.is_empty()
+        {
+            break addr;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("connect-emulator did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let get = |path: &str| -> Value {
+        let mut stream = TcpStream::connect(&addr).expect("connect");
+        write!(stream, "GET /_emulator/{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        serde_json::from_str(body).expect("JSON")
+    };
+    let faults = get("faults");
+    let state = get("state");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&addr_file);
+    assert_eq!(faults["throttleRate"], 0.0);
+    assert_eq!(faults["latencyMs"], 7);
+    assert_eq!(state["instances"].as_object().map(|i| i.keys().cloned().collect::<Vec<_>>()), Some(vec!["i-1".into()]));
+    assert_eq!(state["instances"]["i-1"]["Profiles"], serde_json::json!([]), "no default profiles");
+}
+
+#[test]
+fn the_binary_refuses_an_error_rate_above_one() {
+    let out = Command::new(BIN).args(["--listen", "127.0.0.1:0", "--error-rate", "2"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--error-rate must be between 0 and 1"), "{out:?}");
+}
