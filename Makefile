@@ -33,8 +33,10 @@ lint: ## rustfmt + clippy
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 
-crd: ## regenerate crds/securityprofile.yaml from the Rust types
-	cargo run --locked --quiet --bin connect-operator -- crd > crds/securityprofile.yaml
+crd: ## regenerate crds/*.yaml (and the chart's copies) from the Rust types
+	cargo run --locked --quiet --bin connect-operator -- crd securityprofile > crds/securityprofile.yaml
+	cargo run --locked --quiet --bin connect-operator -- crd instancebinding > crds/instancebinding.yaml
+	cp crds/securityprofile.yaml crds/instancebinding.yaml charts/connect-operator/files/
 
 demo: cluster-up build ## local cluster + Connect emulator + operator; applies deploy/samples and shows them Ready
 	scripts/demo.sh up

@@ -106,7 +106,8 @@ pub fn spec_of(instance_id: &str, region: Option<&str>, observed: &ObservedProfi
         granular_access_control_configuration: s.granular_access_control_configuration.clone(),
         tags: (!tags.is_empty()).then_some(tags),
         region: region.map(str::to_string),
-        deletion_policy: None,
+        // The profile existed before the operator: pruning the manifest must not delete it.
+        deletion_policy: Some(crate::api::DeletionPolicy::Retain),
     }
 }
 
@@ -222,7 +223,8 @@ mod tests {
         fake.insert("sp-2", &spec("Tier 2"), tags);
         fake.insert("sp-1", &spec("Tier 1"), BTreeMap::new());
         fake.insert("sp-0", &spec("Admin"), BTreeMap::new());
-        let target = Target { region: "eu-west-2".into(), instance_id: INSTANCE.into(), role_arn: None };
+        let target =
+            Target { region: "eu-west-2".into(), instance_id: INSTANCE.into(), role_arn: None, session_name: None };
         let opts = ExportOptions { namespace: Some("cc".into()), region: None, include_defaults: false };
 
         let manifests = export(&fake, &target, &opts).await.expect("exported");

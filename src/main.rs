@@ -28,12 +28,22 @@ enum LogFormat {
     Json,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CrdKind {
+    All,
+    Securityprofile,
+    Instancebinding,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
     Run(Box<RunArgs>),
-    /// Print the SecurityProfile CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML: both (the default), or one kind.
+    Crd {
+        #[arg(value_enum, default_value_t = CrdKind::All)]
+        kind: CrdKind,
+    },
     /// Write a SecurityProfile manifest (with the adopt annotation) for every profile of an instance.
     Export(ExportArgs),
     /// Check SecurityProfile manifests offline with the schema's, the CEL rules' and the controller's
@@ -119,6 +129,10 @@ struct RunArgs {
     /// Reconciles in parallel.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
     concurrency: u16,
+    /// Single-team mode: act on SecurityProfiles that no InstanceBinding covers, in their spec's Region
+    /// (else AWS_REGION) with the operator's own identity. Off by default: every profile needs a binding.
+    #[arg(long, env = "ALLOW_UNBOUND")]
+    allow_unbound: bool,
     /// Attempts per Connect call inside the AWS SDK (with its backoff) before the controller's own
     /// backoff takes over. Retrying a read in place keeps a multi-call observation from starting over.
     #[arg(long, default_value_t = 3)]
@@ -177,8 +191,14 @@ fn main() -> anyhow::Result<()> {
 async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => {
-            print!("{}", serde_yaml::to_string(&connect_operator::api::crd())?);
+        Command::Crd { kind } => {
+            let profile = serde_yaml::to_string(&connect_operator::api::crd())?;
+            let binding = serde_yaml::to_string(&connect_operator::api::binding_crd())?;
+            match kind {
+                CrdKind::All => print!("{profile}---\n{binding}"),
+                CrdKind::Securityprofile => print!("{profile}"),
+                CrdKind::Instancebinding => print!("{binding}"),
+            }
             Ok(())
         }
         Command::Run(args) => run(*args, cli.log_format, &cli.log_level).await,
@@ -200,7 +220,12 @@ async fn export(args: ExportArgs, log_format: LogFormat, log_level: &str) -> any
         .clone()
         .or_else(|| connect.default_region().map(str::to_string))
         .ok_or_else(|| anyhow::anyhow!("no AWS Region: pass --region or set AWS_REGION"))?;
-    let target = connect_operator::connect::Target { region, instance_id: args.instance_id.clone(), role_arn: None };
+    let target = connect_operator::connect::Target {
+        region,
+        instance_id: args.instance_id.clone(),
+        role_arn: None,
+        session_name: None,
+    };
     let options = connect_operator::export::ExportOptions {
         namespace: args.namespace.clone(),
         region: args.region.clone(),
@@ -285,6 +310,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
         retry_max: args.retry_max,
         slow_retry: args.slow_retry,
         concurrency: args.concurrency.max(1),
+        allow_unbound: args.allow_unbound,
     };
     tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, rate = args.connect.connect_rate, burst = args.connect.connect_burst, "starting connect-operator");
     let ctx = Arc::new(Context::new(client.clone(), connect, region, settings, metrics));

@@ -12,6 +12,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod binding;
+pub use binding::{InstanceBinding, InstanceBindingSpec, InstanceBindingStatus, binding_crd};
+
 pub const GROUP: &str = "connect.cloud-operators.dev";
 /// The finalizer that keeps a resource until its profile is deleted (or retained) in Connect.
 pub const FINALIZER: &str = "connect.cloud-operators.dev/finalizer";
@@ -19,8 +22,6 @@ pub const FINALIZER: &str = "connect.cloud-operators.dev/finalizer";
 pub const OWNER_UID_TAG: &str = "connect.cloud-operators.dev/owner-uid";
 /// Annotation that allows adopting an existing profile of the same name that no resource owns.
 pub const ADOPT_ANNOTATION: &str = "connect.cloud-operators.dev/adopt";
-/// Namespace annotation naming an IAM role to assume for the profiles of that namespace.
-pub const ROLE_ANNOTATION: &str = "connect.cloud-operators.dev/role-arn";
 
 /// Desired state of an Amazon Connect security profile. Field names and constraints follow the
 /// CreateSecurityProfile API (https://docs.aws.amazon.com/connect/latest/APIReference/API_CreateSecurityProfile.html).

@@ -21,11 +21,18 @@ pub struct FakeConnect {
     pub fail_next: Mutex<BTreeMap<&'static str, ConnectError>>,
     /// The next create makes the profile, then its answer is lost.
     pub lose_next_create: Mutex<bool>,
+    /// The target of each call, in order.
+    pub targets: Mutex<Vec<Target>>,
     /// Names that SearchSecurityProfiles does not find yet (Connect's search is eventually consistent).
     pub not_searchable: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl FakeConnect {
+    fn call_at(&self, target: &Target, operation: &'static str) -> Result<(), ConnectError> {
+        self.targets.lock().unwrap().push(target.clone());
+        self.call(operation)
+    }
+
     pub fn call(&self, operation: &'static str) -> Result<(), ConnectError> {
         self.calls.lock().unwrap().push(operation.to_string());
         match self.fail_next.lock().unwrap().remove(operation) {
@@ -45,6 +52,11 @@ impl FakeConnect {
 
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The Region of each call, in order.
+    pub fn regions(&self) -> Vec<String> {
+        self.targets.lock().unwrap().iter().map(|t| t.region.clone()).collect()
     }
 
     pub fn insert(&self, id: &str, spec: &SecurityProfileSpec, tags: BTreeMap<String, String>) {
@@ -76,11 +88,11 @@ pub fn not_found_error(what: &str) -> ConnectError {
 impl ConnectApi for FakeConnect {
     async fn create_profile(
         &self,
-        _: &Target,
+        target: &Target,
         spec: &SecurityProfileSpec,
         tags: &BTreeMap<String, String>,
     ) -> Result<ProfileRef, ConnectError> {
-        self.call("CreateSecurityProfile")?;
+        self.call_at(target, "CreateSecurityProfile")?;
         if self.profiles.lock().unwrap().values().any(|p| p.name == spec.security_profile_name) {
             return Err(ConnectError::new(ErrorClass::Duplicate, "DuplicateResourceException", "name taken"));
         }
@@ -92,8 +104,8 @@ impl ConnectApi for FakeConnect {
         Ok(ProfileRef { id: id.clone(), arn: arn(&id) })
     }
 
-    async fn find_profile_by_name(&self, _: &Target, name: &str) -> Result<Option<FoundProfile>, ConnectError> {
-        self.call("SearchSecurityProfiles")?;
+    async fn find_profile_by_name(&self, target: &Target, name: &str) -> Result<Option<FoundProfile>, ConnectError> {
+        self.call_at(target, "SearchSecurityProfiles")?;
         if self.not_searchable.lock().unwrap().contains(name) {
             return Ok(None);
         }
@@ -103,8 +115,12 @@ impl ConnectApi for FakeConnect {
         }))
     }
 
-    async fn list_profiles(&self, _: &Target) -> Result<Vec<ProfileSummary>, ConnectError> {
-        self.call("ListSecurityProfiles")?;
+    async fn probe_instance(&self, target: &Target) -> Result<(), ConnectError> {
+        self.call_at(target, "ListSecurityProfiles")
+    }
+
+    async fn list_profiles(&self, target: &Target) -> Result<Vec<ProfileSummary>, ConnectError> {
+        self.call_at(target, "ListSecurityProfiles")?;
         let profiles = self.profiles.lock().unwrap();
         Ok(profiles
             .iter()
@@ -112,13 +128,18 @@ impl ConnectApi for FakeConnect {
             .collect())
     }
 
-    async fn delete_profile(&self, _: &Target, id: &str) -> Result<(), ConnectError> {
-        self.call("DeleteSecurityProfile")?;
+    async fn delete_profile(&self, target: &Target, id: &str) -> Result<(), ConnectError> {
+        self.call_at(target, "DeleteSecurityProfile")?;
         self.profiles.lock().unwrap().remove(id).map(|_| ()).ok_or_else(|| not_found_error(id))
     }
 
-    async fn observe_profile(&self, _: &Target, id: &str, read_members: bool) -> Result<ObservedProfile, ConnectError> {
-        self.call("DescribeSecurityProfile")?;
+    async fn observe_profile(
+        &self,
+        target: &Target,
+        id: &str,
+        read_members: bool,
+    ) -> Result<ObservedProfile, ConnectError> {
+        self.call_at(target, "DescribeSecurityProfile")?;
         let mut found = self.profiles.lock().unwrap().get(id).cloned().ok_or_else(|| not_found_error(id))?;
         if read_members {
             self.call("ListSecurityProfilePermissions")?;
@@ -128,18 +149,18 @@ impl ConnectApi for FakeConnect {
         Ok(found)
     }
 
-    async fn update_profile(&self, _: &Target, _: &str, update: &ProfileUpdate) -> Result<(), ConnectError> {
-        self.call("UpdateSecurityProfile")?;
+    async fn update_profile(&self, target: &Target, _: &str, update: &ProfileUpdate) -> Result<(), ConnectError> {
+        self.call_at(target, "UpdateSecurityProfile")?;
         self.updates.lock().unwrap().push(update.clone());
         Ok(())
     }
 
-    async fn tag_profile(&self, _: &Target, _: &str, _: &BTreeMap<String, String>) -> Result<(), ConnectError> {
-        self.call("TagResource")
+    async fn tag_profile(&self, target: &Target, _: &str, _: &BTreeMap<String, String>) -> Result<(), ConnectError> {
+        self.call_at(target, "TagResource")
     }
 
-    async fn untag_profile(&self, _: &Target, _: &str, _: &[String]) -> Result<(), ConnectError> {
-        self.call("UntagResource")
+    async fn untag_profile(&self, target: &Target, _: &str, _: &[String]) -> Result<(), ConnectError> {
+        self.call_at(target, "UntagResource")
     }
 }
 
@@ -158,6 +179,9 @@ impl ConnectApi for Arc<FakeConnect> {
     }
     async fn list_profiles(&self, t: &Target) -> Result<Vec<ProfileSummary>, ConnectError> {
         self.as_ref().list_profiles(t).await
+    }
+    async fn probe_instance(&self, t: &Target) -> Result<(), ConnectError> {
+        self.as_ref().probe_instance(t).await
     }
     async fn delete_profile(&self, t: &Target, id: &str) -> Result<(), ConnectError> {
         self.as_ref().delete_profile(t, id).await

@@ -44,6 +44,9 @@ pub trait ConnectApi: Send + Sync + 'static {
     /// Every profile of the instance (ListSecurityProfiles, all pages).
     fn list_profiles(&self, target: &Target) -> impl Future<Output = Result<Vec<ProfileSummary>, ConnectError>> + Send;
 
+    /// One page of at most one profile (ListSecurityProfiles): can this identity reach the instance?
+    fn probe_instance(&self, target: &Target) -> impl Future<Output = Result<(), ConnectError>> + Send;
+
     /// DeleteSecurityProfile.
     fn delete_profile(&self, target: &Target, id: &str) -> impl Future<Output = Result<(), ConnectError>> + Send;
 
@@ -100,7 +103,7 @@ pub struct ConnectSettings {
     pub max_attempts: u32,
     /// Client-side rate limit per Region and credentials.
     pub rate: Rate,
-    /// A role to assume for every call (multi-account); a namespace annotation can override it.
+    /// A role to assume for every call (multi-account); an InstanceBinding's role overrides it.
     pub role_arn: Option<String>,
 }
 
@@ -119,7 +122,7 @@ pub struct SdkConnect {
     settings: ConnectSettings,
     limiter: RateLimiter,
     metrics: Arc<Metrics>,
-    clients: Mutex<HashMap<(String, Option<String>), aws_sdk_connect::Client>>,
+    clients: Mutex<HashMap<(String, Option<String>, Option<String>), aws_sdk_connect::Client>>,
 }
 
 impl SdkConnect {
@@ -148,7 +151,9 @@ impl SdkConnect {
 
     async fn client(&self, target: &Target) -> aws_sdk_connect::Client {
         let role = self.role_for(target).map(str::to_string);
-        let key = (target.region.clone(), role.clone());
+        // Without a role the session name means nothing: one client per Region serves every namespace.
+        let session = role.as_ref().map(|_| target.session_name.clone().unwrap_or_else(|| "connect-operator".into()));
+        let key = (target.region.clone(), role.clone(), session.clone());
         if let Some(c) = self.clients.lock().expect("client cache lock").get(&key) {
             return c.clone();
         }
@@ -157,7 +162,7 @@ impl SdkConnect {
             .retry_config(RetryConfig::standard().with_max_attempts(self.settings.max_attempts.max(1)));
         if let Some(role) = &role {
             let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-                .session_name("connect-operator")
+                .session_name(session.unwrap_or_default())
                 .region(Region::new(target.region.clone()))
                 .configure(&self.base)
                 .build()
@@ -246,6 +251,19 @@ impl SdkConnect {
 }
 
 impl ConnectApi for SdkConnect {
+    async fn probe_instance(&self, target: &Target) -> Result<(), ConnectError> {
+        self.call(target, "ListSecurityProfiles", |c| async move {
+            c.list_security_profiles()
+                .instance_id(&target.instance_id)
+                .max_results(1)
+                .send()
+                .await
+                .map_err(ConnectError::from_sdk)
+        })
+        .await?;
+        Ok(())
+    }
+
     async fn list_profiles(&self, target: &Target) -> Result<Vec<ProfileSummary>, ConnectError> {
         let inst = &target.instance_id;
         self.all_pages(target, "ListSecurityProfiles", |c, token| async move {

@@ -8,6 +8,7 @@ pub mod state;
 
 pub use plan::{ProfileUpdate, TagPlan, UpdatePlan, plan_tags, plan_update};
 pub use profile::{
-    FoundProfile, ObservedProfile, ProfileRef, ProfileSummary, Target, instance_of_arn, region_of_arn, tags_with_owner,
+    FoundProfile, ObservedProfile, ProfileRef, ProfileSummary, Target, instance_of_arn, region_of_arn, session_name,
+    tags_with_owner,
 };
 pub use state::{ListedMembers, ProfileState};

@@ -7,12 +7,19 @@ use super::state::ProfileState;
 use crate::api::OWNER_UID_TAG;
 
 /// Where a profile lives: a Region and an instance, reached with the operator's credentials or, when
-/// `role_arn` is set, by assuming that role.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// `role_arn` is set, by assuming that role in a session named `session_name` (CloudTrail shows it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Target {
     pub region: String,
     pub instance_id: String,
     pub role_arn: Option<String>,
+    pub session_name: Option<String>,
+}
+
+/// The AssumeRole session name of a namespace's calls: `csp-<namespace>`, within STS's 64 characters
+/// (namespace names only use characters STS allows).
+pub fn session_name(namespace: &str) -> String {
+    format!("csp-{namespace}").chars().take(64).collect()
 }
 
 /// Identity of a profile in Connect.
@@ -84,6 +91,12 @@ pub fn region_of_arn(arn: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_names_fit_sts() {
+        assert_eq!(session_name("team-a"), "csp-team-a");
+        assert_eq!(session_name(&"n".repeat(63)).len(), 64);
+    }
 
     #[test]
     fn arn_parts() {

@@ -2,12 +2,12 @@
 //! found, else create it. A create that meets its own name recovers our earlier create whose answer
 //! was lost (the owner tag carries this resource's UID); a create whose outcome is unknown looks first.
 
-use super::Step;
 use super::error::Error;
 use super::events::{EventType, publish};
 use super::guard::wants_adoption;
 use super::report::write_status;
 use super::status::{Identity, Outcome, reason};
+use super::{Step, audit};
 use crate::api::SecurityProfileStatus;
 use crate::connect::{ConnectApi, ErrorClass};
 use crate::domain::{FoundProfile, ProfileRef, tags_with_owner};
@@ -39,7 +39,9 @@ enum TakeOver {
 pub async fn create<C: ConnectApi>(step: &Step<'_, C>) -> Result<Acquired, Error> {
     let connect = &step.ctx.connect;
     let tags = tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid());
-    let e = match connect.create_profile(step.target, &step.profile.spec, &tags).await {
+    let result = connect.create_profile(step.target, &step.profile.spec, &tags).await;
+    let id = result.as_ref().map(|p| p.id.clone()).unwrap_or_default();
+    let e = match audit::write(step.profile, step.target, "CreateSecurityProfile", &id, result) {
         Ok(created) => {
             let note = format!(
                 "Created security profile {:?} ({}) in instance {}",
@@ -99,6 +101,9 @@ async fn take_over<C: ConnectApi>(step: &Step<'_, C>, found: FoundProfile, how: 
             instance: step.target.instance_id.clone(),
             owner: owner.to_string(),
         });
+    }
+    if matches!(how, TakeOver::Adopted) {
+        step.may_adopt(step.name())?;
     }
     let ProfileRef { id, arn } = found.profile;
     let (event, progress, message) = match how {

@@ -2,9 +2,9 @@
 //! match the spec (UpdateSecurityProfile with only the differing members, TagResource, UntagResource),
 //! and a Normal Event naming what changed.
 
-use super::Step;
 use super::error::Error;
 use super::events::{EventType, publish};
+use super::{Step, audit};
 use crate::connect::ConnectApi;
 use crate::domain::{ObservedProfile, plan_tags, plan_update, tags_with_owner};
 
@@ -22,13 +22,16 @@ pub async fn apply<C: ConnectApi>(
     }
     let connect = &step.ctx.connect;
     if !update.is_empty() {
-        connect.update_profile(step.target, id, &update.update).await.map_err(Error::Update)?;
+        let result = connect.update_profile(step.target, id, &update.update).await;
+        audit::write(step.profile, step.target, "UpdateSecurityProfile", id, result).map_err(Error::Update)?;
     }
     if !tags.set.is_empty() {
-        connect.tag_profile(step.target, &observed.arn, &tags.set).await.map_err(Error::Tag)?;
+        let result = connect.tag_profile(step.target, &observed.arn, &tags.set).await;
+        audit::write(step.profile, step.target, "TagResource", id, result).map_err(Error::Tag)?;
     }
     if !tags.remove.is_empty() {
-        connect.untag_profile(step.target, &observed.arn, &tags.remove).await.map_err(Error::Untag)?;
+        let result = connect.untag_profile(step.target, &observed.arn, &tags.remove).await;
+        audit::write(step.profile, step.target, "UntagResource", id, result).map_err(Error::Untag)?;
     }
     let mut fields: Vec<String> = update.changed.iter().map(|f| f.to_string()).collect();
     fields.extend(tags.set.keys().chain(tags.remove.iter()).map(|k| format!("tags[{k}]")));

@@ -1,5 +1,8 @@
-//! Deletion of a SecurityProfile: with `deletionPolicy: Delete` (the default) its Connect profile goes
-//! first; with `Retain`, or when nothing was ever created, only the finalizer is removed.
+//! Deletion of a SecurityProfile. With `deletionPolicy: Delete` (the default) the operator deletes the
+//! profile the status names, where the status ARN says it is (never where the spec points now), and
+//! only after reading it: a profile that does not carry this resource's owner tag, or a default profile
+//! the binding does not allow changing, is left in Connect with a Warning Event. With `Retain`, or when
+//! nothing was ever created, only the finalizer is removed.
 
 use kube::ResourceExt;
 use kube::api::Api;
@@ -8,9 +11,11 @@ use kube::runtime::controller::Action;
 use super::context::{Context, key};
 use super::error::Error;
 use super::events::{EventType, publish};
-use super::{finalizer, target};
+use super::{audit, binding, finalizer};
 use crate::api::{DeletionPolicy, SecurityProfile};
 use crate::connect::{ConnectApi, ErrorClass};
+use crate::constraints::DEFAULT_PROFILE_NAMES;
+use crate::domain::{instance_of_arn, region_of_arn};
 
 pub async fn cleanup<C: ConnectApi>(
     profile: &SecurityProfile,
@@ -20,21 +25,73 @@ pub async fn cleanup<C: ConnectApi>(
     if !finalizer::has_finalizer(&profile.metadata) {
         return Ok(Action::await_change());
     }
-    let id = profile.status.as_ref().and_then(|s| s.security_profile_id.clone());
-    if let (Some(id), DeletionPolicy::Delete) = (id, profile.spec.deletion_policy.unwrap_or_default()) {
-        let target = target::resolve(profile, ctx).await?;
-        match ctx.connect.delete_profile(&target, &id).await {
-            Ok(()) => {
-                let note = format!("Deleted security profile {id} from instance {}", target.instance_id);
-                publish(ctx, profile, EventType::Normal, "Deleted", note).await
-            }
-            // Already gone: nothing to delete.
-            Err(e) if e.class == ErrorClass::NotFound => {}
-            Err(e) if e.class == ErrorClass::InUse => return Err(Error::DeleteBlocked { id, source: e }),
-            Err(e) => return Err(Error::Delete { id, source: e }),
-        }
+    let status = profile.status.clone().unwrap_or_default();
+    if let (Some(id), DeletionPolicy::Delete) =
+        (status.security_profile_id, profile.spec.deletion_policy.unwrap_or_default())
+    {
+        let arn = status.security_profile_arn.unwrap_or_default();
+        delete_owned(profile, ctx, &id, &arn).await?;
     }
     finalizer::remove(api, &profile.metadata).await?;
     ctx.forget(&key(&profile.metadata), profile.uid().as_deref());
     Ok(Action::await_change())
+}
+
+/// Deletes the profile `id` (at `arn`) if this resource owns it.
+async fn delete_owned<C: ConnectApi>(
+    profile: &SecurityProfile,
+    ctx: &Context<C>,
+    id: &str,
+    arn: &str,
+) -> Result<(), Error> {
+    let instance = instance_of_arn(arn).unwrap_or(&profile.spec.instance_id).to_string();
+    let grant = binding::resolve(profile, &instance, ctx).await?;
+    let mut target = grant.target.clone();
+    if let Some(region) = region_of_arn(arn) {
+        if grant.binding.is_some() && region != target.region {
+            // The binding no longer grants the profile's Region: nothing to delete it with.
+            return Err(Error::RegionChanged {
+                id: id.to_string(),
+                profile_region: region.to_string(),
+                region: target.region,
+            });
+        }
+        target.region = region.to_string();
+    }
+    let observed = match ctx.connect.observe_profile(&target, id, false).await {
+        Ok(o) => o,
+        // Already gone: nothing to delete.
+        Err(e) if e.class == ErrorClass::NotFound => return Ok(()),
+        Err(e) => return Err(Error::Read(e)),
+    };
+    let uid = profile.uid().unwrap_or_default();
+    let refusal = if observed.owner() != Some(uid.as_str()) {
+        Some(format!(
+            "Security profile {id} ({:?}) does not carry this resource's owner tag ({}); it was left in Connect.",
+            observed.name,
+            observed.owner().map(|o| format!("owner {o}")).unwrap_or_else(|| "no owner".into())
+        ))
+    } else if DEFAULT_PROFILE_NAMES.contains(&observed.name.as_str()) && !grant.allow_default_profiles {
+        Some(format!(
+            "Security profile {id} is the instance's default profile {:?} and InstanceBinding {} does not allow changing it; it was left in Connect.",
+            observed.name,
+            grant.binding_name()
+        ))
+    } else {
+        None
+    };
+    if let Some(note) = refusal {
+        publish(ctx, profile, EventType::Warning, "DeleteSkipped", note).await;
+        return Ok(());
+    }
+    match audit::write(profile, &target, "DeleteSecurityProfile", id, ctx.connect.delete_profile(&target, id).await) {
+        Ok(()) => {
+            let note = format!("Deleted security profile {id} from instance {}", target.instance_id);
+            publish(ctx, profile, EventType::Normal, "Deleted", note).await;
+            Ok(())
+        }
+        Err(e) if e.class == ErrorClass::NotFound => Ok(()),
+        Err(e) if e.class == ErrorClass::InUse => Err(Error::DeleteBlocked { id: id.to_string(), source: e }),
+        Err(e) => Err(Error::Delete { id: id.to_string(), source: e }),
+    }
 }

@@ -2,15 +2,15 @@
 //! Connect calls (when each profile is next due, which failures are terminal for which generation, the
 //! freshest status this process wrote).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::Api;
-use tracing::warn;
+use kube::runtime::reflector::{self, Store, store::Writer};
 
-use crate::api::{ROLE_ANNOTATION, SecurityProfileStatus};
+use crate::api::{InstanceBinding, SecurityProfileStatus};
 use crate::runtime::Metrics;
 
 /// Field manager of the operator's writes.
@@ -29,6 +29,9 @@ pub struct Settings {
     pub slow_retry: Duration,
     /// Reconciles in parallel.
     pub concurrency: u16,
+    /// Single-team mode: a SecurityProfile that no InstanceBinding covers is still acted on, in its
+    /// spec's Region (else the operator's) with the operator's own identity.
+    pub allow_unbound: bool,
 }
 
 impl Default for Settings {
@@ -39,6 +42,7 @@ impl Default for Settings {
             retry_max: Duration::from_secs(300),
             slow_retry: Duration::from_secs(300),
             concurrency: 4,
+            allow_unbound: false,
         }
     }
 }
@@ -75,8 +79,11 @@ pub struct Context<C> {
     /// The status this process last wrote, by object UID. The watch cache can lag behind our own
     /// writes; the operator is the only writer of status, so its last write is the freshest view.
     pub(crate) last_status: Mutex<HashMap<String, SecurityProfileStatus>>,
-    /// Role annotations of namespaces, read at most once a minute each.
-    namespace_roles: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// Labels of namespaces (for the bindings' selectors), read at most once a minute each.
+    namespace_labels: Mutex<HashMap<String, (BTreeMap<String, String>, Instant)>>,
+    /// Every InstanceBinding, kept by a watch (see [`super::controller::run`]).
+    pub bindings: Store<InstanceBinding>,
+    binding_writer: Mutex<Option<Writer<InstanceBinding>>>,
 }
 
 impl<C> Context<C> {
@@ -88,7 +95,10 @@ impl<C> Context<C> {
         metrics: Arc<Metrics>,
     ) -> Self {
         let instance = std::env::var("POD_NAME").unwrap_or_else(|_| MANAGER.to_string());
+        let (bindings, writer) = reflector::store();
         Self {
+            bindings,
+            binding_writer: Mutex::new(Some(writer)),
             reporter: Reporter { controller: MANAGER, instance },
             client,
             connect,
@@ -99,27 +109,26 @@ impl<C> Context<C> {
             terminal: Mutex::default(),
             next_observe: Mutex::default(),
             last_status: Mutex::default(),
-            namespace_roles: Mutex::default(),
+            namespace_labels: Mutex::default(),
         }
     }
 
-    /// The IAM role the namespace's annotation names, if any (cached for a minute).
-    pub async fn namespace_role(&self, ns: &str) -> Option<String> {
-        if let Some((role, at)) = self.namespace_roles.lock().expect("roles lock").get(ns)
+    /// The labels of namespace `ns` (cached for a minute). An error means: do nothing (fail closed).
+    pub async fn namespace_labels(&self, ns: &str) -> Result<BTreeMap<String, String>, kube::Error> {
+        if let Some((labels, at)) = self.namespace_labels.lock().expect("labels lock").get(ns)
             && at.elapsed() < Duration::from_secs(60)
         {
-            return role.clone();
+            return Ok(labels.clone());
         }
         let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
-        let role = match api.get_opt(ns).await {
-            Ok(n) => n.and_then(|n| n.annotations().get(ROLE_ANNOTATION).cloned()),
-            Err(e) => {
-                warn!(namespace = ns, error = %e, "cannot read the namespace's role annotation; using the operator's credentials");
-                None
-            }
-        };
-        self.namespace_roles.lock().expect("roles lock").insert(ns.to_string(), (role.clone(), Instant::now()));
-        role
+        let labels = api.get(ns).await?.labels().clone();
+        self.namespace_labels.lock().expect("labels lock").insert(ns.to_string(), (labels.clone(), Instant::now()));
+        Ok(labels)
+    }
+
+    /// The writer of [`Self::bindings`], for the one watch that fills it (None once taken).
+    pub fn take_binding_writer(&self) -> Option<Writer<InstanceBinding>> {
+        self.binding_writer.lock().expect("writer lock").take()
     }
 
     /// Forgets everything remembered about the object `key` (it is gone).

@@ -13,9 +13,10 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::binding_watch;
 use super::context::Context;
 use super::retry::error_policy;
-use crate::api::SecurityProfile;
+use crate::api::{InstanceBinding, SecurityProfile};
 use crate::connect::ConnectApi;
 
 /// Runs the controller until `shutdown` completes: all namespaces when `namespaces` is empty, else those.
@@ -35,6 +36,18 @@ pub async fn run<C: ConnectApi>(
             return Err(anyhow::anyhow!(e).context("cannot list SecurityProfiles in all namespaces"));
         }
     }
+    let bindings: Api<InstanceBinding> = Api::all(ctx.client.clone());
+    let bindings_installed = match bindings.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(s)) if s.is_not_found() && ctx.settings.allow_unbound => {
+            warn!("the InstanceBinding CRD is not installed: every SecurityProfile acts unbound (--allow-unbound)");
+            false
+        }
+        Err(kube::Error::Api(s)) if s.is_not_found() => anyhow::bail!(
+            "the InstanceBinding CRD is not installed: run `connect-operator crd | kubectl apply -f -` (or install the Helm chart), or run with --allow-unbound for single-team use"
+        ),
+        Err(e) => return Err(anyhow::anyhow!(e).context("cannot list InstanceBindings")),
+    };
     let apis: Vec<Api<DeserializeGuard<SecurityProfile>>> = if namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
@@ -42,8 +55,13 @@ pub async fn run<C: ConnectApi>(
     };
     // One shutdown signal, shared by every namespace's controller.
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let controllers = apis.into_iter().map(|api| {
+    let mut requeue = Vec::new();
+    let mut stores = Vec::new();
+    let controllers: Vec<_> = apis.into_iter().map(|api| {
         let (reader, writer) = reflector::store();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        requeue.push(tx);
+        stores.push(reader.clone());
         let deletion = |o: &DeserializeGuard<SecurityProfile>| o.meta().deletion_timestamp.as_ref().map(|_| 1u64);
         let trigger = watcher(api, watcher::Config::default().page_size(100))
             .default_backoff()
@@ -63,6 +81,7 @@ pub async fn run<C: ConnectApi>(
             );
         Controller::for_stream(trigger, reader)
             .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+            .reconcile_all_on(rx)
             .graceful_shutdown_on(shutdown.clone())
             .run(super::reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
@@ -74,7 +93,12 @@ pub async fn run<C: ConnectApi>(
                     Err(e) => warn!(error = %e, "controller error"),
                 }
             })
-    });
+    }).collect();
+    if bindings_installed {
+        tokio::spawn(binding_watch::run(ctx.clone(), requeue, stores));
+        // Reconciling before the bindings are listed would refuse every profile for a moment.
+        let _ = ctx.bindings.wait_until_ready().await;
+    }
     futures::future::join_all(controllers).await;
     Ok(())
 }

@@ -16,6 +16,9 @@ pub enum Retry {
     /// Needs someone outside the spec (a quota, the instance, the operator's configuration): retried
     /// every `slow_retry`, never terminal.
     Slowly,
+    /// Refused by (or for want of) an InstanceBinding: retried when the spec or a binding changes (the
+    /// binding watch requeues the profiles of its instance). Costs no Connect call meanwhile.
+    WhenBindingsChange,
 }
 
 /// Which part of the system failed, for logs and the `category` label of the reconcile metric.
@@ -25,6 +28,8 @@ pub enum Category {
     Connect,
     Validation,
     Configuration,
+    /// Refused by an InstanceBinding's guardrails.
+    Policy,
 }
 
 impl Category {
@@ -34,6 +39,7 @@ impl Category {
             Category::Connect => "connect",
             Category::Validation => "validation",
             Category::Configuration => "configuration",
+            Category::Policy => "policy",
         }
     }
 }
@@ -62,6 +68,28 @@ pub enum Error {
     RenamedInConnect { id: String, connect_name: String, spec_name: String },
     #[error("no AWS Region: set spec.region or AWS_REGION for the operator")]
     NoRegion,
+    /// spec.region (or the binding's Region) differs from the Region of the profile that exists.
+    #[error("profile {id} exists in region {profile_region}, not {region}")]
+    RegionChanged { id: String, profile_region: String, region: String },
+
+    // --- InstanceBindings (admin-owned grants) ---
+    /// The namespace could not be read, so no binding can be matched: nothing is called (fail closed).
+    #[error("cannot read namespace {namespace}: {source}")]
+    NamespaceUnreadable { namespace: String, source: kube::Error },
+    #[error("no InstanceBinding grants namespace {namespace} access to Connect instance {instance}")]
+    NoInstanceBinding { instance: String, namespace: String },
+    #[error("InstanceBindings {bindings:?} all grant namespace {namespace} access to Connect instance {instance}")]
+    AmbiguousInstanceBinding { instance: String, namespace: String, bindings: Vec<String> },
+    #[error("spec.region is {spec_region} but InstanceBinding {binding} binds the instance in {binding_region}")]
+    RegionNotBound { spec_region: String, binding: String, binding_region: String },
+    #[error("InstanceBinding {binding} does not allow adopting {what}")]
+    AdoptionNotAllowed { what: String, binding: String, setting: &'static str },
+    #[error("InstanceBinding {binding} denies the permissions {permissions:?}")]
+    PermissionNotAllowed { permissions: Vec<String>, binding: String },
+    #[error(
+        "profile {id} is the instance's default profile {name:?}; InstanceBinding {binding} does not allow changing it"
+    )]
+    DefaultProfileNotAllowed { name: String, id: String, binding: String },
 
     // --- Ownership in Connect ---
     /// The profile carries another SecurityProfile's owner tag: it is never taken over.
@@ -110,6 +138,13 @@ pub mod reason {
     pub const DELETE_BLOCKED: &str = "DeleteBlocked";
     pub const NO_REGION: &str = "RegionNotConfigured";
     pub const UNSETTLED: &str = "ProfileUnsettled";
+    pub const NAMESPACE_UNREADABLE: &str = "NamespaceUnreadable";
+    pub const NO_INSTANCE_BINDING: &str = "NoInstanceBinding";
+    pub const AMBIGUOUS_INSTANCE_BINDING: &str = "AmbiguousInstanceBinding";
+    pub const REGION_NOT_BOUND: &str = "RegionNotBound";
+    pub const ADOPTION_NOT_ALLOWED: &str = "AdoptionNotAllowed";
+    pub const PERMISSION_NOT_ALLOWED: &str = "PermissionNotAllowed";
+    pub const DEFAULT_PROFILE_NOT_ALLOWED: &str = "DefaultProfileNotAllowed";
 }
 
 impl Error {
@@ -120,8 +155,16 @@ impl Error {
             | Error::RemoveFinalizer(_)
             | Error::WriteStatus(_)
             | Error::ReadInvalidObject(_) => Retry::Backoff,
+            Error::NoInstanceBinding { .. }
+            | Error::AmbiguousInstanceBinding { .. }
+            | Error::RegionNotBound { .. }
+            | Error::AdoptionNotAllowed { .. }
+            | Error::PermissionNotAllowed { .. }
+            | Error::DefaultProfileNotAllowed { .. } => Retry::WhenBindingsChange,
+            Error::NamespaceUnreadable { .. } => Retry::Backoff,
             Error::InvalidSpec { .. }
             | Error::InvalidObject { .. }
+            | Error::RegionChanged { .. }
             | Error::RenamedInConnect { .. }
             | Error::OwnedElsewhere { .. }
             | Error::NameTaken { .. } => Retry::WhenSpecChanges,
@@ -165,13 +208,25 @@ impl Error {
     /// Whether the failure is recorded in the resource's status (Kubernetes failures are not: the
     /// status write would meet the same API server).
     pub fn is_reported_in_status(&self) -> bool {
-        self.category() != Category::Kubernetes
+        !matches!(
+            self,
+            Error::AddFinalizer(_) | Error::RemoveFinalizer(_) | Error::WriteStatus(_) | Error::ReadInvalidObject(_)
+        )
     }
 
     /// Whether a profile that matched the spec may still match it (Ready stays True): false when the
     /// failure means the resource does not describe what Connect holds.
     pub fn keeps_ready(&self) -> bool {
-        !matches!(self, Error::NoRegion | Error::RenamedInConnect { .. } | Error::InvalidObject { .. })
+        !matches!(
+            self,
+            Error::NoRegion
+                | Error::RenamedInConnect { .. }
+                | Error::InvalidObject { .. }
+                | Error::RegionChanged { .. }
+                | Error::NoInstanceBinding { .. }
+                | Error::AmbiguousInstanceBinding { .. }
+                | Error::RegionNotBound { .. }
+        )
     }
 
     /// The Synced (and, when not Ready, Ready) reason: an AWS exception name or one of [`reason`].
@@ -181,7 +236,16 @@ impl Error {
             | Error::RemoveFinalizer(_)
             | Error::WriteStatus(_)
             | Error::ReadInvalidObject(_) => "KubernetesApiError",
-            Error::InvalidSpec { .. } | Error::RenamedInConnect { .. } => reason::VALIDATION_FAILED,
+            Error::InvalidSpec { .. } | Error::RenamedInConnect { .. } | Error::RegionChanged { .. } => {
+                reason::VALIDATION_FAILED
+            }
+            Error::NamespaceUnreadable { .. } => reason::NAMESPACE_UNREADABLE,
+            Error::NoInstanceBinding { .. } => reason::NO_INSTANCE_BINDING,
+            Error::AmbiguousInstanceBinding { .. } => reason::AMBIGUOUS_INSTANCE_BINDING,
+            Error::RegionNotBound { .. } => reason::REGION_NOT_BOUND,
+            Error::AdoptionNotAllowed { .. } => reason::ADOPTION_NOT_ALLOWED,
+            Error::PermissionNotAllowed { .. } => reason::PERMISSION_NOT_ALLOWED,
+            Error::DefaultProfileNotAllowed { .. } => reason::DEFAULT_PROFILE_NOT_ALLOWED,
             Error::InvalidObject { .. } => reason::INVALID_OBJECT,
             Error::NoRegion => reason::NO_REGION,
             Error::OwnedElsewhere { .. } => reason::PROFILE_OWNED_ELSEWHERE,
@@ -211,6 +275,33 @@ impl Error {
                     "spec.securityProfileName: is immutable: profile {id} is named {connect_name:?} in Connect, the spec says {spec_name:?}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
                 );
             }
+            Error::RegionChanged { id, profile_region, region } => {
+                return format!(
+                    "spec.region: is immutable once the profile exists: profile {id} is in region {profile_region}, the spec (or its InstanceBinding) says {region}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
+                );
+            }
+            Error::NoInstanceBinding { instance, namespace } => format!(
+                "No InstanceBinding grants namespace {namespace} access to Connect instance {instance}: ask a cluster admin for one (kind InstanceBinding, spec.instanceId {instance}, a namespaceSelector that selects {namespace}). Nothing was sent to Connect."
+            ),
+            Error::AmbiguousInstanceBinding { .. } => format!(
+                "{}: a cluster admin must narrow their namespaceSelectors so that exactly one applies. Nothing was sent to Connect.",
+                self
+            ),
+            Error::RegionNotBound { .. } => {
+                format!("{}: remove spec.region or set it to the binding's. Nothing was sent to Connect.", self)
+            }
+            Error::AdoptionNotAllowed { setting, .. } => format!(
+                "{}: remove the adopt annotation, choose another securityProfileName, or ask a cluster admin to set spec.{setting} on the binding. Nothing was sent to Connect.",
+                self
+            ),
+            Error::PermissionNotAllowed { .. } => format!(
+                "{}: remove them from spec.permissions, or ask a cluster admin. Nothing was sent to Connect.",
+                self
+            ),
+            Error::DefaultProfileNotAllowed { .. } => format!(
+                "{}: a cluster admin must set spec.allowDefaultProfiles on the binding. Nothing was changed in Connect.",
+                self
+            ),
             Error::OwnedElsewhere { .. } => {
                 format!(
                     "{}; it is never taken over. Choose another securityProfileName.",
@@ -245,6 +336,7 @@ impl Error {
             Retry::WhenSpecChanges => "Fix the spec; it is retried when the spec changes.".to_string(),
             Retry::Backoff => "Retrying with backoff.".to_string(),
             Retry::Slowly => format!("Retrying every {}s.", slow_retry.as_secs()),
+            Retry::WhenBindingsChange => "It is retried when the spec or an InstanceBinding changes.".to_string(),
         };
         format!("{what} {next}")
     }

@@ -12,6 +12,9 @@
 
 pub mod acquire;
 pub mod apply;
+pub mod audit;
+pub mod binding;
+pub mod binding_watch;
 pub mod cleanup;
 pub mod context;
 pub mod controller;
@@ -24,7 +27,6 @@ pub mod observe;
 pub mod report;
 pub mod retry;
 pub mod status;
-pub mod target;
 pub mod validate;
 
 #[cfg(test)]
@@ -44,8 +46,10 @@ pub use retry::{error_policy, retry_after};
 
 use crate::api::SecurityProfile;
 use crate::connect::ConnectApi;
-use crate::domain::{Target, instance_of_arn};
+use crate::constraints::DEFAULT_PROFILE_NAMES;
+use crate::domain::{Target, instance_of_arn, region_of_arn};
 use acquire::Acquired;
+use binding::Grant;
 use events::{EventType, publish};
 use observe::Observation;
 
@@ -54,6 +58,8 @@ pub struct Step<'a, C> {
     pub profile: &'a SecurityProfile,
     pub api: &'a Api<SecurityProfile>,
     pub ctx: &'a Context<C>,
+    /// What the InstanceBinding grants; `target` is its Target.
+    pub grant: &'a Grant,
     pub target: &'a Target,
 }
 
@@ -64,6 +70,26 @@ impl<C> Step<'_, C> {
 
     pub fn uid(&self) -> String {
         self.profile.uid().unwrap_or_default()
+    }
+
+    /// Refuses to take over the profile named `name` unless the binding allows it.
+    pub fn may_adopt(&self, name: &str) -> Result<(), Error> {
+        let what = |kind: &str| format!("{kind} {name:?} of instance {}", self.target.instance_id);
+        if DEFAULT_PROFILE_NAMES.contains(&name) && !self.grant.allow_default_profiles {
+            return Err(Error::AdoptionNotAllowed {
+                what: what("the default profile"),
+                binding: self.grant.binding_name(),
+                setting: "allowDefaultProfiles",
+            });
+        }
+        if !self.grant.allow_adoption {
+            return Err(Error::AdoptionNotAllowed {
+                what: what("the existing profile"),
+                binding: self.grant.binding_name(),
+                setting: "allowAdoption",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -105,7 +131,7 @@ async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Contex
     result
 }
 
-/// validate -> observe -> acquire or plan+apply -> status.
+/// validate -> bind -> observe -> acquire or plan+apply -> status.
 async fn sync<C: ConnectApi>(
     profile: &SecurityProfile,
     api: &Api<SecurityProfile>,
@@ -116,11 +142,27 @@ async fn sync<C: ConnectApi>(
     validate::validate_spec(&profile.spec, current_instance).map_err(|errors| Error::InvalidSpec {
         message: format!("{}. Fix the spec; nothing was sent to Connect.", validate::describe(&errors)),
     })?;
-    let target = target::resolve(profile, ctx).await?;
+    let grant = binding::resolve(profile, &profile.spec.instance_id, ctx).await?;
+    binding::check_region(profile, &grant)?;
+    let denied = binding::denied(profile, &grant);
+    if !denied.is_empty() {
+        return Err(Error::PermissionNotAllowed { permissions: denied, binding: grant.binding_name() });
+    }
+    if let Some((id, arn)) =
+        profile.status.as_ref().and_then(|s| s.security_profile_id.as_ref().zip(s.security_profile_arn.as_ref()))
+        && let Some(profile_region) = region_of_arn(arn)
+        && profile_region != grant.target.region
+    {
+        return Err(Error::RegionChanged {
+            id: id.clone(),
+            profile_region: profile_region.to_string(),
+            region: grant.target.region.clone(),
+        });
+    }
     let mut profile = profile.clone();
     // At most: take over a profile, observe it, and find it gone since (then create).
     for _ in 0..3 {
-        let step = Step { profile: &profile, api, ctx, target: &target };
+        let step = Step { profile: &profile, api, ctx, grant: &grant, target: &grant.target };
         let acquired = match observe::observe(&step).await? {
             Observation::Present { id, observed, .. } => {
                 let last_modified = apply::apply(&step, &id, &observed).await?;

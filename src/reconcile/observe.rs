@@ -7,6 +7,7 @@ use super::Step;
 use super::error::Error;
 use super::guard::wants_adoption;
 use crate::connect::{ConnectApi, ErrorClass};
+use crate::constraints::DEFAULT_PROFILE_NAMES;
 use crate::domain::{FoundProfile, ObservedProfile, plan_tags, plan_update, tags_with_owner};
 
 /// What the observe step found.
@@ -27,6 +28,8 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
         if !wants_adoption(step.profile) {
             return Ok(Observation::Absent { adoptable: None });
         }
+        // Refused by the binding before any call.
+        step.may_adopt(step.name())?;
         let found = step.ctx.connect.find_profile_by_name(step.target, step.name()).await.map_err(Error::Lookup)?;
         return Ok(Observation::Absent { adoptable: found });
     };
@@ -50,6 +53,9 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
             instance: step.target.instance_id.clone(),
             owner: owner.to_string(),
         });
+    }
+    if DEFAULT_PROFILE_NAMES.contains(&observed.name.as_str()) && !step.grant.allow_default_profiles {
+        return Err(Error::DefaultProfileNotAllowed { name: observed.name, id, binding: step.grant.binding_name() });
     }
     if !full && observed.last_modified != status.connect_last_modified_time {
         full = true;

@@ -35,7 +35,7 @@ pub fn error_policy<C>(obj: Arc<DeserializeGuard<SecurityProfile>>, err: &Error,
 /// When to retry after `err`, the `failures`-th in a row (None: when the spec changes).
 pub fn retry_after(s: &Settings, err: &Error, failures: u32) -> Option<Duration> {
     match err.retry() {
-        Retry::WhenSpecChanges => None,
+        Retry::WhenSpecChanges | Retry::WhenBindingsChange => None,
         Retry::Slowly => Some(jitter(s.slow_retry)),
         Retry::Backoff => Some(backoff(s, failures)),
     }

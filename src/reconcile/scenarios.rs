@@ -18,7 +18,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::status::{self, Identity, Outcome};
 use super::*;
-use crate::api::{FINALIZER, OWNER_UID_TAG, SecurityProfileSpec, SecurityProfileStatus};
+use crate::api::{
+    ADOPT_ANNOTATION, FINALIZER, InstanceBinding, OWNER_UID_TAG, SecurityProfileSpec, SecurityProfileStatus,
+};
 use crate::connect::ErrorClass;
 use crate::connect::fake::{FakeConnect, INSTANCE, arn};
 use crate::domain::{ProfileState, ProfileUpdate};
@@ -61,6 +63,10 @@ fn mock_kube(object: &SecurityProfile) -> (kube::Client, Arc<Mutex<Vec<KubeCall>
             recorded.lock().unwrap().push(KubeCall { method: method.clone(), path: path.clone(), body: body.clone() });
             let (status, answer) = if path.contains("/events") {
                 (StatusCode::CREATED, body)
+            } else if path.starts_with(&format!("/api/v1/namespaces/{NS}")) {
+                let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+                                "metadata": {"name": NS, "labels": {"team": "a"}}});
+                (StatusCode::OK, ns)
             } else if path.starts_with("/api/v1/namespaces/") {
                 (StatusCode::NOT_FOUND, not_found(&path))
             } else if method == "PATCH" && path.contains("/status?") {
@@ -134,6 +140,7 @@ struct Scenario {
     ctx: Arc<Context<Arc<FakeConnect>>>,
     connect: Arc<FakeConnect>,
     kube: Arc<Mutex<Vec<KubeCall>>>,
+    bindings: Mutex<Option<kube::runtime::reflector::store::Writer<InstanceBinding>>>,
 }
 
 impl Scenario {
@@ -142,7 +149,33 @@ impl Scenario {
         let connect = Arc::new(FakeConnect::default());
         let settings = Settings { retry_base: Duration::from_millis(100), ..Settings::default() };
         let ctx = Context::new(client, connect.clone(), Some("eu-west-2".into()), settings, Arc::default());
-        Self { ctx: Arc::new(ctx), connect, kube }
+        let s = Self { ctx: Arc::new(ctx), connect, kube, bindings: Mutex::new(None) };
+        s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {},
+                      "allowAdoption": true}));
+        s
+    }
+
+    /// Replaces the bindings with one named `team-a` of this spec (as the binding watch would).
+    fn bind(&self, spec: Value) {
+        self.bind_all(&[("team-a", spec)]);
+    }
+
+    fn bind_all(&self, bindings: &[(&str, Value)]) {
+        let mut writer = self.bindings.lock().unwrap();
+        let writer = writer.get_or_insert_with(|| self.ctx.take_binding_writer().expect("writer"));
+        let objects = bindings
+            .iter()
+            .map(|(name, spec)| {
+                let mut b = InstanceBinding::new(name, serde_json::from_value(spec.clone()).expect("a binding spec"));
+                b.metadata.uid = Some(format!("uid-{name}"));
+                b
+            })
+            .collect::<Vec<_>>();
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+        for b in objects {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(b));
+        }
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
     }
 
     async fn reconcile(&self, object: &SecurityProfile) -> Result<Action, Error> {
@@ -425,7 +458,7 @@ async fn delete_policy_deletes_the_profile_then_releases_the_finalizer() {
     s.connect.insert("sp-7", &object.spec, owner_tags());
 
     assert_eq!(s.reconcile(&object).await.expect("deleted"), Action::await_change());
-    assert_eq!(s.connect.calls(), ["DeleteSecurityProfile"]);
+    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile", "DeleteSecurityProfile"], "read, then delete");
     assert!(s.connect.profiles.lock().unwrap().is_empty());
     assert_eq!(s.kube_writes(), [format!("PATCH {}", resource_path())]);
     let patch = s.kube.lock().unwrap().iter().find(|c| c.method == "PATCH").unwrap().body.clone();
@@ -463,7 +496,7 @@ async fn already_deleted_profile_does_not_block_deletion() {
     let object = deleting("Delete", Some("sp-gone"));
     let s = Scenario::new(&object);
     s.reconcile(&object).await.expect("released");
-    assert_eq!(s.connect.calls(), ["DeleteSecurityProfile"]);
+    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile"], "gone already: nothing to delete");
     assert_eq!(s.kube_writes(), [format!("PATCH {}", resource_path())]);
 }
 
@@ -511,4 +544,177 @@ async fn name_taken_but_not_yet_searchable_is_retried() {
     assert_eq!(&calls[..2], ["CreateSecurityProfile", "SearchSecurityProfiles"]);
     assert_eq!(&calls[2..4], ["CreateSecurityProfile", "SearchSecurityProfiles"], "the retry called Connect again");
     assert_eq!(s.connect.profiles.lock().unwrap().len(), 1, "no duplicate");
+}
+
+// --- Multi-tenancy: InstanceBindings, guarded adoption, safe deletion -------------------------------
+
+/// Asserts a terminal refusal with `reason` that made no Connect call and waits for a spec or binding
+/// change; returns the Synced message.
+async fn refused_without_a_call(s: &Scenario, object: &SecurityProfile, reason: &str) -> String {
+    let err = s.reconcile(object).await.expect_err(reason);
+    assert!(s.connect.calls().is_empty(), "no Connect call: {:?}", s.connect.calls());
+    let synced = condition(&s.written_status(), "Synced").clone();
+    assert_eq!(synced.reason, reason, "{}", synced.message);
+    assert_eq!(s.requeue_after(object, &err), Action::await_change());
+    synced.message
+}
+
+#[tokio::test]
+async fn no_binding_is_refused_without_a_call_and_a_new_binding_lifts_it() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    s.bind_all(&[]);
+    let message = refused_without_a_call(&s, &object, "NoInstanceBinding").await;
+    assert!(message.contains(INSTANCE) && message.contains(NS), "names the instance and namespace: {message}");
+
+    // An admin adds a binding (the binding watch requeues the profile): the same generation proceeds.
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {"matchLabels": {"team": "a"}}}));
+    let mut retried = object.clone();
+    retried.status = Some(s.written_status());
+    s.reconcile(&retried).await.expect("bound now");
+    assert_eq!(s.connect.calls(), ["CreateSecurityProfile"]);
+    assert_eq!(condition(&s.written_status(), "Ready").status, "True");
+}
+
+#[tokio::test]
+async fn a_binding_for_other_namespaces_does_not_apply() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {"matchLabels": {"team": "b"}}}));
+    refused_without_a_call(&s, &object, "NoInstanceBinding").await;
+}
+
+#[tokio::test]
+async fn two_bindings_are_ambiguous() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    let spec = json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {}});
+    s.bind_all(&[("one", spec.clone()), ("two", spec)]);
+    let message = refused_without_a_call(&s, &object, "AmbiguousInstanceBinding").await;
+    assert!(message.contains("one") && message.contains("two"), "{message}");
+}
+
+#[tokio::test]
+async fn region_must_be_the_bindings() {
+    let mut object = resource(true);
+    object.spec.region = Some("us-west-2".into());
+    let s = Scenario::new(&object);
+    let message = refused_without_a_call(&s, &object, "RegionNotBound").await;
+    assert!(message.contains("us-west-2") && message.contains("eu-west-2"), "{message}");
+}
+
+#[tokio::test]
+async fn a_denied_permission_is_refused_without_a_call() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {},
+                  "deniedPermissions": ["OutboundCallAccess", "AccessMetrics"]}));
+    let message = refused_without_a_call(&s, &object, "PermissionNotAllowed").await;
+    assert!(message.contains("OutboundCallAccess") && !message.contains("AccessMetrics"), "{message}");
+}
+
+fn adopting(name: &str) -> SecurityProfile {
+    let mut object = resource(true);
+    object.spec.security_profile_name = name.into();
+    object.metadata.annotations = Some([(ADOPT_ANNOTATION.to_string(), "true".to_string())].into());
+    object
+}
+
+#[tokio::test]
+async fn adoption_needs_allow_adoption() {
+    let object = adopting("Agents");
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-1", &object.spec, BTreeMap::new());
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {}}));
+    let message = refused_without_a_call(&s, &object, "AdoptionNotAllowed").await;
+    assert!(message.contains("allowAdoption"), "{message}");
+
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {}, "allowAdoption": true}));
+    let mut retried = object.clone();
+    retried.status = Some(s.written_status());
+    s.reconcile(&retried).await.expect("adopted");
+    assert_eq!(s.written_status().security_profile_id.as_deref(), Some("sp-1"));
+    assert!(s.events().contains(&"Adopted".to_string()));
+}
+
+#[tokio::test]
+async fn a_default_profile_is_never_adopted_without_allow_default_profiles() {
+    let object = adopting("Agent");
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-agent", &object.spec, BTreeMap::new());
+    // allowAdoption alone is not enough.
+    let message = refused_without_a_call(&s, &object, "AdoptionNotAllowed").await;
+    assert!(message.contains("default profile") && message.contains("allowDefaultProfiles"), "{message}");
+    assert!(s.connect.profiles.lock().unwrap()["sp-agent"].tags.is_empty(), "never tagged");
+}
+
+#[tokio::test]
+async fn a_default_profile_in_status_is_not_changed() {
+    let mut object = resource(true);
+    object.spec.security_profile_name = "Agent".into();
+    object.status = Some(ready_status("sp-agent"));
+    let s = Scenario::new(&object);
+    let mut held = object.spec.clone();
+    held.description = Some("what Connect holds".into());
+    s.connect.insert("sp-agent", &held, owner_tags());
+    s.reconcile(&object).await.expect_err("refused");
+    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile"], "read, never written");
+    assert_eq!(condition(&s.written_status(), "Synced").reason, "DefaultProfileNotAllowed");
+}
+
+#[tokio::test]
+async fn deletion_leaves_a_profile_this_resource_does_not_own() {
+    // An admin pointed the status at another resource's profile: deleting this resource leaves it.
+    let object = deleting("Delete", Some("sp-7"));
+    let s = Scenario::new(&object);
+    let mut theirs = owner_tags();
+    theirs.insert(OWNER_UID_TAG.into(), "another-uid".into());
+    s.connect.insert("sp-7", &object.spec, theirs);
+
+    s.reconcile(&object).await.expect("finalizer released");
+    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile"], "no DeleteSecurityProfile");
+    assert_eq!(s.connect.profiles.lock().unwrap().len(), 1, "the profile stays");
+    assert_eq!(s.kube_writes(), [format!("PATCH {}", resource_path())], "the finalizer goes");
+    assert_eq!(s.events(), ["DeleteSkipped"]);
+}
+
+#[tokio::test]
+async fn deletion_targets_the_region_of_the_status_arn_not_the_spec() {
+    let mut object = deleting("Delete", Some("sp-7"));
+    // The spec now names another Region: the profile is still where its ARN says (eu-west-2).
+    object.spec.region = Some("us-east-1".into());
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-7", &object.spec, owner_tags());
+    s.reconcile(&object).await.expect("deleted");
+    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile", "DeleteSecurityProfile"]);
+    assert_eq!(s.connect.regions(), ["eu-west-2", "eu-west-2"]);
+}
+
+#[tokio::test]
+async fn region_is_immutable_once_the_profile_exists() {
+    let mut object = resource(true);
+    object.status = Some(ready_status("sp-1"));
+    object.metadata.generation = Some(2);
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-1", &object.spec, owner_tags());
+    // The binding now says us-east-1; the profile lives in eu-west-2.
+    s.bind(json!({"instanceId": INSTANCE, "region": "us-east-1", "namespaceSelector": {}}));
+    s.reconcile(&object).await.expect_err("refused");
+    assert!(s.connect.calls().is_empty());
+    let synced = condition(&s.written_status(), "Synced").clone();
+    assert_eq!(synced.reason, "ValidationFailed");
+    assert!(synced.message.contains("spec.region: is immutable"), "{}", synced.message);
+}
+
+#[tokio::test]
+async fn the_binding_role_is_assumed_in_a_session_named_after_the_namespace() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    let role = "arn:aws:iam::123456789012:role/team-a";
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {}, "roleArn": role}));
+    s.reconcile(&object).await.expect("created");
+    let targets = s.connect.targets.lock().unwrap().clone();
+    assert_eq!(targets.len(), 1);
+    assert_eq!(targets[0].role_arn.as_deref(), Some(role));
+    assert_eq!(targets[0].session_name.as_deref(), Some("csp-team-a"));
 }

@@ -77,10 +77,17 @@ the per-namespace Roles. Exactly what the controller calls; no wildcards.
   verbs: ["update"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: [""]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* The cluster-scoped InstanceBindings: the operator reads them and writes their status. */}}
+{{- define "connect-operator.bindingRules" -}}
+- apiGroups: ["connect.cloud-operators.dev"]
+  resources: ["instancebindings"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["connect.cloud-operators.dev"]
+  resources: ["instancebindings/status"]
+  verbs: ["patch"]
 {{- end }}
 
 {{/* Fails the render on combinations the schema cannot express. */}}

@@ -1,0 +1,177 @@
+//! The InstanceBinding watch: it fills the bindings store the bind step reads, requeues every
+//! SecurityProfile when a binding is created, changed (its spec) or deleted, and reports each binding's
+//! status: Ready when the operator reaches the instance with the binding's identity (one
+//! ListSecurityProfiles page per binding and generation, and again every `PROBE_EVERY`), and the number
+//! of SecurityProfiles it binds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::binding::selects;
+use super::context::{Context, MANAGER};
+use crate::api::{InstanceBinding, InstanceBindingStatus, SecurityProfile};
+use crate::connect::ConnectApi;
+use crate::domain::Target;
+use kube::core::DeserializeGuard;
+
+/// How often a binding's reachability is checked again when nothing changes.
+const PROBE_EVERY: Duration = Duration::from_secs(600);
+
+/// Runs the binding watch: sends `()` on every requeue channel when a binding's spec changes or it
+/// goes, and keeps the bindings' status. Returns when the watch ends.
+pub async fn run<C: ConnectApi>(
+    ctx: Arc<Context<C>>,
+    requeue: Vec<UnboundedSender<()>>,
+    profiles: Vec<Store<DeserializeGuard<SecurityProfile>>>,
+) {
+    let Some(writer) = ctx.take_binding_writer() else {
+        warn!("the InstanceBinding watch runs once per process");
+        return;
+    };
+    let api: Api<InstanceBinding> = Api::all(ctx.client.clone());
+    let mut events = std::pin::pin!(watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer));
+    // Generation seen per binding: status writes (no generation change) trigger nothing.
+    let mut seen: HashMap<String, Option<i64>> = HashMap::new();
+    let mut probed: HashMap<String, (Option<i64>, Instant)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                let Some(event) = event else { return };
+                let changed = match event {
+                    Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => {
+                        seen.insert(b.name_any(), b.meta().generation) != Some(b.meta().generation)
+                    }
+                    Ok(watcher::Event::Delete(b)) => {
+                        probed.remove(&b.name_any());
+                        seen.remove(&b.name_any()).is_some()
+                    }
+                    Ok(_) => false,
+                    Err(e) => {
+                        warn!(error = %e, "InstanceBinding watch error");
+                        false
+                    }
+                };
+                if changed && ctx.bindings.wait_until_ready().await.is_ok() {
+                    info!("InstanceBindings changed: requeueing SecurityProfiles");
+                    for tx in &requeue {
+                        let _ = tx.unbounded_send(());
+                    }
+                    report_all(&ctx, &api, &profiles, &mut probed).await;
+                }
+            }
+            _ = tick.tick() => report_all(&ctx, &api, &profiles, &mut probed).await,
+        }
+    }
+}
+
+/// Writes each binding's status when it changes; probes the instance when the binding's generation is
+/// new or the last probe is older than [`PROBE_EVERY`].
+async fn report_all<C: ConnectApi>(
+    ctx: &Context<C>,
+    api: &Api<InstanceBinding>,
+    profiles: &[Store<DeserializeGuard<SecurityProfile>>],
+    probed: &mut HashMap<String, (Option<i64>, Instant)>,
+) {
+    for binding in ctx.bindings.state() {
+        let name = binding.name_any();
+        let generation = binding.meta().generation;
+        let current = binding.status.clone().unwrap_or_default();
+        let ready = current.conditions.iter().find(|c| c.type_ == "Ready").cloned();
+        let due = probed.get(&name).is_none_or(|(g, at)| *g != generation || at.elapsed() >= PROBE_EVERY);
+        let ready = if due || ready.is_none() {
+            probed.insert(name.clone(), (generation, Instant::now()));
+            probe(ctx, &binding, generation, ready.as_ref()).await
+        } else {
+            ready.expect("checked above")
+        };
+        let bound = bound_profiles(ctx, &binding, profiles).await;
+        let next =
+            InstanceBindingStatus { observed_generation: generation, bound_profiles: bound, conditions: vec![ready] };
+        if next != current {
+            let patch = serde_json::json!({
+                "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+                "kind": "InstanceBinding",
+                "status": next,
+            });
+            if let Err(e) = api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await {
+                warn!(binding = %name, error = %e, "cannot write the InstanceBinding status");
+            }
+        }
+    }
+}
+
+/// The Ready condition: can the binding's identity list the instance's profiles?
+async fn probe<C: ConnectApi>(
+    ctx: &Context<C>,
+    binding: &InstanceBinding,
+    generation: Option<i64>,
+    previous: Option<&Condition>,
+) -> Condition {
+    let spec = &binding.spec;
+    let target = Target {
+        region: spec.region.clone(),
+        instance_id: spec.instance_id.clone(),
+        role_arn: spec.role_arn.clone(),
+        session_name: Some(format!("csp-binding-{}", binding.name_any()).chars().take(64).collect()),
+    };
+    let (status, reason, message) = match ctx.connect.probe_instance(&target).await {
+        Ok(()) => (
+            "True",
+            "InstanceReachable".to_string(),
+            format!("Listed the security profiles of instance {} in {}", spec.instance_id, spec.region),
+        ),
+        Err(e) => (
+            "False",
+            e.code.clone(),
+            format!(
+                "Cannot list the security profiles of instance {} in {} with this binding's identity: {}",
+                spec.instance_id, spec.region, e.message
+            ),
+        ),
+    };
+    let unchanged = previous.is_some_and(|p| p.status == status);
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason,
+        message,
+        observed_generation: generation,
+        last_transition_time: match previous {
+            Some(p) if unchanged => p.last_transition_time.clone(),
+            _ => Time(jiff::Timestamp::now()),
+        },
+    }
+}
+
+/// The SecurityProfiles of the binding's instance in the namespaces it selects.
+async fn bound_profiles<C>(
+    ctx: &Context<C>,
+    binding: &InstanceBinding,
+    profiles: &[Store<DeserializeGuard<SecurityProfile>>],
+) -> i32 {
+    let mut count = 0;
+    for store in profiles {
+        for p in store.state() {
+            let Ok(p) = &p.0 else { continue };
+            if p.spec.instance_id != binding.spec.instance_id {
+                continue;
+            }
+            let Ok(labels) = ctx.namespace_labels(&p.namespace().unwrap_or_default()).await else { continue };
+            if selects(binding, &labels) {
+                count += 1;
+            }
+        }
+    }
+    count
+}
