@@ -113,6 +113,9 @@ impl Default for ConnectSettings {
     }
 }
 
+/// One client per Region, role and (with a role) session name.
+type ClientKey = (String, Option<String>, Option<String>);
+
 /// [`ConnectApi`] over aws-sdk-connect: one client per Region and role, built from the standard AWS
 /// configuration chain (environment, profile, web identity for IRSA, container credentials;
 /// `AWS_ENDPOINT_URL_CONNECT`). Every call waits for the rate limiter and is counted in the metrics.
@@ -122,7 +125,7 @@ pub struct SdkConnect {
     settings: ConnectSettings,
     limiter: RateLimiter,
     metrics: Arc<Metrics>,
-    clients: Mutex<HashMap<(String, Option<String>, Option<String>), aws_sdk_connect::Client>>,
+    clients: Mutex<HashMap<ClientKey, aws_sdk_connect::Client>>,
 }
 
 impl SdkConnect {

@@ -65,9 +65,7 @@ pub async fn create<C: ConnectApi>(step: &Step<'_, C>) -> Result<Acquired, Error
                 Some(f) if f.owner().is_some() || wants_adoption(step.profile) => {
                     take_over(step, f, TakeOver::Adopted).await
                 }
-                Some(f) => {
-                    Err(Error::NameTaken { name: step.name().to_string(), id: f.profile.id, instance, source: e })
-                }
+                Some(f) => Err(Error::NameTaken { name: step.name().to_string(), id: f.profile.id, instance }),
                 // Search is eventually consistent: the profile exists but is not listed yet.
                 None => Err(Error::NameNotYetSearchable { name: step.name().to_string() }),
             }

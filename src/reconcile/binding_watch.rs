@@ -31,6 +31,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(600);
 /// goes, and keeps the bindings' status. Returns when the watch ends.
 pub async fn run<C: ConnectApi>(
     ctx: Arc<Context<C>>,
+    namespaces: Vec<String>,
     requeue: Vec<UnboundedSender<()>>,
     profiles: Vec<Store<DeserializeGuard<SecurityProfile>>>,
 ) {
@@ -67,10 +68,10 @@ pub async fn run<C: ConnectApi>(
                     for tx in &requeue {
                         let _ = tx.unbounded_send(());
                     }
-                    report_all(&ctx, &api, &profiles, &mut probed).await;
+                    report_all(&ctx, &namespaces, &api, &profiles, &mut probed).await;
                 }
             }
-            _ = tick.tick() => report_all(&ctx, &api, &profiles, &mut probed).await,
+            _ = tick.tick() => report_all(&ctx, &namespaces, &api, &profiles, &mut probed).await,
         }
     }
 }
@@ -79,21 +80,26 @@ pub async fn run<C: ConnectApi>(
 /// new or the last probe is older than [`PROBE_EVERY`].
 async fn report_all<C: ConnectApi>(
     ctx: &Context<C>,
+    namespaces: &[String],
     api: &Api<InstanceBinding>,
     profiles: &[Store<DeserializeGuard<SecurityProfile>>],
     probed: &mut HashMap<String, (Option<i64>, Instant)>,
 ) {
     for binding in ctx.bindings.state() {
+        if !concerns_us(ctx, namespaces, &binding).await {
+            continue;
+        }
         let name = binding.name_any();
         let generation = binding.meta().generation;
         let current = binding.status.clone().unwrap_or_default();
         let ready = current.conditions.iter().find(|c| c.type_ == "Ready").cloned();
         let due = probed.get(&name).is_none_or(|(g, at)| *g != generation || at.elapsed() >= PROBE_EVERY);
-        let ready = if due || ready.is_none() {
-            probed.insert(name.clone(), (generation, Instant::now()));
-            probe(ctx, &binding, generation, ready.as_ref()).await
-        } else {
-            ready.expect("checked above")
+        let ready = match ready {
+            Some(ready) if !due => ready,
+            previous => {
+                probed.insert(name.clone(), (generation, Instant::now()));
+                probe(ctx, &binding, generation, previous.as_ref()).await
+            }
         };
         let bound = bound_profiles(ctx, &binding, profiles).await;
         let next =
@@ -109,6 +115,22 @@ async fn report_all<C: ConnectApi>(
             }
         }
     }
+}
+
+/// An operator limited to some namespaces reports only the bindings that select one of them (another
+/// operator, for other namespaces, may report the rest).
+async fn concerns_us<C>(ctx: &Context<C>, namespaces: &[String], binding: &InstanceBinding) -> bool {
+    if namespaces.is_empty() {
+        return true;
+    }
+    for ns in namespaces {
+        if let Ok(labels) = ctx.namespace_labels(ns).await
+            && selects(binding, &labels)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// The Ready condition: can the binding's identity list the instance's profiles?

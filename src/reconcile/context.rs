@@ -55,6 +55,8 @@ pub struct Terminal {
     pub lifted_by_adoption: bool,
 }
 
+type Labels = BTreeMap<String, String>;
+
 /// Who reports the operator's Events.
 pub struct Reporter {
     pub controller: &'static str,
@@ -80,7 +82,7 @@ pub struct Context<C> {
     /// writes; the operator is the only writer of status, so its last write is the freshest view.
     pub(crate) last_status: Mutex<HashMap<String, SecurityProfileStatus>>,
     /// Labels of namespaces (for the bindings' selectors), read at most once a minute each.
-    namespace_labels: Mutex<HashMap<String, (BTreeMap<String, String>, Instant)>>,
+    namespace_labels: Mutex<HashMap<String, (Labels, Instant)>>,
     /// Every InstanceBinding, kept by a watch (see [`super::controller::run`]).
     pub bindings: Store<InstanceBinding>,
     binding_writer: Mutex<Option<Writer<InstanceBinding>>>,

@@ -95,7 +95,7 @@ pub async fn run<C: ConnectApi>(
             })
     }).collect();
     if bindings_installed {
-        tokio::spawn(binding_watch::run(ctx.clone(), requeue, stores));
+        tokio::spawn(binding_watch::run(ctx.clone(), namespaces.clone(), requeue, stores));
         // Reconciling before the bindings are listed would refuse every profile for a moment.
         let _ = ctx.bindings.wait_until_ready().await;
     }

@@ -97,7 +97,7 @@ pub enum Error {
     OwnedElsewhere { name: String, id: String, instance: String, owner: String },
     /// The name is taken by a profile no SecurityProfile owns; the adopt annotation lifts it.
     #[error("a security profile named {name:?} ({id}) already exists in instance {instance}")]
-    NameTaken { name: String, id: String, instance: String, source: ConnectError },
+    NameTaken { name: String, id: String, instance: String },
     /// The name is taken but the profile is not searchable yet (search is eventually consistent).
     #[error("the name {name:?} is taken but the profile is not searchable yet")]
     NameNotYetSearchable { name: String },
@@ -252,8 +252,8 @@ impl Error {
             Error::NameNotYetSearchable { .. } => reason::NAME_NOT_YET_SEARCHABLE,
             Error::DeleteBlocked { .. } => reason::DELETE_BLOCKED,
             Error::Unsettled => reason::UNSETTLED,
-            Error::NameTaken { source, .. }
-            | Error::InstanceNotFound { source, .. }
+            Error::NameTaken { .. } => "DuplicateResourceException",
+            Error::InstanceNotFound { source, .. }
             | Error::QuotaReached { source, .. }
             | Error::Delete { source, .. }
             | Error::Create(source)

@@ -93,24 +93,21 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("kubectl runs")
 }
 
-/// Installs the committed CRD (crds/securityprofile.yaml) once per test binary, and waits for it.
+/// Installs the committed CRDs (crds/*.yaml) once per test binary, and waits for them.
 pub fn install_crd() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let crd = repo_root().join("crds/securityprofile.yaml");
-        // Kubernetes 1.20 does not know x-kubernetes-validations: kubectl's client-side check would refuse them.
-        let out = kubectl(&["apply", "--validate=false", "-f", crd.to_str().unwrap()], None);
-        assert!(out.status.success(), "installing the CRD failed: {}", String::from_utf8_lossy(&out.stderr));
-        let out = kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/securityprofiles.connect.cloud-operators.dev",
-            ],
-            None,
-        );
-        assert!(out.status.success(), "CRD not established: {}", String::from_utf8_lossy(&out.stderr));
+        for (file, name) in
+            [("crds/securityprofile.yaml", "securityprofiles"), ("crds/instancebinding.yaml", "instancebindings")]
+        {
+            let crd = repo_root().join(file);
+            // Kubernetes 1.20 does not know x-kubernetes-validations: kubectl's client-side check would refuse them.
+            let out = kubectl(&["apply", "--validate=false", "-f", crd.to_str().unwrap()], None);
+            assert!(out.status.success(), "installing {file} failed: {}", String::from_utf8_lossy(&out.stderr));
+            let crd = format!("crd/{name}.connect.cloud-operators.dev");
+            let out = kubectl(&["wait", "--for=condition=Established", "--timeout=60s", &crd], None);
+            assert!(out.status.success(), "CRD not established: {}", String::from_utf8_lossy(&out.stderr));
+        }
     });
 }
 
@@ -365,6 +362,9 @@ impl TestEnv {
             .env("AWS_SECRET_ACCESS_KEY", "emulator-secret")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("LOG_LEVEL", "info,connect_operator=debug")
+            // Single-team mode unless a test says otherwise (ALLOW_UNBOUND=false): these tests are about
+            // other behaviour; tests/e2e/multitenancy.rs covers InstanceBindings.
+            .env("ALLOW_UNBOUND", "true")
             .envs(env.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -391,4 +391,46 @@ pub fn repo_path(relative: &str) -> PathBuf {
 /// The directory of the e2e logs (`target/e2e-logs`), for files a test writes next to them.
 pub fn e2e_log_dir() -> PathBuf {
     log_dir()
+}
+
+// --- InstanceBindings (tests/e2e/multitenancy.rs) ---------------------------------------------------
+
+impl TestEnv {
+    /// Creates (or replaces) the cluster-scoped InstanceBinding `name` with `spec`; it is deleted when
+    /// the returned guard drops.
+    pub fn bind(&self, name: &str, spec: Value) -> BindingGuard {
+        let manifest = json!({
+            "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+            "kind": "InstanceBinding",
+            "metadata": {"name": name},
+            "spec": spec,
+        });
+        let out = kubectl(&["apply", "-f", "-"], Some(&manifest.to_string()));
+        assert!(out.status.success(), "apply InstanceBinding: {}", String::from_utf8_lossy(&out.stderr));
+        BindingGuard(name.to_string())
+    }
+
+    /// Labels this test's namespace.
+    pub fn label_namespace(&self, ns: &str, label: &str) {
+        let out = kubectl(&["label", "--overwrite", "namespace", ns, label], None);
+        assert!(out.status.success(), "label: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Creates another namespace `<ns>-<suffix>` for this test and returns its name.
+    pub async fn extra_namespace(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.ns);
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        namespaces.create(&PostParams::default(), &namespace).await.expect("create namespace");
+        name
+    }
+}
+
+/// Deletes its InstanceBinding when dropped.
+pub struct BindingGuard(pub String);
+
+impl Drop for BindingGuard {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "instancebinding", &self.0, "--ignore-not-found", "--wait=false"], None);
+    }
 }

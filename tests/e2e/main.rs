@@ -6,6 +6,7 @@ mod corpus;
 mod faults;
 mod harness;
 mod lifecycle;
+mod multitenancy;
 mod onboarding;
 mod packaging;
 mod proving_ground;

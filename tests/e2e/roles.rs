@@ -1,27 +1,36 @@
-//! Issue 5, end to end: role assumption for multi-account use. The emulator also answers STS
-//! AssumeRole and names each Connect call's principal, so these tests see which role made each call:
-//! the operator's `--role-arn`, or the namespace's `connect.cloud-operators.dev/role-arn` annotation.
+//! End to end: role assumption for multi-account use. The emulator also answers STS AssumeRole and
+//! names each Connect call's principal, so these tests see which role made each call: the operator's
+//! `--role-arn`, or the `roleArn` of the InstanceBinding that grants the namespace its instance.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{TestEnv, kubectl, manifest};
+use crate::harness::{BindingGuard, INSTANCE, TestEnv, manifest};
 
 const OPERATOR_ROLE: &str = "arn:aws:iam::111111111111:role/connect-operator";
 const TEAM_ROLE: &str = "arn:aws:iam::222222222222:role/team-a-connect-admin";
 const STATIC_KEY: &str = "AKIDEMULATOR";
 
-async fn env_with_sts(name: &str, namespace_role: Option<&str>) -> TestEnv {
+/// An operator with `--role-arn`; with `binding_role`, bound mode and a binding of that role.
+async fn env_with_sts(name: &str, binding_role: Option<&str>, denied: bool) -> (TestEnv, Option<BindingGuard>) {
     let mut env = TestEnv::new(name, &["--throttle-rate", "0"]).await;
-    if let Some(role) = namespace_role {
-        let annotation = format!("connect.cloud-operators.dev/role-arn={role}");
-        let out = kubectl(&["annotate", "namespace", &env.ns, &annotation], None);
-        assert!(out.status.success(), "annotate: {}", String::from_utf8_lossy(&out.stderr));
+    if denied {
+        env.emulator.set_faults(json!({"throttleRate": 0, "deniedRoles": [binding_role]}));
     }
     let sts = env.emulator.endpoint();
-    env.start_operator_with_env(&["--role-arn", OPERATOR_ROLE], &[("AWS_ENDPOINT_URL_STS", &sts)]);
-    env
+    let mut vars = vec![("AWS_ENDPOINT_URL_STS", sts.as_str())];
+    let guard = binding_role.map(|role| {
+        env.label_namespace(&env.ns, &format!("roles-test={}", env.ns));
+        vars.push(("ALLOW_UNBOUND", "false"));
+        env.bind(
+            &env.ns,
+            json!({"instanceId": INSTANCE, "region": "us-east-1", "roleArn": role,
+                   "namespaceSelector": {"matchLabels": {"roles-test": env.ns}}}),
+        )
+    });
+    env.start_operator_with_env(&["--role-arn", OPERATOR_ROLE], &vars);
+    (env, guard)
 }
 
 /// The principals of the emulator's Connect calls (not the AssumeRole calls), and the AssumeRole calls
@@ -38,9 +47,9 @@ fn principals(env: &TestEnv) -> (Vec<String>, Vec<(String, String)>) {
 }
 
 #[tokio::test]
-async fn connect_calls_use_the_operator_role_or_the_namespace_role() {
-    let (by_operator, by_namespace) =
-        tokio::join!(env_with_sts("role-operator", None), env_with_sts("role-namespace", Some(TEAM_ROLE)));
+async fn connect_calls_use_the_operator_role_or_the_bindings_role() {
+    let ((by_operator, _), (by_namespace, _binding)) =
+        tokio::join!(env_with_sts("role-operator", None, false), env_with_sts("role-binding", Some(TEAM_ROLE), false));
     for env in [&by_operator, &by_namespace] {
         env.apply_ok(&manifest(
             "agents",
@@ -62,18 +71,18 @@ async fn connect_calls_use_the_operator_role_or_the_namespace_role() {
 
     let (connect, assumed) = principals(&by_namespace);
     assert!(!connect.is_empty());
-    assert!(connect.iter().all(|p| p == TEAM_ROLE), "the namespace's role overrides the operator's: {connect:?}");
+    assert!(connect.iter().all(|p| p == TEAM_ROLE), "the binding's role overrides the operator's: {connect:?}");
     assert_eq!(assumed, [(TEAM_ROLE.to_string(), STATIC_KEY.to_string())]);
 }
 
 #[tokio::test]
 async fn a_role_that_cannot_be_assumed_is_reported_and_nothing_reaches_connect() {
-    let env = env_with_sts("role-invalid", Some("arn:aws:iam::333333333333:user/not-a-role")).await;
+    let (env, _binding) = env_with_sts("role-invalid", Some("arn:aws:iam::333333333333:role/untrusted"), true).await;
     env.apply_ok(&manifest("agents", json!({"securityProfileName": "Agents"})));
     let sp = env.wait_condition("agents", "Synced", "False", Duration::from_secs(60)).await;
     let synced = sp.condition("Synced").expect("Synced");
     assert!(
-        synced.message.contains("loading credentials") && synced.message.contains("not-a-role"),
+        synced.message.contains("loading credentials") && synced.message.contains("untrusted"),
         "the message says the role's credentials could not be obtained, and why: {}",
         synced.message
     );

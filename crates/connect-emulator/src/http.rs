@@ -160,6 +160,11 @@ fn sts(shared: &Shared, principal: &str, body: &[u8]) -> Response<Body> {
         Some(("ValidationError", format!("RoleArn {role:?} is not an IAM role ARN")))
     } else if !SESSION_NAME.is_match(&session) {
         Some(("ValidationError", format!("RoleSessionName {session:?} does not match [A-Za-z0-9_+=,.@-]{{2,64}}")))
+    } else if shared.faults.lock().expect("faults lock").denied_roles.contains(&role) {
+        Some((
+            "AccessDenied",
+            format!("User: {principal} is not authorized to perform: sts:AssumeRole on resource: {role}"),
+        ))
     } else {
         None
     };

@@ -64,6 +64,8 @@ pub struct Faults {
     /// How long a lost create keeps the connection open (the call already in the log) before dropping
     /// it: a window in which the caller is waiting for an answer that will never come.
     pub lost_response_hold_ms: u64,
+    /// Roles STS refuses to assume (AccessDenied), as a missing trust policy would.
+    pub denied_roles: Vec<String>,
 }
 
 impl Default for Faults {
@@ -75,6 +77,7 @@ impl Default for Faults {
             latency_ms: 0,
             lose_next_creates: 0,
             lost_response_hold_ms: 0,
+            denied_roles: Vec::new(),
         }
     }
 }

@@ -79,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             latency_ms: args.latency_ms,
             lose_next_creates: args.lose_next_creates,
             lost_response_hold_ms: args.lost_response_hold_ms,
+            denied_roles: Vec::new(),
         },
     };
     let emulator = Emulator::start(config.clone())
