@@ -4,7 +4,7 @@
 //!
 //! Generated files are rewritten instead of compared with `CONNECT_OPERATOR_BLESS=1 cargo test --test packaging`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -267,6 +267,26 @@ fn deploy_connect_operator_yaml_is_the_rendered_chart() {
     }
 }
 
+/// The chart installs the InstanceBinding CRD too: crds/instancebinding.yaml, kept on uninstall.
+#[test]
+fn the_chart_installs_the_instancebinding_crd() {
+    let source = read("crds/instancebinding.yaml");
+    let copy_path = root().join(CHART).join("files/instancebinding.yaml");
+    if std::fs::read_to_string(&copy_path).unwrap_or_default() != source {
+        assert!(bless(), "`cp crds/instancebinding.yaml {CHART}/files/` (or CONNECT_OPERATOR_BLESS=1)");
+        std::fs::write(&copy_path, &source).unwrap();
+    }
+    let docs = render(&["--show-only", "templates/crd-instancebinding.yaml"]);
+    assert_eq!(docs.len(), 1);
+    let mut crd = docs[0].clone();
+    let meta = crd["metadata"].as_object_mut().unwrap();
+    assert_eq!(meta.remove("annotations").expect("annotations"), json!({"helm.sh/resource-policy": "keep"}));
+    meta.remove("labels");
+    let expected: Value = serde_yaml::from_str(&source).unwrap();
+    assert!(crd == expected, "the chart's InstanceBinding CRD differs from crds/instancebinding.yaml");
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+}
+
 /// The CRD as the chart renders it, without what the chart adds to metadata, equals crds/securityprofile.yaml.
 #[test]
 fn the_chart_crd_is_crds_securityprofile_yaml_and_survives_uninstall() {
@@ -377,13 +397,19 @@ fn watch_grants(scope: &str) -> Vec<String> {
         format!("{GROUP}/securityprofiles/status patch"),
         format!("{GROUP}/securityprofiles/finalizers update"),
         "events.k8s.io/events create".into(),
-        "events.k8s.io/events patch".into(),
-        "/events create".into(),
-        "/events patch".into(),
     ]
     .into_iter()
     .map(|g| format!("{scope} {g}"))
     .collect()
+}
+
+fn binding_grants() -> Vec<String> {
+    vec![
+        format!("cluster {GROUP}/instancebindings get"),
+        format!("cluster {GROUP}/instancebindings list"),
+        format!("cluster {GROUP}/instancebindings watch"),
+        format!("cluster {GROUP}/instancebindings/status patch"),
+    ]
 }
 
 fn lease_grants(ns: &str, lease: &str) -> Vec<String> {
@@ -401,19 +427,32 @@ fn rbac_grants_exactly_what_the_operator_calls_and_no_wildcards() {
     let sa = "t-connect-operator";
     let mut expected: BTreeSet<String> = watch_grants("cluster").into_iter().collect();
     expected.insert("cluster /namespaces get".into());
+    expected.extend(binding_grants());
     expected.extend(lease_grants("ops", sa));
     assert_eq!(grants(&docs, "ops", sa), expected);
 
-    // Watched namespaces: Roles there, nothing cluster-wide; `get` only on the watched namespace itself.
+    // Watched namespaces: Roles there, and cluster-wide only the (cluster-scoped) InstanceBindings;
+    // `get` only on the watched namespace itself.
     let docs = render(&["--set", "watchNamespaces={team-a,team-b}"]);
     let mut expected = BTreeSet::new();
     for ns in ["team-a", "team-b"] {
         expected.extend(watch_grants(ns));
         expected.insert(format!("{ns} /namespaces get {ns}"));
     }
+    expected.extend(binding_grants());
     expected.extend(lease_grants("ops", sa));
     assert_eq!(grants(&docs, "ops", sa), expected);
-    assert!(of_kind(&docs, "ClusterRoleBinding").is_empty(), "no cluster-wide binding when watchNamespaces is set");
+
+    // By default nothing is aggregated into the built-in edit/admin/view roles: writing a
+    // SecurityProfile grants permissions in Connect, so cluster admins grant it on purpose.
+    for role in of_kind(&render(&[]), "ClusterRole") {
+        let labels = role["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+        assert!(
+            !labels.keys().any(|k| k.starts_with("rbac.authorization.k8s.io/aggregate-to")),
+            "{}",
+            role["metadata"]["name"]
+        );
+    }
 
     // Without leader election there is no Lease access; a custom lease name narrows it.
     let docs = render(&["--set", "leaderElection.enabled=false"]);
@@ -681,61 +720,89 @@ fn the_prometheus_rule_alerts_on_metrics_the_operator_exposes() {
 
 // --- IAM -------------------------------------------------------------------------------------------
 
-const PROFILE_ARN: &str = "arn:aws:connect:*:*:instance/*/security-profile/*";
-const INSTANCE_ARN: &str = "arn:aws:connect:*:*:instance/*";
+const PROFILE_ARN: &str = "arn:aws:connect:REGION:ACCOUNT_ID:instance/INSTANCE_ID/security-profile/*";
+const INSTANCE_ARN: &str = "arn:aws:connect:REGION:ACCOUNT_ID:instance/INSTANCE_ID";
+const OWNER_TAG: &str = "connect.cloud-operators.dev/owner-uid";
 
 #[test]
 fn the_iam_policy_allows_only_the_connect_actions_the_operator_calls() {
     let policy: Value = serde_json::from_str(&read("deploy/iam-policy.json")).expect("JSON");
     assert_eq!(policy["Version"], "2012-10-17");
-    let mut allowed: BTreeSet<(String, String)> = BTreeSet::new();
+    let list = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+            other => panic!("not a string or list: {other}"),
+        }
+    };
+    // (action, resource) -> the condition of the statement that allows it.
+    let mut allowed: BTreeMap<(String, String), Value> = BTreeMap::new();
+    let mut denied: BTreeSet<String> = BTreeSet::new();
     let mut sids = BTreeSet::new();
     for st in policy["Statement"].as_array().unwrap() {
-        assert_eq!(st["Effect"], "Allow");
         assert!(sids.insert(st["Sid"].as_str().expect("Sid").to_string()), "duplicate Sid");
         for key in ["NotAction", "NotResource", "Principal"] {
             assert!(st.get(key).is_none(), "{key} in {}", st["Sid"]);
         }
-        let actions: Vec<&str> = match &st["Action"] {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap()).collect(),
-            other => panic!("Action {other}"),
-        };
-        let resources: Vec<&str> = match &st["Resource"] {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap()).collect(),
-            other => panic!("Resource {other}"),
-        };
+        let resources = list(&st["Resource"]);
         for r in &resources {
-            assert!([PROFILE_ARN, INSTANCE_ARN].contains(r), "resource {r} is not scoped to Connect instances");
+            assert!([PROFILE_ARN, INSTANCE_ARN].contains(&r.as_str()), "resource {r} is not scoped to one instance");
         }
-        for a in actions {
+        for a in list(&st["Action"]) {
             assert!(a.starts_with("connect:") && !a.contains('*'), "action {a}");
-            for r in &resources {
-                allowed.insert((a.to_string(), r.to_string()));
+            match st["Effect"].as_str() {
+                Some("Allow") => {
+                    for r in &resources {
+                        allowed.insert((a.clone(), r.clone()), st["Condition"].clone());
+                    }
+                }
+                Some("Deny") => {
+                    denied.insert(a.clone());
+                }
+                other => panic!("Effect {other:?}"),
             }
         }
     }
-    let on = |resource: &str, actions: &[&str]| -> Vec<(String, String)> {
-        actions.iter().map(|a| (format!("connect:{a}"), resource.to_string())).collect()
-    };
-    let mut expected: BTreeSet<(String, String)> = BTreeSet::new();
-    expected.extend(on(
-        PROFILE_ARN,
-        &[
-            "DescribeSecurityProfile",
-            "UpdateSecurityProfile",
-            "DeleteSecurityProfile",
-            "ListSecurityProfilePermissions",
-            "ListSecurityProfileApplications",
-            "ListSecurityProfileFlowModules",
-            "ListSecurityProfileAIAgents",
-            "TagResource",
-            "UntagResource",
-        ],
-    ));
-    expected.extend(on(INSTANCE_ARN, &["CreateSecurityProfile", "ListSecurityProfiles", "SearchSecurityProfiles"]));
-    assert_eq!(allowed, expected);
+    let owner_required = |key: &str| serde_json::json!({"Null": {format!("{key}/{OWNER_TAG}"): "false"}});
+    let condition = |a: &str, r: &str| allowed.get(&(format!("connect:{a}"), r.to_string())).cloned();
+    for read in [
+        "DescribeSecurityProfile",
+        "ListSecurityProfilePermissions",
+        "ListSecurityProfileApplications",
+        "ListSecurityProfileFlowModules",
+        "ListSecurityProfileAIAgents",
+    ] {
+        assert_eq!(condition(read, PROFILE_ARN), Some(Value::Null), "{read}: unconditional read");
+    }
+    for find in ["ListSecurityProfiles", "SearchSecurityProfiles"] {
+        assert_eq!(condition(find, INSTANCE_ARN), Some(Value::Null), "{find}");
+    }
+    for change in ["UpdateSecurityProfile", "DeleteSecurityProfile", "UntagResource"] {
+        assert_eq!(
+            condition(change, PROFILE_ARN),
+            Some(owner_required("aws:ResourceTag")),
+            "{change}: owned profiles only"
+        );
+    }
+    assert_eq!(
+        condition("CreateSecurityProfile", INSTANCE_ARN),
+        Some(owner_required("aws:RequestTag")),
+        "create carries the owner tag"
+    );
+    assert!(denied.contains("connect:UntagResource"), "the owner tag is never removed");
+    let tag_conditions: Vec<Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|st| st["Effect"] == "Allow" && list(&st["Action"]).contains(&"connect:TagResource".to_string()))
+        .map(|st| st["Condition"].clone())
+        .collect();
+    assert_eq!(
+        tag_conditions,
+        [owner_required("aws:ResourceTag"), owner_required("aws:RequestTag")],
+        "tags change on owned profiles, or claim one with the owner tag (adoption)"
+    );
+    let allowed: BTreeSet<(String, String)> = allowed.into_keys().collect();
 
     // Every Connect operation the operator's code calls is allowed (the SDK's snake_case method
     // names, compared without case and underscores: list_security_profile_ai_agents ~ ListSecurityProfileAIAgents).

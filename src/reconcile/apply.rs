@@ -21,13 +21,15 @@ pub async fn apply<C: ConnectApi>(
         return Ok(observed.last_modified.clone());
     }
     let connect = &step.ctx.connect;
-    if !update.is_empty() {
-        let result = connect.update_profile(step.target, id, &update.update).await;
-        audit::write(step.profile, step.target, "UpdateSecurityProfile", id, result).map_err(Error::Update)?;
-    }
+    // Tags first: on an adopted profile the owner tag claims it before anything else changes (the IAM
+    // policy lets the operator update only profiles that carry the owner tag).
     if !tags.set.is_empty() {
         let result = connect.tag_profile(step.target, &observed.arn, &tags.set).await;
         audit::write(step.profile, step.target, "TagResource", id, result).map_err(Error::Tag)?;
+    }
+    if !update.is_empty() {
+        let result = connect.update_profile(step.target, id, &update.update).await;
+        audit::write(step.profile, step.target, "UpdateSecurityProfile", id, result).map_err(Error::Update)?;
     }
     if !tags.remove.is_empty() {
         let result = connect.untag_profile(step.target, &observed.arn, &tags.remove).await;

@@ -50,21 +50,29 @@ pub async fn run<C: ConnectApi>(
             event = events.next() => {
                 let Some(event) = event else { return };
                 let changed = match event {
-                    Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => {
+                    // The initial list: remembered; the requeue comes once it is complete.
+                    Ok(watcher::Event::InitApply(b)) => {
+                        seen.insert(b.name_any(), b.meta().generation);
+                        false
+                    }
+                    Ok(watcher::Event::InitDone) => true,
+                    Ok(watcher::Event::Apply(b)) => {
                         seen.insert(b.name_any(), b.meta().generation) != Some(b.meta().generation)
                     }
                     Ok(watcher::Event::Delete(b)) => {
                         probed.remove(&b.name_any());
                         seen.remove(&b.name_any()).is_some()
                     }
-                    Ok(_) => false,
+                    Ok(watcher::Event::Init) => false,
                     Err(e) => {
                         warn!(error = %e, "InstanceBinding watch error");
                         false
                     }
                 };
-                if changed && ctx.bindings.wait_until_ready().await.is_ok() {
+                if changed {
                     info!("InstanceBindings changed: requeueing SecurityProfiles");
+                    // Namespace labels are re-read: a binding is often created right after labelling.
+                    ctx.forget_namespace_labels();
                     for tx in &requeue {
                         let _ = tx.unbounded_send(());
                     }

@@ -128,6 +128,11 @@ impl<C> Context<C> {
         Ok(labels)
     }
 
+    /// Drops the cached namespace labels (the next bind step reads them again).
+    pub fn forget_namespace_labels(&self) {
+        self.namespace_labels.lock().expect("labels lock").clear();
+    }
+
     /// The writer of [`Self::bindings`], for the one watch that fills it (None once taken).
     pub fn take_binding_writer(&self) -> Option<Writer<InstanceBinding>> {
         self.binding_writer.lock().expect("writer lock").take()

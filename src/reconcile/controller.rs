@@ -22,9 +22,11 @@ use crate::connect::ConnectApi;
 /// Runs the controller until `shutdown` completes: all namespaces when `namespaces` is empty, else those.
 pub async fn run<C: ConnectApi>(
     ctx: Arc<Context<C>>,
-    namespaces: Vec<String>,
+    mut namespaces: Vec<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
+    namespaces.sort();
+    namespaces.dedup();
     let probe: Api<DeserializeGuard<SecurityProfile>> = Api::all(ctx.client.clone());
     if let Err(e) = probe.list(&kube::api::ListParams::default().limit(1)).await {
         if matches!(&e, kube::Error::Api(s) if s.is_not_found()) {

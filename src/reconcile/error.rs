@@ -16,8 +16,9 @@ pub enum Retry {
     /// Needs someone outside the spec (a quota, the instance, the operator's configuration): retried
     /// every `slow_retry`, never terminal.
     Slowly,
-    /// Refused by (or for want of) an InstanceBinding: retried when the spec or a binding changes (the
-    /// binding watch requeues the profiles of its instance). Costs no Connect call meanwhile.
+    /// Refused by (or for want of) an InstanceBinding: retried at once when the spec or a binding changes
+    /// (the binding watch requeues every profile), and every `slow_retry` for namespace label changes.
+    /// Costs no Connect call meanwhile.
     WhenBindingsChange,
 }
 
@@ -336,7 +337,9 @@ impl Error {
             Retry::WhenSpecChanges => "Fix the spec; it is retried when the spec changes.".to_string(),
             Retry::Backoff => "Retrying with backoff.".to_string(),
             Retry::Slowly => format!("Retrying every {}s.", slow_retry.as_secs()),
-            Retry::WhenBindingsChange => "It is retried when the spec or an InstanceBinding changes.".to_string(),
+            Retry::WhenBindingsChange => {
+                "It is retried when the spec, an InstanceBinding or the namespace's labels change.".to_string()
+            }
         };
         format!("{what} {next}")
     }

@@ -35,7 +35,10 @@ pub fn error_policy<C>(obj: Arc<DeserializeGuard<SecurityProfile>>, err: &Error,
 /// When to retry after `err`, the `failures`-th in a row (None: when the spec changes).
 pub fn retry_after(s: &Settings, err: &Error, failures: u32) -> Option<Duration> {
     match err.retry() {
-        Retry::WhenSpecChanges | Retry::WhenBindingsChange => None,
+        Retry::WhenSpecChanges => None,
+        // The binding watch requeues at once when a binding changes; a namespace's labels (which the
+        // bindings' selectors match) have no watch, so look again slowly. Costs no Connect call.
+        Retry::WhenBindingsChange => Some(jitter(s.slow_retry)),
         Retry::Slowly => Some(jitter(s.slow_retry)),
         Retry::Backoff => Some(backoff(s, failures)),
     }

@@ -548,14 +548,18 @@ async fn name_taken_but_not_yet_searchable_is_retried() {
 
 // --- Multi-tenancy: InstanceBindings, guarded adoption, safe deletion -------------------------------
 
-/// Asserts a terminal refusal with `reason` that made no Connect call and waits for a spec or binding
-/// change; returns the Synced message.
+/// Asserts a refusal with `reason` that made no Connect call, is not remembered as terminal (a binding
+/// change retries it) and is looked at again only slowly (for namespace label changes); returns the
+/// Synced message.
 async fn refused_without_a_call(s: &Scenario, object: &SecurityProfile, reason: &str) -> String {
     let err = s.reconcile(object).await.expect_err(reason);
     assert!(s.connect.calls().is_empty(), "no Connect call: {:?}", s.connect.calls());
     let synced = condition(&s.written_status(), "Synced").clone();
     assert_eq!(synced.reason, reason, "{}", synced.message);
-    assert_eq!(s.requeue_after(object, &err), Action::await_change());
+    assert_eq!(err.retry(), Retry::WhenBindingsChange);
+    let delay = s.first_retry(&err).expect("looked at again");
+    assert!(delay >= Duration::from_secs(225), "slowly (300 s ±25%): {delay:?}");
+    assert!(synced.message.contains("InstanceBinding"), "{}", synced.message);
     synced.message
 }
 

@@ -241,7 +241,11 @@ async fn the_chart_installs_and_its_namespaced_rbac_is_enough_for_the_operator_a
         ),
         "kubectl get clusterrolebindings",
     );
-    assert!(cluster_bindings.trim().is_empty(), "nothing cluster-wide when watchNamespaces is set: {cluster_bindings}");
+    assert_eq!(
+        cluster_bindings.trim(),
+        format!("clusterrolebinding.rbac.authorization.k8s.io/{fullname}-bindings"),
+        "cluster-wide only the InstanceBindings (cluster-scoped) when watchNamespaces is set"
+    );
 
     // The ServiceAccount, with its own token: what it may do, and what it may not.
     let sa_kubeconfig = release.service_account_kubeconfig();
@@ -257,9 +261,10 @@ async fn the_chart_installs_and_its_namespaced_rbac_is_enough_for_the_operator_a
         (ns, "patch", GROUP, "securityprofiles/status", "p"),
         (ns, "update", GROUP, "securityprofiles/finalizers", "p"),
         (ns, "create", "events.k8s.io", "events", ""),
-        (ns, "patch", "events.k8s.io", "events", "e"),
-        (ns, "create", "", "events", ""),
         (ns, "get", "", "namespaces", ns),
+        ("", "list", GROUP, "instancebindings", ""),
+        ("", "watch", GROUP, "instancebindings", ""),
+        ("", "patch", GROUP, "instancebindings/status", "b"),
         (rel, "create", "coordination.k8s.io", "leases", ""),
         (rel, "get", "coordination.k8s.io", "leases", &fullname),
         (rel, "update", "coordination.k8s.io", "leases", &fullname),
@@ -280,6 +285,11 @@ async fn the_chart_installs_and_its_namespaced_rbac_is_enough_for_the_operator_a
         (ns, "create", "rbac.authorization.k8s.io", "rolebindings", ""),
         (ns, "escalate", "rbac.authorization.k8s.io", "roles", ""),
         (ns, "get", "", "events", ""),
+        (ns, "create", "", "events", ""),
+        (ns, "patch", "events.k8s.io", "events", "e"),
+        ("", "create", GROUP, "instancebindings", ""),
+        ("", "update", GROUP, "instancebindings", "b"),
+        ("", "delete", GROUP, "instancebindings", "b"),
         ("", "create", "apiextensions.k8s.io", "customresourcedefinitions", ""),
         ("", "list", "", "namespaces", ""),
         ("default", "get", "", "namespaces", "default"),
@@ -433,15 +443,22 @@ async fn the_chart_for_all_namespaces_upgrades_to_namespaced_takes_over_the_crd_
 }
 
 const CRD: &str = "customresourcedefinition/securityprofiles.connect.cloud-operators.dev";
+const BINDING_CRD: &str = "customresourcedefinition/instancebindings.connect.cloud-operators.dev";
 
-/// Marks the installed CRD as belonging to `release`, so that Helm adopts it instead of refusing to
-/// overwrite an object it did not create.
+/// Marks the installed CRDs as belonging to `release`, so that Helm adopts them instead of refusing to
+/// overwrite objects it did not create.
 fn adopt_crd(release: &Release) {
+    for crd in [CRD, BINDING_CRD] {
+        adopt(release, crd);
+    }
+}
+
+fn adopt(release: &Release, crd: &str) {
     ok(
         kubectl(
             &[
                 "annotate",
-                CRD,
+                crd,
                 "--overwrite",
                 &format!("meta.helm.sh/release-name={}", release.name),
                 &format!("meta.helm.sh/release-namespace={}", release.ns),
@@ -450,5 +467,5 @@ fn adopt_crd(release: &Release) {
         ),
         "kubectl annotate crd",
     );
-    ok(kubectl(&["label", CRD, "--overwrite", "app.kubernetes.io/managed-by=Helm"], None), "kubectl label crd");
+    ok(kubectl(&["label", crd, "--overwrite", "app.kubernetes.io/managed-by=Helm"], None), "kubectl label crd");
 }

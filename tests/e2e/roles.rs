@@ -72,7 +72,26 @@ async fn connect_calls_use_the_operator_role_or_the_bindings_role() {
     let (connect, assumed) = principals(&by_namespace);
     assert!(!connect.is_empty());
     assert!(connect.iter().all(|p| p == TEAM_ROLE), "the binding's role overrides the operator's: {connect:?}");
-    assert_eq!(assumed, [(TEAM_ROLE.to_string(), STATIC_KEY.to_string())]);
+    assert!(
+        assumed.iter().all(|a| *a == (TEAM_ROLE.to_string(), STATIC_KEY.to_string())),
+        "only the binding's role, with the operator's own credentials: {assumed:?}"
+    );
+    let sessions: Vec<String> = by_namespace
+        .emulator
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "AssumeRole" && c.succeeded())
+        .map(|c| c.params["RoleSessionName"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let ns = &by_namespace.ns;
+    assert!(
+        sessions.contains(&format!("csp-{ns}")),
+        "the profile's calls in a session named after its namespace: {sessions:?}"
+    );
+    assert!(
+        sessions.iter().all(|s| *s == format!("csp-{ns}") || *s == format!("csp-binding-{ns}")),
+        "one session per namespace, one for the binding's reachability probe: {sessions:?}"
+    );
 }
 
 #[tokio::test]
