@@ -178,7 +178,7 @@ async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd => {
-            print!("{}", serde_yaml::to_string(&connect_operator::api::crd())?);
+            print!("{}", connect_operator::yaml::to_string(&connect_operator::api::crd())?);
             Ok(())
         }
         Command::Run(args) => run(*args, cli.log_format, &cli.log_level).await,

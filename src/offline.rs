@@ -32,7 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use regex::Regex;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::api::{GROUP, SecurityProfile};
@@ -299,37 +298,48 @@ impl Location<'_> {
 }
 
 fn check_source(file: &str, yaml: &str, report: &mut ValidationReport) {
-    let mut documents = Vec::new();
-    for de in serde_yaml::Deserializer::from_str(yaml) {
-        let parsed = serde_yaml::Value::deserialize(de).and_then(|mut v| {
-            // kubectl's YAML reader applies merge keys (`<<: *anchor`).
-            v.apply_merge()?;
-            Ok(v)
-        });
-        let failed = parsed.is_err();
-        documents.push(parsed);
-        if failed {
-            // The parser does not resynchronise after a syntax error (and its iterator would not end).
-            break;
-        }
-    }
-    let texts = split_documents(yaml);
-    let aligned = texts.len() == documents.len();
-    for (document, parsed) in documents.into_iter().enumerate() {
+    for (document, text) in split_documents(yaml).into_iter().enumerate() {
         let loc = Location { file, document, item: None, kind: None, resource: None };
-        let text = if aligned { texts[document] } else { yaml };
-        match parsed.map_err(|e| format!("YAML syntax error: {e}")).and_then(yaml_to_json) {
+        match parse_document(yaml, text) {
             Ok(Value::Null) => {} // an empty document
             Ok(json) => check_document(json, text, loc, report),
-            Err(e) => report.problems.push(loc.problem("", e, Check::Syntax)),
+            Err(e) => {
+                report.problems.push(loc.problem("", e, Check::Syntax));
+                // What follows a syntax error is not read: kubectl refuses the whole file.
+                break;
+            }
         }
     }
 }
 
-/// The source text of each document: split at `---` and `...` lines, dropping a first part that holds
-/// only comments. (Used only to find plain scalars that kubectl reads differently; see
-/// [`yaml11_scalars`].)
+/// The options kubectl's reading comes closest to: YAML 1.2 scalars (an unquoted `yes`, `1_000` or
+/// `0755` stays a string; [`yaml11_scalars`] reports them), merge keys applied, duplicate keys refused.
+fn read_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options.underscored_numbers_as_strings = true;
+    options.leading_zero_numbers_as_strings = true;
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    options.merge_keys = serde_saphyr::MergeKeyPolicy::Merge;
+    options.with_snippet = false;
+    options
+}
+
+/// One document (`text`, a slice of `whole`) as JSON, or why it is not YAML. Line numbers in the
+/// error are the file's.
+fn parse_document(whole: &str, text: &str) -> Result<Value, String> {
+    let offset = text.as_ptr() as usize - whole.as_ptr() as usize;
+    let lines_before = whole[..offset].matches('\n').count();
+    let padded = format!("{}{text}", "\n".repeat(lines_before));
+    serde_saphyr::from_str_with_options::<Value>(&padded, read_options()).map_err(|e| format!("YAML syntax error: {e}"))
+}
+
+/// The source text of each document, from its `---` marker (if any) to the next `---` or `...` line:
+/// YAML allows those markers nowhere else at the start of a line. Text before the first marker or
+/// after a `...` that holds only comments, blank lines or directives is not a document.
 fn split_documents(yaml: &str) -> Vec<&str> {
+    let not_a_document =
+        |part: &str| part.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.starts_with('%'));
     let mut docs = Vec::new();
     let mut start = 0;
     let mut offset = 0;
@@ -339,17 +349,16 @@ fn split_documents(yaml: &str) -> Vec<&str> {
         let end = line.starts_with("...") && line[3..].trim().is_empty();
         if marker || end {
             let part = &yaml[start..offset];
-            let only_comments = part.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
-            if seen_marker || !only_comments {
+            if seen_marker || !not_a_document(part) {
                 docs.push(part);
             }
             seen_marker = marker;
-            start = offset + if marker { 3 } else { line.len() };
+            start = if marker { offset } else { offset + line.len() };
         }
         offset += line.len();
     }
     let rest = &yaml[start..];
-    if seen_marker || !rest.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+    if seen_marker || !not_a_document(rest) {
         docs.push(rest);
     }
     docs
@@ -384,48 +393,6 @@ fn yaml11_scalars(text: &str) -> Vec<String> {
         }
     }
     found
-}
-
-/// YAML to JSON as kubectl converts it: scalar mapping keys become strings, tags are ignored.
-fn yaml_to_json(v: serde_yaml::Value) -> Result<Value, String> {
-    use serde_yaml::Value as Y;
-    Ok(match v {
-        Y::Null => Value::Null,
-        Y::Bool(b) => Value::Bool(b),
-        Y::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                Value::Number(serde_json::Number::from_f64(f).ok_or_else(|| format!("{n} is not a JSON number"))?)
-            }
-        }
-        Y::String(s) => Value::String(s),
-        Y::Sequence(items) => Value::Array(items.into_iter().map(yaml_to_json).collect::<Result<_, _>>()?),
-        Y::Mapping(m) => {
-            let mut map = Map::new();
-            for (k, v) in m {
-                let key = match k {
-                    Y::String(s) => s,
-                    Y::Number(n) => n.to_string(),
-                    Y::Bool(b) => b.to_string(),
-                    Y::Null => "null".to_string(),
-                    Y::Tagged(t) => match yaml_to_json(t.value)? {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    },
-                    Y::Sequence(_) | Y::Mapping(_) => {
-                        return Err("a mapping key is a sequence or a mapping; JSON keys must be strings".into());
-                    }
-                };
-                map.insert(key, yaml_to_json(v)?);
-            }
-            Value::Object(map)
-        }
-        Y::Tagged(t) => yaml_to_json(t.value)?,
-    })
 }
 
 fn type_name(v: &Value) -> &'static str {

@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn committed_crd_matches_the_generated_one() {
-        let generated = serde_yaml::to_string(&crd()).expect("CRD serializes");
+        let generated = crate::yaml::to_string(&crd()).expect("CRD serializes");
         let committed = include_str!("../../crds/securityprofile.yaml");
         assert!(
             generated == committed,
