@@ -181,14 +181,10 @@ pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>)
             }
         }
     }
-    if let Some(region) = &spec.region {
-        if !c::is_region_name(region) {
-            ch.fail(
-                "spec.region",
-                format!("{region:?} is not an AWS Region name such as us-east-1"),
-                &[RuleId::Pattern],
-            );
-        }
+    if let Some(region) = &spec.region
+        && !c::is_region_name(region)
+    {
+        ch.fail("spec.region", format!("{region:?} is not an AWS Region name such as us-east-1"), &[RuleId::Pattern]);
     }
     if ch.errors.is_empty() { Ok(()) } else { Err(ch.errors) }
 }
