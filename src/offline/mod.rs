@@ -277,6 +277,15 @@ impl Location<'_> {
         }
     }
 
+    /// The problem of a merged finding.
+    fn found(&self, found: Found, also_found_by: Vec<Check>) -> Problem {
+        Problem {
+            rules: found.rules,
+            also_found_by,
+            ..self.problem(found.field, found.message, RuleId::Other, found.check)
+        }
+    }
+
     fn note(&self, message: impl Into<String>) -> Note {
         Note {
             file: self.file.to_string(),
@@ -297,7 +306,7 @@ fn check_source(file: &str, yaml: &str, report: &mut ValidationReport) {
             Ok(json) => object::check_document(json, text, loc, report),
             Err(e) => {
                 report.problems.push(loc.problem("", e, RuleId::Other, Check::Syntax));
-                // What follows a syntax error is not read: kubectl refuses the whole file.
+                // The documents after a syntax error are not checked: the file needs fixing first.
                 break;
             }
         }
@@ -335,11 +344,6 @@ fn check_profile(doc: Value, text: &str, loc: &Location<'_>, report: &mut Valida
 
     report.notes.extend(schema.notes.iter().map(|n| loc.note(n)));
     report.problems.extend(object_problems);
-    report.problems.extend(merge::merge(controller.into_iter().chain(schema.found).chain(cel)).into_iter().map(
-        |(f, also)| Problem {
-            also_found_by: also,
-            rules: f.rules,
-            ..loc.problem(f.field, f.message, RuleId::Other, f.check)
-        },
-    ));
+    let merged = merge::merge(controller.into_iter().chain(schema.found).chain(cel));
+    report.problems.extend(merged.into_iter().map(|(found, also)| loc.found(found, also)));
 }

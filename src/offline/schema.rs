@@ -79,27 +79,30 @@ pub(super) fn check(doc: &mut Value, yaml11_scalars: &[String]) -> SchemaCheck {
     let mut pre = Prepass { yaml11_scalars, out: SchemaCheck::default(), reported: Vec::new() };
     pre.walk(&CRD_SCHEMA, doc, "", "");
     let mut out = pre.out;
-    let mut found: Vec<(String, Found)> = VALIDATOR
+    // (where, finding, whether the value is an empty string)
+    let mut found: Vec<(String, Found, bool)> = VALIDATOR
         .iter_errors(doc)
         .filter(|e| {
             let at = e.instance_path().as_str();
             !pre.reported.iter().any(|r| at == r || at.starts_with(&format!("{r}/")))
         })
-        .map(|e| (e.instance_path().as_str().to_string(), finding(&e, doc)))
+        .map(|e| (e.instance_path().as_str().to_string(), finding(&e, doc), e.instance().as_str() == Some("")))
         .collect();
     // A value of the wrong type breaks only that rule (the API server reports no more about it); an empty
     // string that is too short says all there is to say about it.
-    let of_type: Vec<String> =
-        found.iter().filter(|(_, f)| f.rules == [RuleId::Type]).map(|(at, _)| at.clone()).collect();
-    found.retain(|(at, f)| f.rules == [RuleId::Type] || !of_type.contains(at));
-    let empty: Vec<String> = found
-        .iter()
-        .filter(|(_, f)| f.rules == [RuleId::Length] && f.message.ends_with(" is 0"))
-        .map(|(at, _)| at.clone())
-        .collect();
-    found.retain(|(at, f)| f.rules != [RuleId::Pattern] || !empty.contains(at));
+    let at_with = |found: &[(String, Found, bool)], rule: RuleId, only_empty: bool| -> Vec<String> {
+        found
+            .iter()
+            .filter(|(_, f, empty)| f.rules == [rule] && (*empty || !only_empty))
+            .map(|(at, ..)| at.clone())
+            .collect()
+    };
+    let of_wrong_type = at_with(&found, RuleId::Type, false);
+    found.retain(|(at, f, _)| f.rules == [RuleId::Type] || !of_wrong_type.contains(at));
+    let empty_and_too_short = at_with(&found, RuleId::Length, true);
+    found.retain(|(at, f, _)| f.rules != [RuleId::Pattern] || !empty_and_too_short.contains(at));
     found.sort_by(|a, b| (&a.1.field, a.1.rules).cmp(&(&b.1.field, b.1.rules)));
-    out.found.extend(found.into_iter().map(|(_, f)| f));
+    out.found.extend(found.into_iter().map(|(_, f, _)| f));
     out
 }
 
