@@ -4,23 +4,23 @@
 //! operator apply, without a cluster:
 //!
 //! 1. the CRD's own `openAPIV3Schema` (from [`crate::api::crd`]), applied by the `jsonschema` crate after
-//!    a pre-pass for the Kubernetes extensions ([`schema`]): types, required members, lengths (in
+//!    a pre-pass for the Kubernetes extensions (`schema.rs`): types, required members, lengths (in
 //!    characters), item and entry counts, patterns, enums, `nullable`; fields the API server would
 //!    silently drop (unknown fields, `null` map values) are reported too;
 //! 2. the CEL rules (`x-kubernetes-validations`, creation rules), which API servers older than 1.25
-//!    ignore ([`cel`]);
+//!    ignore (`cel.rs`);
 //! 3. the controller's own validation ([`validate_spec`]), which refuses a spec before anything reaches
 //!    Connect.
 //!
 //! Every finding names the kind of rule it is about ([`RuleId`]). When two checks report a rule of the
-//! same kind for the same field, one problem is kept ([`merge`]): the controller's message (its wording
+//! same kind for the same field, one problem is kept (`merge.rs`): the controller's message (its wording
 //! is what the resource's status would say), else the schema's, else the CEL rule's; the problem lists
 //! the other checks in `also_found_by`. When the spec does not fit the Rust types (a type or enum
 //! error), the CEL and controller checks cannot run for that object; the schema's problems say what to
 //! fix first.
 //!
-//! The YAML is read as kubectl reads it ([`read`]): multi-document files, merge keys, `v1` Lists (item by
-//! item, [`object`]), scalar mapping keys as strings. kubectl reads YAML 1.1, this reader YAML 1.2:
+//! The YAML is read as kubectl reads it (`read.rs`): multi-document files, merge keys, `v1` Lists (item by
+//! item, `object.rs`), scalar mapping keys as strings. kubectl reads YAML 1.1, this reader YAML 1.2:
 //! unquoted `yes`, `no`, `on`, `off`, `y`, `n`, `1_000`, `0755` where a string belongs are reported as
 //! the type errors the API server would answer. Documents of other kinds are skipped with a note. Also
 //! noted, not counted as problems: empty strings in members that the Kubernetes 1.20 API server refuses
