@@ -1,7 +1,10 @@
 //! The input constraints of Amazon Connect's security-profile operations, as stated by the API model
-//! (botocore `connect/2017-08-08/service-2.json`). One source of truth shared by the CRD schema and the
-//! controller's validation. The Connect emulator (crates/connect-emulator), a peer crate, models Connect
-//! with its own copy (its `limits`); tests/emulator.rs checks that the two agree.
+//! (botocore `connect/2017-08-08/service-2.json`). One source of truth shared by the CRD schema (the
+//! schemars attributes and CEL rules of [`crate::api`]) and the controller's validation
+//! ([`crate::domain::validate`]). The Connect emulator (crates/connect-emulator), a peer crate, models
+//! Connect with its own copy (its `limits`); tests/emulator.rs checks that the two agree.
+//! Lengths are counted in characters; a length with only a maximum here is also at least 1 unless
+//! its comment says 0.
 
 use std::sync::LazyLock;
 
@@ -24,6 +27,8 @@ pub const PERMISSION_MAX: usize = 128;
 pub const TAGS_MAX_ENTRIES: usize = 50;
 pub const TAG_KEY_MAX: usize = 128;
 pub const TAG_VALUE_MAX: usize = 256;
+/// The tags a spec may set: Connect's [`TAGS_MAX_ENTRIES`] less the operator's owner tag.
+pub const SPEC_TAGS_MAX_ENTRIES: usize = TAGS_MAX_ENTRIES - 1;
 /// The model's pattern is `^(?!aws:)[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`; the look-ahead is checked separately
 /// (`RESERVED_TAG_PREFIX`) because neither Rust's regex nor Kubernetes' schema patterns support it.
 pub const TAG_KEY_PATTERN: &str = r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$";
@@ -58,6 +63,8 @@ pub const PRIMARY_VALUES_MAX_ITEMS: usize = 2;
 pub const ACCESS_TYPES: &[&str] = &["ALLOW"];
 pub const RESERVED_ATTRIBUTE_PREFIXES: &[&str] = &["aws:", "connect:"];
 pub const LATIN1_PRINTABLE_PATTERN: &str = "^[\\t\\n\\r\\x20-\\x7E\\xA1-\\xFF]+$";
+/// An AWS Region name such as `us-east-1` or `us-gov-west-1`.
+pub const REGION_PATTERN: &str = r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]$";
 /// `MaxResult1000` and `MaxResult100`.
 pub const LIST_MAX_RESULTS: i64 = 1000;
 pub const SEARCH_MAX_RESULTS: i64 = 100;
@@ -67,6 +74,65 @@ pub const SEARCH_NEXT_TOKEN_MAX: usize = 2500;
 static PROFILE_NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(PROFILE_NAME_PATTERN).expect("valid regex"));
 static TAG_KEY_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(TAG_KEY_PATTERN).expect("valid regex"));
 static LATIN1_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(LATIN1_PRINTABLE_PATTERN).expect("valid regex"));
+static REGION_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(REGION_PATTERN).expect("valid regex"));
+
+/// The kind of rule a value breaks. Every check (the CRD schema, its CEL rules, the controller) tags
+/// its findings with these, and `connect-operator validate` merges the findings of one field that
+/// share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RuleId {
+    /// The value has the wrong JSON type.
+    Type,
+    /// A required member is missing.
+    Required,
+    /// A member the schema does not declare (the API server drops it).
+    Unknown,
+    /// A `null` the API server drops.
+    Null,
+    /// A string's length (in characters).
+    Length,
+    /// A list's number of items.
+    Items,
+    /// A map's number of entries.
+    Entries,
+    /// A string's pattern (allowed characters).
+    Pattern,
+    /// A value outside an enumeration.
+    Enum,
+    /// A reserved prefix (`aws:`, `connect:`).
+    ReservedPrefix,
+    /// A tag key under the operator's own prefix.
+    OperatorReserved,
+    /// A member that must not change.
+    Immutable,
+    /// Anything else.
+    Other,
+}
+
+impl RuleId {
+    /// Every rule kind, in declaration order.
+    pub const ALL: [RuleId; 13] = [
+        RuleId::Type,
+        RuleId::Required,
+        RuleId::Unknown,
+        RuleId::Null,
+        RuleId::Length,
+        RuleId::Items,
+        RuleId::Entries,
+        RuleId::Pattern,
+        RuleId::Enum,
+        RuleId::ReservedPrefix,
+        RuleId::OperatorReserved,
+        RuleId::Immutable,
+        RuleId::Other,
+    ];
+
+    /// `[self]`, as a slice that lives forever.
+    pub fn slice(self) -> &'static [RuleId] {
+        let i = self as usize;
+        &Self::ALL[i..=i]
+    }
+}
 
 /// Length as the API model counts it: in characters, not bytes.
 pub fn char_len(s: &str) -> usize {
@@ -79,15 +145,24 @@ pub fn is_valid_profile_name(name: &str) -> bool {
 
 /// Why a tag key is invalid, or `None` when it is valid.
 pub fn tag_key_problem(key: &str) -> Option<String> {
+    tag_key_violation(key).map(|(_, message)| message)
+}
+
+/// Which rule a tag key breaks and why, or `None` when it is valid.
+pub fn tag_key_violation(key: &str) -> Option<(RuleId, String)> {
     let len = char_len(key);
     if !(1..=TAG_KEY_MAX).contains(&len) {
-        return Some(format!("must be 1 to {TAG_KEY_MAX} characters long, is {len}"));
+        return Some((RuleId::Length, format!("must be 1 to {TAG_KEY_MAX} characters long, is {len}")));
     }
     if key.starts_with(RESERVED_TAG_PREFIX) {
-        return Some(format!("must not begin with the reserved prefix {RESERVED_TAG_PREFIX:?}"));
+        return Some((
+            RuleId::ReservedPrefix,
+            format!("must not begin with the reserved prefix {RESERVED_TAG_PREFIX:?}"),
+        ));
     }
     if !TAG_KEY_RE.is_match(key) {
-        return Some("may contain only letters, numbers, spaces and the characters _ . : / = + - @".to_string());
+        let message = "may contain only letters, numbers, spaces and the characters _ . : / = + - @";
+        return Some((RuleId::Pattern, message.to_string()));
     }
     None
 }
@@ -96,17 +171,26 @@ pub fn is_latin1_printable(s: &str) -> bool {
     LATIN1_RE.is_match(s)
 }
 
+pub fn is_region_name(s: &str) -> bool {
+    REGION_RE.is_match(s)
+}
+
 /// Why a primary attribute name is invalid, or `None` when it is valid.
 pub fn attribute_name_problem(name: &str) -> Option<String> {
+    attribute_name_violation(name).map(|(_, message)| message)
+}
+
+/// Which rule a primary attribute name breaks and why, or `None` when it is valid.
+pub fn attribute_name_violation(name: &str) -> Option<(RuleId, String)> {
     let len = char_len(name);
     if !(1..=PRIMARY_ATTRIBUTE_NAME_MAX).contains(&len) {
-        return Some(format!("must be 1 to {PRIMARY_ATTRIBUTE_NAME_MAX} characters long, is {len}"));
+        return Some((RuleId::Length, format!("must be 1 to {PRIMARY_ATTRIBUTE_NAME_MAX} characters long, is {len}")));
     }
     if let Some(prefix) = RESERVED_ATTRIBUTE_PREFIXES.iter().find(|p| name.starts_with(**p)) {
-        return Some(format!("must not begin with the reserved prefix {prefix:?}"));
+        return Some((RuleId::ReservedPrefix, format!("must not begin with the reserved prefix {prefix:?}")));
     }
     if !is_latin1_printable(name) {
-        return Some("may contain only printable Latin-1 characters".to_string());
+        return Some((RuleId::Pattern, "may contain only printable Latin-1 characters".to_string()));
     }
     None
 }
@@ -131,6 +215,14 @@ mod tests {
         assert!(tag_key_problem("aws:createdBy").unwrap().contains("reserved prefix"));
         assert!(tag_key_problem("a*b").unwrap().contains("may contain only"));
         assert!(tag_key_problem("").unwrap().contains("1 to 128"));
+    }
+
+    #[test]
+    fn each_rule_id_slices_to_itself() {
+        for (i, rule) in RuleId::ALL.into_iter().enumerate() {
+            assert_eq!(rule as usize, i);
+            assert_eq!(rule.slice(), [rule]);
+        }
     }
 
     #[test]

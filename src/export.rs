@@ -123,7 +123,7 @@ pub fn manifest_yaml(name: &str, namespace: Option<&str>, spec: &SecurityProfile
         "metadata": metadata,
         "spec": spec,
     });
-    serde_yaml::to_string(&object).expect("manifest serializes")
+    crate::yaml::to_string(&object).expect("manifest serializes")
 }
 
 struct Progress {

@@ -8,3 +8,4 @@ pub mod export;
 pub mod offline;
 pub mod reconcile;
 pub mod runtime;
+pub mod yaml;

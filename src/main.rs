@@ -192,8 +192,8 @@ async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { kind } => {
-            let profile = serde_yaml::to_string(&connect_operator::api::crd())?;
-            let binding = serde_yaml::to_string(&connect_operator::api::binding_crd())?;
+            let profile = connect_operator::yaml::to_string(&connect_operator::api::crd())?;
+            let binding = connect_operator::yaml::to_string(&connect_operator::api::binding_crd())?;
             match kind {
                 CrdKind::All => print!("{profile}---\n{binding}"),
                 CrdKind::Securityprofile => print!("{profile}"),

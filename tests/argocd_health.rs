@@ -37,7 +37,7 @@ struct Expected {
 
 fn cases() -> Vec<Case> {
     let text = std::fs::read_to_string(argocd_dir().join("health_test.yaml")).expect("health_test.yaml");
-    serde_yaml::from_str::<HealthTests>(&text)
+    serde_saphyr::from_str::<HealthTests>(&text)
         .expect("health_test.yaml: tests[].healthStatus{status,message}, tests[].inputPath")
         .tests
 }
@@ -130,7 +130,7 @@ fn every_case_of_health_test_yaml_gives_its_status_and_message() {
     for case in &cases {
         let text =
             std::fs::read_to_string(dir.join(&case.input_path)).unwrap_or_else(|e| panic!("{}: {e}", case.input_path));
-        let obj: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: not YAML: {e}", case.input_path));
+        let obj: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: not YAML: {e}", case.input_path));
         let (status, message) = run_health(&script, &obj);
         if status != case.health_status.status || message != case.health_status.message {
             failures.push(format!(
@@ -221,7 +221,7 @@ fn argocd_cm_installs_health_lua_verbatim_under_the_resource_key() {
         }
     }
     // What Argo CD will read back: the script, byte for byte.
-    let cm: Value = serde_yaml::from_str(&expected).expect("argocd-cm.yaml is YAML");
+    let cm: Value = serde_saphyr::from_str(&expected).expect("argocd-cm.yaml is YAML");
     assert_eq!(cm["kind"], "ConfigMap");
     assert_eq!(cm["metadata"]["name"], "argocd-cm");
     assert_eq!(cm["data"][HEALTH_KEY].as_str(), Some(script.as_str()));

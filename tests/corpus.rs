@@ -29,7 +29,7 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 struct Case {
     path: PathBuf,
     stem: String,
-    manifest: serde_yaml::Value,
+    manifest: serde_json::Value,
     annotations: BTreeMap<String, String>,
 }
 
@@ -38,9 +38,9 @@ fn cases() -> Vec<Case> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
-            let manifest: serde_yaml::Value =
-                serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let annotations = serde_yaml::from_value(manifest["metadata"]["annotations"].clone())
+            let manifest: serde_json::Value =
+                serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let annotations = serde_json::from_value(manifest["metadata"]["annotations"].clone())
                 .unwrap_or_else(|e| panic!("{}: annotations: {e}", path.display()));
             let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
             Case { path, stem, manifest, annotations }
@@ -66,7 +66,7 @@ fn the_corpus_is_well_formed() {
             assert!(c.annotations.contains_key("corpus.connect.cloud-operators.dev/expect-apiserver"), "{}", c.stem);
         }
         let instance = &c.manifest["spec"]["instanceId"];
-        if !c.stem.contains("instance-id") && c.manifest["spec"].is_mapping() {
+        if !c.stem.contains("instance-id") && c.manifest["spec"].is_object() {
             assert_eq!(instance.as_str(), Some(INSTANCE), "{}: instanceId", c.stem);
         }
         // Controller cases really reach the controller: they must be valid for the schema.
@@ -111,14 +111,14 @@ fn every_corpus_case_is_refused_offline_naming_the_field() {
             "controller" => {
                 assert!(!checks.contains(&Check::Schema), "{}: the schema refuses it: {checks:?}", c.stem);
                 assert!(checks.contains(&Check::Controller), "{}: the controller accepts it: {checks:?}", c.stem);
-                let cel_only_in_controller = c.stem.ends_with("tags-fifty") || c.stem.ends_with("operator-reserved");
-                assert_eq!(checks.contains(&Check::Cel), !cel_only_in_controller, "{}: CEL: {checks:?}", c.stem);
+                let no_cel_rule = c.stem.ends_with("operator-reserved");
+                assert_eq!(checks.contains(&Check::Cel), !no_cel_rule, "{}: CEL: {checks:?}", c.stem);
             }
             // Accepted and silently changed by the API server: only the schema walk sees it.
             _ => assert_eq!(checks, [Check::Schema], "{}", c.stem),
         }
     }
-    assert!(by_kind["schema"] >= 40 && by_kind["controller"] >= 9 && by_kind["offline"] >= 2, "{by_kind:?}");
+    assert!(by_kind["schema"] >= 40 && by_kind["controller"] >= 8 && by_kind["offline"] >= 2, "{by_kind:?}");
 }
 
 #[test]

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const CHART: &str = "charts/connect-operator";
@@ -65,10 +64,8 @@ fn template_text(args: &[&str]) -> String {
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize(d).expect("valid YAML document"))
-        .filter(|v| !v.is_null())
-        .collect()
+    // Empty documents are skipped.
+    serde_saphyr::from_multiple(yaml).expect("valid YAML documents")
 }
 
 fn render(args: &[&str]) -> Vec<Value> {
@@ -172,7 +169,7 @@ fn bad_values_are_rejected_by_lint_and_install_naming_the_value() {
 
 #[test]
 fn every_value_has_a_schema_and_the_chart_versions_match_the_crate() {
-    let values: Value = serde_yaml::from_str(&read(&format!("{CHART}/values.yaml"))).unwrap();
+    let values: Value = serde_saphyr::from_str(&read(&format!("{CHART}/values.yaml"))).unwrap();
     let schema: Value = serde_json::from_str(&read(&format!("{CHART}/values.schema.json"))).unwrap();
     fn check(path: &str, values: &Value, schema: &Value, missing: &mut Vec<String>) {
         if let Value::Object(map) = values {
@@ -195,7 +192,7 @@ fn every_value_has_a_schema_and_the_chart_versions_match_the_crate() {
     assert!(missing.is_empty(), "values without a schema: {missing:?}");
     assert_eq!(schema["additionalProperties"], json!(false));
 
-    let chart: Value = serde_yaml::from_str(&read(&format!("{CHART}/Chart.yaml"))).unwrap();
+    let chart: Value = serde_saphyr::from_str(&read(&format!("{CHART}/Chart.yaml"))).unwrap();
     assert_eq!(chart["apiVersion"], "v2");
     assert_eq!(
         chart["appVersion"].as_str(),
@@ -282,7 +279,7 @@ fn the_chart_installs_the_instancebinding_crd() {
     let meta = crd["metadata"].as_object_mut().unwrap();
     assert_eq!(meta.remove("annotations").expect("annotations"), json!({"helm.sh/resource-policy": "keep"}));
     meta.remove("labels");
-    let expected: Value = serde_yaml::from_str(&source).unwrap();
+    let expected: Value = serde_saphyr::from_str(&source).unwrap();
     assert!(crd == expected, "the chart's InstanceBinding CRD differs from crds/instancebinding.yaml");
     assert_eq!(crd["spec"]["scope"], "Cluster");
 }
@@ -311,7 +308,7 @@ fn the_chart_crd_is_crds_securityprofile_yaml_and_survives_uninstall() {
     assert_eq!(annotations, json!({"helm.sh/resource-policy": "keep"}));
     let labels = meta.remove("labels").expect("labels");
     assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm");
-    let expected: Value = serde_yaml::from_str(&source).unwrap();
+    let expected: Value = serde_saphyr::from_str(&source).unwrap();
     assert!(crd == expected, "the chart's CRD differs from crds/securityprofile.yaml");
 
     // crds.install=false: no CRD at all.

@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn committed_crd_matches_the_generated_one() {
-        let generated = serde_yaml::to_string(&binding_crd()).expect("CRD serializes");
+        let generated = crate::yaml::to_string(&binding_crd()).expect("CRD serializes");
         let committed = include_str!("../../crds/instancebinding.yaml");
         assert!(generated == committed, "crds/instancebinding.yaml is stale: run `make crd` and commit it");
     }

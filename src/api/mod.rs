@@ -2,8 +2,11 @@
 //!
 //! The spec mirrors the body of Amazon Connect's CreateSecurityProfile request, camelCased, with every
 //! constraint of the API model in the schema. Rules a schema cannot state are CEL rules
-//! (`x-kubernetes-validations`); clusters older than 1.25 ignore those, so the controller re-checks every
-//! one of them in [`crate::reconcile::validate`] before anything reaches Connect.
+//! (`x-kubernetes-validations`, in [`cel`]); clusters older than 1.25 ignore those, so the controller
+//! re-checks every one of them in [`crate::domain::validate`] before anything reaches Connect. Every
+//! limit is a constant of [`crate::constraints`], which the controller's checks use too.
+
+pub mod cel;
 
 use std::collections::BTreeMap;
 
@@ -13,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod binding;
+use crate::constraints as c;
 pub use binding::{InstanceBinding, InstanceBindingSpec, InstanceBindingStatus, binding_crd};
 
 pub const GROUP: &str = "connect.cloud-operators.dev";
@@ -47,32 +51,32 @@ pub const ADOPT_ANNOTATION: &str = "connect.cloud-operators.dev/adopt";
 #[serde(rename_all = "camelCase")]
 pub struct SecurityProfileSpec {
     /// The identifier of the Amazon Connect instance (as in the instance ARN). Immutable.
-    #[schemars(length(min = 1, max = 100))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("instanceId is immutable; create a new SecurityProfile to move a profile to another instance"))]
+    #[schemars(length(min = 1, max = c::INSTANCE_ID_MAX))]
+    #[x_kube(validation = cel::INSTANCE_ID_IMMUTABLE.rule())]
     pub instance_id: String,
 
     /// The name of the security profile: 1-127 characters of letters, digits, spaces and _ @ -. Immutable
     /// (Connect cannot rename a profile through its API).
-    #[schemars(length(min = 1, max = 127), regex(pattern = r"^[ a-zA-Z0-9_@-]+$"))]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("securityProfileName is immutable: Connect cannot rename a profile; create a new SecurityProfile instead"))]
+    #[schemars(length(min = 1, max = c::PROFILE_NAME_MAX), regex(pattern = c::PROFILE_NAME_PATTERN))]
+    #[x_kube(validation = cel::PROFILE_NAME_IMMUTABLE.rule())]
     pub security_profile_name: String,
 
     /// The description of the security profile (at most 250 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 250))]
+    #[schemars(length(max = c::DESCRIPTION_MAX))]
     pub description: Option<String>,
 
     /// Permissions assigned to the security profile, by their API names (at most 500, each 1-128
     /// characters). See "List of security profile permissions" in the Connect Administrator Guide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 500), inner(length(min = 1, max = 128)))]
+    #[schemars(length(max = c::PERMISSIONS_MAX_ITEMS), inner(length(min = 1, max = c::PERMISSION_MAX)))]
     pub permissions: Option<Vec<String>>,
 
     /// Tags a security profile uses to restrict access to resources (at most 4 entries; keys 1-128
     /// characters, values at most 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 4, "additionalProperties" = {"type": "string", "maxLength": 256}))]
-    #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 128)").message("allowedAccessControlTags keys must be 1 to 128 characters long"))]
+    #[schemars(extend("maxProperties" = c::ACCESS_CONTROL_TAGS_MAX_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": c::TAG_VALUE_MAX}))]
+    #[x_kube(validation = cel::ACCESS_CONTROL_TAG_KEYS.rule())]
     pub allowed_access_control_tags: Option<BTreeMap<String, String>>,
 
     /// The identifier of the hierarchy group that the profile uses to restrict access to resources.
@@ -81,7 +85,7 @@ pub struct SecurityProfileSpec {
 
     /// Resources to which tag restrictions apply (at most 10): User, SecurityProfile, Queue, RoutingProfile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 10))]
+    #[schemars(length(max = c::TAG_RESTRICTED_RESOURCES_MAX_ITEMS))]
     pub tag_restricted_resources: Option<Vec<TagRestrictedResource>>,
 
     /// Resources to which hierarchy restrictions apply: User.
@@ -90,34 +94,38 @@ pub struct SecurityProfileSpec {
 
     /// Third-party applications and MCP servers the profile gives access to (at most 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 10))]
+    #[schemars(length(max = c::APPLICATIONS_MAX_ITEMS))]
     pub applications: Option<Vec<Application>>,
 
     /// Flow modules the profile may use (at most 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 10))]
+    #[schemars(length(max = c::FLOW_MODULES_MAX_ITEMS))]
     pub allowed_flow_modules: Option<Vec<FlowModule>>,
 
     /// AI agents the profile may use (at most 100).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "allowedAIAgents")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = c::AI_AGENTS_MAX_ITEMS))]
     pub allowed_ai_agents: Option<Vec<AiAgent>>,
 
     /// Granular access control: which data-table rows, by primary attribute value, the profile may access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub granular_access_control_configuration: Option<GranularAccessControlConfiguration>,
 
-    /// Tags of the profile itself (at most 50; keys 1-128 characters, not starting with "aws:";
-    /// values at most 256). The operator adds its own owner tag, `connect.cloud-operators.dev/owner-uid`.
+    /// Tags of the profile itself (at most 49: Connect allows 50, and the operator adds its own owner tag,
+    /// `connect.cloud-operators.dev/owner-uid`; keys 1-128 characters, not starting with "aws:"; values
+    /// at most 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 50, "additionalProperties" = {"type": "string", "maxLength": 256}))]
-    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('aws:'))").message("tag keys must not begin with the reserved prefix aws:"))]
-    #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 128 && k.matches('^[\\\\p{L}\\\\p{Z}\\\\p{N}_.:/=+\\\\-@]*$'))").message("tag keys must be 1 to 128 letters, numbers, spaces or _ . : / = + - @"))]
+    #[schemars(extend("maxProperties" = c::SPEC_TAGS_MAX_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": c::TAG_VALUE_MAX}))]
+    #[x_kube(validation = cel::TAG_KEYS_NOT_RESERVED.rule())]
+    #[x_kube(validation = cel::TAG_KEYS.rule())]
     pub tags: Option<BTreeMap<String, String>>,
 
-    /// AWS Region of the instance; defaults to the operator's region (AWS_REGION).
+    /// AWS Region of the instance. With an InstanceBinding (the default) it must be the binding's, or
+    /// unset; in single-team mode (--allow-unbound) it defaults to the operator's (AWS_REGION). Immutable
+    /// once set: the controller also refuses a Region other than the one in the status ARN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]$"))]
+    #[schemars(regex(pattern = c::REGION_PATTERN))]
+    #[x_kube(validation = cel::REGION_IMMUTABLE.rule())]
     pub region: Option<String>,
 
     /// What happens to the Connect profile when this resource is deleted: Delete (default) or Retain.
@@ -155,10 +163,10 @@ pub enum DeletionPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct Application {
     /// Namespace of the application (1-128 characters).
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = c::APPLICATION_NAMESPACE_MAX))]
     pub namespace: String,
     /// Permissions granted on the application (1-50, each 1-128 characters).
-    #[schemars(length(min = 1, max = 50), inner(length(min = 1, max = 128)))]
+    #[schemars(length(min = 1, max = c::APPLICATION_PERMISSIONS_MAX_ITEMS), inner(length(min = 1, max = c::PERMISSION_MAX)))]
     pub application_permissions: Vec<String>,
     /// Type of the application.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
@@ -183,7 +191,7 @@ pub struct FlowModule {
     pub module_type: Option<FlowModuleType>,
     /// Identifier of the flow module (1-128 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = c::FLOW_MODULE_ID_MAX))]
     pub flow_module_id: Option<String>,
 }
 
@@ -237,7 +245,7 @@ pub struct DataTableAccessControlConfiguration {
 pub struct PrimaryAttributeAccessControlConfiguration {
     /// Allowed primary attribute values (at most 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 5))]
+    #[schemars(length(max = c::PRIMARY_ATTRIBUTE_VALUES_MAX_ITEMS))]
     pub primary_attribute_values: Option<Vec<PrimaryAttributeValue>>,
 }
 
@@ -250,12 +258,12 @@ pub struct PrimaryAttributeValue {
     pub access_type: Option<AccessType>,
     /// Name of the attribute: 1-127 printable Latin-1 characters, not starting with "aws:" or "connect:".
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 127), regex(pattern = r"^[\t\n\r\x20-\x7E\xA1-\xFF]+$"))]
-    #[x_kube(validation = Rule::new("!self.startsWith('aws:') && !self.startsWith('connect:')").message("attributeName must not begin with aws: or connect:"))]
+    #[schemars(length(min = 1, max = c::PRIMARY_ATTRIBUTE_NAME_MAX), regex(pattern = c::LATIN1_PRINTABLE_PATTERN))]
+    #[x_kube(validation = cel::ATTRIBUTE_NAME_NOT_RESERVED.rule())]
     pub attribute_name: Option<String>,
     /// Allowed values (at most 2, printable Latin-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 2), inner(regex(pattern = r"^[\t\n\r\x20-\x7E\xA1-\xFF]+$")))]
+    #[schemars(length(max = c::PRIMARY_VALUES_MAX_ITEMS), inner(regex(pattern = c::LATIN1_PRINTABLE_PATTERN)))]
     pub values: Option<Vec<String>>,
 }
 
@@ -325,7 +333,7 @@ mod tests {
 
     #[test]
     fn committed_crd_matches_the_generated_one() {
-        let generated = serde_yaml::to_string(&crd()).expect("CRD serializes");
+        let generated = crate::yaml::to_string(&crd()).expect("CRD serializes");
         let committed = include_str!("../../crds/securityprofile.yaml");
         assert!(
             generated == committed,
@@ -365,6 +373,27 @@ mod tests {
     }
 
     #[test]
+    fn the_schema_takes_its_limits_and_rules_from_the_constraints() {
+        let crd = serde_json::to_value(crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert_eq!(spec["tags"]["maxProperties"], json!(crate::constraints::SPEC_TAGS_MAX_ENTRIES));
+        assert_eq!(spec["tags"]["maxProperties"], json!(49));
+        assert_eq!(spec["instanceId"]["maxLength"], json!(crate::constraints::INSTANCE_ID_MAX));
+        assert_eq!(spec["region"]["pattern"], json!(crate::constraints::REGION_PATTERN));
+        let text = crd.to_string();
+        for rule in cel::all() {
+            let rule = serde_json::to_string(&rule.expression).unwrap();
+            assert!(text.contains(&rule), "{rule} is not in the CRD");
+        }
+        // The controller allows as many tags as the schema.
+        let tags = |n: usize| (0..n).map(|i| (format!("t{i}"), json!("v"))).collect::<serde_json::Map<_, _>>();
+        let ok = profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": tags(49)}));
+        assert!(crate::domain::validate::validate_spec(&ok.spec, None).is_ok());
+        let over = profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": tags(50)}));
+        assert!(crate::domain::validate::validate_spec(&over.spec, None).is_err());
+    }
+
+    #[test]
     fn the_controller_refuses_everything_cel_refuses() {
         // Every CEL-only rule must also be enforced by the controller's own validation.
         for spec in [
@@ -377,7 +406,7 @@ mod tests {
         ] {
             let p = profile(spec.clone());
             assert!(p.validate_cel().is_err(), "CEL accepts {spec}");
-            assert!(crate::reconcile::validate::validate_spec(&p.spec, None).is_err(), "controller accepts {spec}");
+            assert!(crate::domain::validate::validate_spec(&p.spec, None).is_err(), "controller accepts {spec}");
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod plan;
 pub mod profile;
 pub mod state;
+pub mod validate;
 
 pub use plan::{ProfileUpdate, TagPlan, UpdatePlan, plan_tags, plan_update};
 pub use profile::{

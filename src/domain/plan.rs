@@ -136,7 +136,7 @@ mod tests {
         for entry in std::fs::read_dir(dir).expect("fixture dir") {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
-            let f: Fixture = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let f: Fixture = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let observed = ProfileState::desired(&f.observed);
             let plan = plan_update(&f.spec, &observed);
             assert_eq!(plan.changed, f.expect_changed, "{}", path.display());

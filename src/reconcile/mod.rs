@@ -27,7 +27,6 @@ pub mod observe;
 pub mod report;
 pub mod retry;
 pub mod status;
-pub mod validate;
 
 #[cfg(test)]
 mod scenarios;
@@ -47,6 +46,7 @@ pub use retry::{error_policy, retry_after};
 use crate::api::SecurityProfile;
 use crate::connect::ConnectApi;
 use crate::constraints::DEFAULT_PROFILE_NAMES;
+use crate::domain::validate;
 use crate::domain::{Target, instance_of_arn, region_of_arn};
 use acquire::Acquired;
 use binding::Grant;

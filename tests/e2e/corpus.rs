@@ -47,7 +47,7 @@ fn corpus() -> Vec<Case> {
     yaml_files(&root().join("tests/corpus/invalid"))
         .into_iter()
         .map(|path| {
-            let manifest: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let manifest: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let note = |k: &str| {
                 manifest["metadata"]["annotations"][format!("corpus.connect.cloud-operators.dev/{k}")]
                     .as_str()
@@ -268,7 +268,7 @@ async fn an_object_that_bypassed_the_schema_never_reaches_connect_and_the_others
     let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(stored["spec"]["permissions"], "BasicAgentAccess");
     // ... and the offline validator says what is wrong with it.
-    let yaml = serde_yaml::to_string(&stored).unwrap();
+    let yaml = connect_operator::yaml::to_string(&stored).unwrap();
     let problems = connect_operator::offline::validate_str("stored", &yaml);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(

@@ -90,7 +90,7 @@ impl Release {
             kubectl(&["create", "token", &self.fullname(), "-n", &self.ns, "--duration=1h"], None),
             "kubectl create token",
         );
-        let admin: Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
+        let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
         let cluster = &admin["clusters"][0]["cluster"];
         let config = json!({
             "apiVersion": "v1",

@@ -3,22 +3,18 @@
 //! or stored before a schema change, must still never reach Connect with invalid parameters.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use crate::api::{GROUP, SecurityProfileSpec};
-use crate::constraints::{self as c, char_len};
+use crate::constraints::{self as c, RuleId, char_len};
 
-/// One broken rule: the field's path, and what is wrong with the value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One broken rule: the field's path, what is wrong with the value, and the kind(s) of rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
 pub struct FieldError {
     pub field: String,
     pub message: String,
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
+    /// What the message is about (one message may state two rules, such as a name's length and pattern).
+    pub rules: &'static [RuleId],
 }
 
 /// Joins field errors into one status message.
@@ -32,22 +28,22 @@ struct Checker {
 }
 
 impl Checker {
-    fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(FieldError { field: field.into(), message: message.into() });
+    fn fail(&mut self, field: impl Into<String>, message: impl Into<String>, rules: &'static [RuleId]) {
+        self.errors.push(FieldError { field: field.into(), message: message.into(), rules });
     }
 
     fn length(&mut self, field: &str, value: &str, min: usize, max: usize) {
         let len = char_len(value);
         if len < min || len > max {
             let rule = if min == 0 { format!("at most {max}") } else { format!("{min} to {max}") };
-            self.fail(field, format!("must be {rule} characters long, is {len}"));
+            self.fail(field, format!("must be {rule} characters long, is {len}"), &[RuleId::Length]);
         }
     }
 
     fn items<T>(&mut self, field: &str, items: &[T], min: usize, max: usize) {
         if items.len() < min || items.len() > max {
             let rule = if min == 0 { format!("at most {max}") } else { format!("{min} to {max}") };
-            self.fail(field, format!("must have {rule} items, has {}", items.len()));
+            self.fail(field, format!("must have {rule} items, has {}", items.len()), &[RuleId::Items]);
         }
     }
 
@@ -60,7 +56,8 @@ impl Checker {
 
     fn string_map(&mut self, field: &str, map: &BTreeMap<String, String>, max_entries: usize) {
         if map.len() > max_entries {
-            self.fail(field, format!("must have at most {max_entries} entries, has {}", map.len()));
+            let message = format!("must have at most {max_entries} entries, has {}", map.len());
+            self.fail(field, message, &[RuleId::Entries]);
         }
         for (k, v) in map {
             self.length(&format!("{field}[{k:?}]"), v, 0, c::TAG_VALUE_MAX);
@@ -86,6 +83,7 @@ pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>)
                 "is immutable: the profile exists in instance {current:?}, the spec now says {:?}; create a new SecurityProfile to move it",
                 spec.instance_id
             ),
+            &[RuleId::Immutable],
         );
     }
     if !c::is_valid_profile_name(&spec.security_profile_name) {
@@ -97,6 +95,7 @@ pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>)
                 c::PROFILE_NAME_MAX,
                 c::PROFILE_NAME_PATTERN
             ),
+            &[RuleId::Length, RuleId::Pattern],
         );
     }
     if let Some(d) = &spec.description {
@@ -151,38 +150,41 @@ pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>)
         let f = "spec.granularAccessControlConfiguration.dataTableAccessControlConfiguration.primaryAttributeAccessControlConfiguration.primaryAttributeValues";
         ch.items(f, values, 0, c::PRIMARY_ATTRIBUTE_VALUES_MAX_ITEMS);
         for (i, v) in values.iter().enumerate() {
-            if let Some(problem) = v.attribute_name.as_deref().and_then(c::attribute_name_problem) {
-                ch.fail(format!("{f}[{i}].attributeName"), problem);
+            if let Some((rule, problem)) = v.attribute_name.as_deref().and_then(c::attribute_name_violation) {
+                ch.fail(format!("{f}[{i}].attributeName"), problem, rule.slice());
             }
             let vals = v.values.as_deref().unwrap_or_default();
             ch.items(&format!("{f}[{i}].values"), vals, 0, c::PRIMARY_VALUES_MAX_ITEMS);
             for (j, s) in vals.iter().enumerate() {
                 if !c::is_latin1_printable(s) {
-                    ch.fail(format!("{f}[{i}].values[{j}]"), "must be non-empty printable Latin-1 text");
+                    ch.fail(
+                        format!("{f}[{i}].values[{j}]"),
+                        "must be non-empty printable Latin-1 text",
+                        &[RuleId::Pattern],
+                    );
                 }
             }
         }
     }
     if let Some(tags) = &spec.tags {
-        // One of Connect's 50 tags is the operator's owner tag.
-        ch.string_map("spec.tags", tags, c::TAGS_MAX_ENTRIES - 1);
+        ch.string_map("spec.tags", tags, c::SPEC_TAGS_MAX_ENTRIES);
         let reserved = reserved_operator_prefix();
         for k in tags.keys() {
-            if let Some(problem) = c::tag_key_problem(k) {
-                ch.fail(format!("spec.tags key {k:?}"), problem);
+            if let Some((rule, problem)) = c::tag_key_violation(k) {
+                ch.fail(format!("spec.tags key {k:?}"), problem, rule.slice());
             } else if k.starts_with(&reserved) {
                 ch.fail(
                     format!("spec.tags key {k:?}"),
                     format!("keys under {reserved:?} are reserved for the operator"),
+                    &[RuleId::OperatorReserved],
                 );
             }
         }
     }
-    if let Some(region) = &spec.region {
-        let ok = regex::Regex::new(r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]$").expect("valid regex").is_match(region);
-        if !ok {
-            ch.fail("spec.region", format!("{region:?} is not an AWS Region name such as us-east-1"));
-        }
+    if let Some(region) = &spec.region
+        && !c::is_region_name(region)
+    {
+        ch.fail("spec.region", format!("{region:?} is not an AWS Region name such as us-east-1"), &[RuleId::Pattern]);
     }
     if ch.errors.is_empty() { Ok(()) } else { Err(ch.errors) }
 }
