@@ -12,6 +12,17 @@ local terminal = {
   DuplicateResourceException = true,
 }
 
+-- Synced=False reasons from the InstanceBindings (admin-owned grants): nothing changes until the spec
+-- or a binding does, so a person must act.
+local refused = {
+  NoInstanceBinding = true,
+  AmbiguousInstanceBinding = true,
+  RegionNotBound = true,
+  AdoptionNotAllowed = true,
+  PermissionNotAllowed = true,
+  DefaultProfileNotAllowed = true,
+}
+
 -- Synced=False reasons the operator keeps retrying but that need a person to act (raise a quota,
 -- fix IAM or the operator's configuration). Degraded, so a sync wave does not wait on them silently;
 -- the resource turns Healthy by itself once the cause is fixed.
@@ -77,7 +88,7 @@ if status == nil or status.observedGeneration == nil
 end
 
 if synced ~= nil and synced.status == "False" then
-  if terminal[synced.reason] or needs_attention[synced.reason] then
+  if terminal[synced.reason] or refused[synced.reason] or needs_attention[synced.reason] then
     hs.status = "Degraded"
   else
     hs.status = "Progressing"
