@@ -26,6 +26,7 @@
 //! noted, not counted as problems: empty strings in members that the Kubernetes 1.20 API server refuses
 //! them for (its OpenAPI validator takes an empty string for null unless the member is nullable).
 
+mod binding;
 mod cel;
 mod merge;
 mod object;
@@ -150,6 +151,8 @@ pub struct ValidationReport {
     pub notes: Vec<Note>,
     /// How many SecurityProfile objects were checked.
     pub checked: usize,
+    /// How many InstanceBinding objects were checked.
+    pub bindings_checked: usize,
 }
 
 impl ValidationReport {
@@ -167,11 +170,17 @@ impl ValidationReport {
 
     /// One line: how many objects were checked and how many problems were found.
     pub fn summary(&self) -> String {
-        let objects = if self.checked == 1 { "SecurityProfile" } else { "SecurityProfiles" };
+        let mut objects =
+            format!("{} {}", self.checked, if self.checked == 1 { "SecurityProfile" } else { "SecurityProfiles" });
+        match self.bindings_checked {
+            0 => {}
+            1 => objects.push_str(" and 1 InstanceBinding"),
+            n => objects.push_str(&format!(" and {n} InstanceBindings")),
+        }
         match self.problems.len() {
-            0 => format!("{} {objects} checked, no problems", self.checked),
-            1 => format!("{} {objects} checked, 1 problem", self.checked),
-            n => format!("{} {objects} checked, {n} problems", self.checked),
+            0 => format!("{objects} checked, no problems"),
+            1 => format!("{objects} checked, 1 problem"),
+            n => format!("{objects} checked, {n} problems"),
         }
     }
 }

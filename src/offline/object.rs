@@ -24,7 +24,8 @@ pub(super) fn check_document(doc: Value, text: &str, mut loc: Location<'_>, repo
     let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or_default();
-    loc.resource = resource_name(obj, kind == KIND || group == GROUP);
+    // InstanceBindings are cluster-scoped: no namespace in their name.
+    loc.resource = resource_name(obj, (kind == KIND || group == GROUP) && kind != super::binding::KIND);
     if kind.is_empty() {
         if group == GROUP {
             report.problems.push(loc.problem("kind", format!("is required: {KIND}"), RuleId::Required, Check::Object));
@@ -45,11 +46,16 @@ pub(super) fn check_document(doc: Value, text: &str, mut loc: Location<'_>, repo
         }
         return;
     }
+    if kind == super::binding::KIND && api_version == API_VERSION {
+        report.bindings_checked += 1;
+        super::binding::check_binding(&doc, &loc, report);
+        return;
+    }
     if kind != KIND {
         if group == GROUP {
             report.problems.push(loc.problem(
                 "kind",
-                format!("{kind:?} is not a kind of {GROUP}; the group serves only {KIND}"),
+                format!("{kind:?} is not a kind of {GROUP}; the group serves {KIND} and InstanceBinding"),
                 RuleId::Enum,
                 Check::Object,
             ));

@@ -83,7 +83,7 @@ fn documents_kinds_and_syntax() {
         found,
         [
             "m.yaml[3] SecurityProfile default/q: apiVersion: must be connect.cloud-operators.dev/v1alpha1 for kind SecurityProfile, is \"connect.cloud-operators.dev/v1\"",
-            "m.yaml[4] SecurityProfiles default/r: kind: \"SecurityProfiles\" is not a kind of connect.cloud-operators.dev; the group serves only SecurityProfile",
+            "m.yaml[4] SecurityProfiles default/r: kind: \"SecurityProfiles\" is not a kind of connect.cloud-operators.dev; the group serves SecurityProfile and InstanceBinding",
         ]
     );
     assert_eq!(
@@ -237,4 +237,21 @@ fn syntax_errors_name_the_line_in_the_file() {
     let problem = r.problems[0].to_string();
     assert!(problem.starts_with("bad.yaml[2]: YAML syntax error: "), "{problem}");
     assert!(problem.contains("at line 11, column 20"), "{problem}");
+}
+
+#[test]
+fn instance_bindings_are_checked_against_their_own_schema() {
+    let ok = "apiVersion: connect.cloud-operators.dev/v1alpha1\nkind: InstanceBinding\nmetadata: {name: team-a}\n\
+              spec: {instanceId: i-1, region: eu-west-2, namespaceSelector: {matchLabels: {team: a}}}\n";
+    assert!(validate_str("b.yaml", ok).is_empty(), "{:?}", validate_str("b.yaml", ok));
+    let bad = "apiVersion: connect.cloud-operators.dev/v1alpha1\nkind: InstanceBinding\nmetadata: {name: team-a}\n\
+               spec: {instanceId: i-1, region: Mars, allowAdoption: 'yes'}\n";
+    let found = lines(bad);
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(
+        found.iter().any(|l| l.contains("InstanceBinding team-a: spec: \"namespaceSelector\" is a required property")),
+        "{found:#?}"
+    );
+    assert!(found.iter().any(|l| l.contains("spec.region")), "{found:#?}");
+    assert!(found.iter().any(|l| l.contains("spec.allowAdoption")), "{found:#?}");
 }
