@@ -8,6 +8,8 @@
 
 #[path = "../tests/e2e/harness.rs"]
 mod harness;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 #[path = "../tests/e2e/faults.rs"]
 #[allow(dead_code)]

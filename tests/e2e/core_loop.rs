@@ -1,4 +1,4 @@
-//! Issue 3, end to end: a SecurityProfile applied with kubectl becomes a Connect profile, or a precise
+//! End to end: a SecurityProfile applied with kubectl becomes a Connect profile, or a precise
 //! error in its status.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Issue 6, end to end: a rollout under injected 500s, throttling, lost create responses and SIGKILLs of
+//! End to end: a rollout under injected 500s, throttling, lost create responses and SIGKILLs of
 //! the operator ends with every profile Ready exactly once, matching its spec. The profile count is
 //! FAULT_SUITE_PROFILES (default 20; the benchmark runs 100).
 

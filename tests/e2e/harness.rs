@@ -16,11 +16,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
-pub const INSTANCE: &str = connect_emulator::DEFAULT_INSTANCE_ID;
+pub use crate::support::INSTANCE;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+pub use crate::support::{manifest, repo_root};
 
 /// A binary of this repo: from CONNECT_OPERATOR_BIN_DIR (the benchmark's release build), else the one
 /// cargo built for these tests.
@@ -77,20 +75,10 @@ pub fn kubeconfig() -> String {
     }
 }
 
+/// `kubectl` against the test cluster (fails with instructions when it is not up).
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl on PATH (tests/cluster/install-deps.sh puts it in ~/.cache/connect-operator/bin)");
-    if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    }
-    drop(child.stdin.take());
-    child.wait_with_output().expect("kubectl runs")
+    let _ = kubeconfig();
+    crate::support::kubectl(args, stdin)
 }
 
 /// Installs the committed CRDs (crds/*.yaml) once per test binary, and waits for them.
@@ -316,22 +304,7 @@ pub fn with_defaults(extra: &[&str], defaults: &[(&str, &str)]) -> Vec<String> {
     args
 }
 
-/// A SecurityProfile manifest with the given spec (instanceId defaults to the emulator's instance).
-pub fn manifest(name: &str, spec: Value) -> String {
-    let mut spec = spec;
-    if spec.get("instanceId").is_none() {
-        spec["instanceId"] = json!(INSTANCE);
-    }
-    serde_json::to_string(&json!({
-        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
-        "kind": "SecurityProfile",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-// --- Additions for tests/e2e/packaging.rs (kept at the end of the file) ---------------------------
+// --- Additions for tests/e2e/helm_install.rs (kept at the end of the file) ---------------------------
 
 impl TestEnv {
     /// Like [`TestEnv::start_operator`], with extra environment variables set last, so they override

@@ -1,4 +1,4 @@
-//! Issue 4, end to end: update, tags, delete, drift repair, crash-safe create, adoption, steady state.
+//! End to end: update, tags, delete, drift repair, crash-safe create, adoption, steady state.
 
 use std::time::Duration;
 

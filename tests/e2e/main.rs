@@ -1,14 +1,16 @@
 //! End-to-end tests: the real kube-apiserver, the Connect emulator and the operator binary.
 //! Needs the test cluster: `tests/cluster/up.sh` and KUBECONFIG (see README.md), or `make test`.
 
+mod bad_input;
 mod core_loop;
-mod corpus;
 mod faults;
 mod harness;
+mod helm_install;
+mod leader_election_and_metrics;
 mod lifecycle;
 mod multitenancy;
 mod onboarding;
-mod packaging;
-mod proving_ground;
 mod roles;
-mod runtime;
+#[path = "../support/mod.rs"]
+mod support;
+mod test_cluster;

@@ -1,4 +1,4 @@
-//! Issue 7, end to end: export an instance's profiles, apply them, and they are adopted unchanged.
+//! End to end: export an instance's profiles, apply them, and they are adopted unchanged.
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,10 +1,65 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
 use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
 use connect_emulator::{DEFAULT_INSTANCE_ID, Emulator, EmulatorConfig, Faults};
 
 pub const INSTANCE: &str = DEFAULT_INSTANCE_ID;
+/// The API group of the operator's resources.
+pub const GROUP: &str = "connect.cloud-operators.dev";
+pub const API_VERSION: &str = "connect.cloud-operators.dev/v1alpha1";
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `.yaml` files of `dir`, sorted.
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `kubectl ARGS` (with `stdin` as its input) against the cluster of `KUBECONFIG`.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH (tests/cluster/install-deps.sh puts it in ~/.cache/connect-operator/bin)");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("kubectl runs")
+}
+
+/// A SecurityProfile manifest (JSON, which kubectl reads as YAML) with the given spec; instanceId
+/// defaults to the emulator's instance.
+pub fn manifest(name: &str, spec: serde_json::Value) -> String {
+    let mut spec = spec;
+    if spec.get("instanceId").is_none() {
+        spec["instanceId"] = serde_json::json!(INSTANCE);
+    }
+    serde_json::to_string(&serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": "SecurityProfile",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap()
+}
 
 /// An in-process emulator on a free port, without throttling unless `faults` says otherwise.
 pub async fn emulator_with(faults: Faults, profile_limit: usize) -> Emulator {

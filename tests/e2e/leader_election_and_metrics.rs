@@ -1,4 +1,4 @@
-//! Issue 5, end to end: leader election between two operator processes, and /metrics moving.
+//! End to end: leader election between two operator processes, and /metrics moving.
 
 use std::time::{Duration, Instant};
 

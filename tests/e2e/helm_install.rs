@@ -1,4 +1,4 @@
-//! Issue 5, end to end: the Helm chart installs into the real apiserver, and its RBAC is exactly enough.
+//! End to end: the Helm chart installs into the real apiserver, and its RBAC is exactly enough.
 //! The test cluster has no kubelet or scheduler, so the chart's Deployment never runs a pod: the operator
 //! binary runs on the host instead, authenticated with a token of the chart's ServiceAccount.
 
@@ -13,8 +13,8 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::harness::{TestEnv, client_for_kubeconfig, e2e_log_dir, kubeconfig, kubectl, manifest, repo_path};
+use crate::support::GROUP;
 
-const GROUP: &str = "connect.cloud-operators.dev";
 const T: Duration = Duration::from_secs(30);
 
 fn helm(args: &[&str]) -> Output {
@@ -408,7 +408,7 @@ async fn the_chart_for_all_namespaces_upgrades_to_namespaced_takes_over_the_crd_
     assert_eq!(
         chart_crd,
         std::fs::read_to_string(repo_path("crds/securityprofile.yaml")).unwrap(),
-        "the chart's CRD copy is stale (tests/packaging.rs says how to refresh it); not applying it to the shared cluster"
+        "the chart's CRD copy is stale (tests/chart_and_manifests.rs says how to refresh it); not applying it to the shared cluster"
     );
     adopt_crd(&release);
     release.upgrade(&[

@@ -2,26 +2,24 @@
 //! generated deploy/connect-operator.yaml, the chart's copy of the CRD, deploy/iam-policy.json and the
 //! Dockerfile. Needs `helm` (tests/cluster/install-deps.sh puts it in ~/.cache/connect-operator/bin).
 //!
-//! Generated files are rewritten instead of compared with `CONNECT_OPERATOR_BLESS=1 cargo test --test packaging`.
+//! Generated files are rewritten instead of compared with `CONNECT_OPERATOR_BLESS=1 cargo test --test chart_and_manifests`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
+use support::{GROUP, repo_root};
+
+mod support;
 
 const CHART: &str = "charts/connect-operator";
-const GROUP: &str = "connect.cloud-operators.dev";
 /// The release `deploy/connect-operator.yaml` is rendered for.
 const DEPLOY_RELEASE: &str = "connect-operator";
 const DEPLOY_NAMESPACE: &str = "connect-operator";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn read(path: &str) -> String {
-    std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn bless() -> bool {
@@ -42,7 +40,7 @@ fn helm_bin() -> PathBuf {
 }
 
 fn helm(args: &[&str]) -> Output {
-    Command::new(helm_bin()).args(args).current_dir(root()).output().expect("helm runs")
+    Command::new(helm_bin()).args(args).current_dir(repo_root()).output().expect("helm runs")
 }
 
 fn text(out: &Output) -> String {
@@ -207,8 +205,8 @@ const DEPLOY_HEADER: &str = "\
 # connect-operator with its defaults, in namespace connect-operator: Namespace, CRD, RBAC,
 # ServiceAccount, Deployment and metrics Service. Generated - do not edit; it is
 #   helm template connect-operator charts/connect-operator --namespace connect-operator
-# after the Namespace below (tests/packaging.rs checks it; CONNECT_OPERATOR_BLESS=1 cargo test
-# --test packaging rewrites it). Install: kubectl apply --server-side -f deploy/connect-operator.yaml
+# after the Namespace below (tests/chart_and_manifests.rs checks it; CONNECT_OPERATOR_BLESS=1 cargo test
+# --test chart_and_manifests rewrites it). Install: kubectl apply --server-side -f deploy/connect-operator.yaml
 # (Kubernetes < 1.25: kubectl apply --validate=false -f ..., the CRD has CEL rules those versions lack).
 ---
 apiVersion: v1
@@ -224,7 +222,7 @@ metadata:
 fn deploy_connect_operator_yaml_is_the_rendered_chart() {
     let rendered = template_release(DEPLOY_RELEASE, DEPLOY_NAMESPACE, &[]);
     let expected = format!("{DEPLOY_HEADER}{rendered}");
-    let path = root().join("deploy/connect-operator.yaml");
+    let path = repo_root().join("deploy/connect-operator.yaml");
     let current = std::fs::read_to_string(&path).unwrap_or_default();
     if current != expected {
         if bless() {
@@ -238,7 +236,7 @@ fn deploy_connect_operator_yaml_is_the_rendered_chart() {
                 .unwrap_or(current.lines().count().min(expected.lines().count()) + 1);
             panic!(
                 "deploy/connect-operator.yaml differs from the rendered chart from line {line}: \
-                 regenerate it with `CONNECT_OPERATOR_BLESS=1 cargo test --test packaging`"
+                 regenerate it with `CONNECT_OPERATOR_BLESS=1 cargo test --test chart_and_manifests`"
             );
         }
     }
@@ -268,7 +266,7 @@ fn deploy_connect_operator_yaml_is_the_rendered_chart() {
 #[test]
 fn the_chart_installs_the_instancebinding_crd() {
     let source = read("crds/instancebinding.yaml");
-    let copy_path = root().join(CHART).join("files/instancebinding.yaml");
+    let copy_path = repo_root().join(CHART).join("files/instancebinding.yaml");
     if std::fs::read_to_string(&copy_path).unwrap_or_default() != source {
         assert!(bless(), "`cp crds/instancebinding.yaml {CHART}/files/` (or CONNECT_OPERATOR_BLESS=1)");
         std::fs::write(&copy_path, &source).unwrap();
@@ -288,7 +286,7 @@ fn the_chart_installs_the_instancebinding_crd() {
 #[test]
 fn the_chart_crd_is_crds_securityprofile_yaml_and_survives_uninstall() {
     let source = read("crds/securityprofile.yaml");
-    let copy_path = root().join(CHART).join("files/securityprofile.yaml");
+    let copy_path = repo_root().join(CHART).join("files/securityprofile.yaml");
     let copy = std::fs::read_to_string(&copy_path).unwrap_or_default();
     if copy != source {
         if bless() {
@@ -296,7 +294,7 @@ fn the_chart_crd_is_crds_securityprofile_yaml_and_survives_uninstall() {
         } else {
             panic!(
                 "{CHART}/files/securityprofile.yaml is not crds/securityprofile.yaml: \
-                 `cp crds/securityprofile.yaml {CHART}/files/` (or CONNECT_OPERATOR_BLESS=1 cargo test --test packaging)"
+                 `cp crds/securityprofile.yaml {CHART}/files/` (or CONNECT_OPERATOR_BLESS=1 cargo test --test chart_and_manifests)"
             );
         }
     }
@@ -315,7 +313,7 @@ fn the_chart_crd_is_crds_securityprofile_yaml_and_survives_uninstall() {
     let docs = render(&["--set", "crds.install=false"]);
     assert!(of_kind(&docs, "CustomResourceDefinition").is_empty());
     // Nothing else in the chart lives in crds/ (Helm would install it once and never upgrade it).
-    assert!(!root().join(CHART).join("crds").exists());
+    assert!(!repo_root().join(CHART).join("crds").exists());
 }
 
 // --- RBAC ------------------------------------------------------------------------------------------
@@ -808,7 +806,7 @@ fn the_iam_policy_allows_only_the_connect_actions_the_operator_calls() {
     let call =
         regex::Regex::new(r"\.((?:create|describe|update|delete|list|search|tag|untag)_[a-z0-9_]+)\(\)").unwrap();
     let mut called = BTreeSet::new();
-    let mut dirs = vec![root().join("src/connect")];
+    let mut dirs = vec![repo_root().join("src/connect")];
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

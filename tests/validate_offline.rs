@@ -1,30 +1,19 @@
 //! The bad-input corpus (tests/corpus/invalid), checked offline: `connect_operator::offline` refuses every
 //! file with exactly one problem, naming the field as the file's `expect` annotation says, and found by the
 //! check its `rejected-by` annotation names; the samples and tests/corpus/valid pass. The same files run
-//! against the real API server and the operator in tests/e2e/corpus.rs.
+//! against the real API server and the operator in tests/e2e/bad_input.rs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use connect_operator::offline::{Check, validate_files};
+use support::{repo_root, yaml_files};
+
+mod support;
 
 const EXPECT: &str = "corpus.connect.cloud-operators.dev/expect";
 const REJECTED_BY: &str = "corpus.connect.cloud-operators.dev/rejected-by";
 const INSTANCE: &str = "11111111-2222-4333-8444-555555555555";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
 
 struct Case {
     path: PathBuf,
@@ -34,7 +23,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    yaml_files(&root().join("tests/corpus/invalid"))
+    yaml_files(&repo_root().join("tests/corpus/invalid"))
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
@@ -124,7 +113,7 @@ fn every_corpus_case_is_refused_offline_naming_the_field() {
 #[test]
 fn the_whole_corpus_directory_at_once() {
     let n = cases().len();
-    let report = validate_files(&[root().join("tests/corpus/invalid")]);
+    let report = validate_files(&[repo_root().join("tests/corpus/invalid")]);
     assert_eq!(report.exit_code(), 1);
     assert_eq!(report.checked, n);
     assert_eq!(report.problems.len(), n, "{report}");
@@ -133,8 +122,8 @@ fn the_whole_corpus_directory_at_once() {
 
 #[test]
 fn samples_and_valid_manifests_pass() {
-    let mut files = yaml_files(&root().join("deploy/samples"));
-    let valid = yaml_files(&root().join("tests/corpus/valid"));
+    let mut files = yaml_files(&repo_root().join("deploy/samples"));
+    let valid = yaml_files(&repo_root().join("tests/corpus/valid"));
     assert!(valid.len() >= 3);
     files.extend(valid);
     for file in &files {
@@ -156,9 +145,9 @@ fn a_syntax_error_is_exit_code_2_and_names_the_document() {
     let dir = std::env::temp_dir().join(format!("connect-operator-corpus-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("broken.yaml");
-    let minimal = std::fs::read_to_string(root().join("tests/corpus/valid/minimal.yaml")).unwrap();
+    let minimal = std::fs::read_to_string(repo_root().join("tests/corpus/valid/minimal.yaml")).unwrap();
     std::fs::write(&file, format!("{minimal}---\nspec: {{instanceId: [\n")).unwrap();
-    let report = validate_files(&[file.clone(), root().join("tests/corpus/invalid/01-instance-id-missing.yaml")]);
+    let report = validate_files(&[file.clone(), repo_root().join("tests/corpus/invalid/01-instance-id-missing.yaml")]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(report.exit_code(), 2, "{report}");
     assert_eq!(report.checked, 2, "{report}");

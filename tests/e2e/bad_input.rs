@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{TestEnv, kubeconfig, kubectl, manifest};
+use crate::support::{repo_root, yaml_files};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -29,22 +30,8 @@ struct Case {
     manifest: Value,
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-}
-
 fn corpus() -> Vec<Case> {
-    yaml_files(&root().join("tests/corpus/invalid"))
+    yaml_files(&repo_root().join("tests/corpus/invalid"))
         .into_iter()
         .map(|path| {
             let manifest: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -132,8 +119,8 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
     assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), cases.len(), failures.join("\n"));
 
     // Valid manifests alongside: the operator keeps serving while it refuses the controller cases.
-    let mut valid: Vec<PathBuf> = yaml_files(&root().join("tests/corpus/valid"));
-    valid.extend(yaml_files(&root().join("deploy/samples")));
+    let mut valid: Vec<PathBuf> = yaml_files(&repo_root().join("tests/corpus/valid"));
+    valid.extend(yaml_files(&repo_root().join("deploy/samples")));
     for file in &valid {
         let out = kubectl(&["apply", "--validate=false", "-n", &ns, "-f", file.to_str().unwrap()], None);
         assert!(out.status.success(), "{}: {}", file.display(), stderr(&out));
