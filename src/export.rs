@@ -223,8 +223,13 @@ mod tests {
         fake.insert("sp-2", &spec("Tier 2"), tags);
         fake.insert("sp-1", &spec("Tier 1"), BTreeMap::new());
         fake.insert("sp-0", &spec("Admin"), BTreeMap::new());
-        let target =
-            Target { region: "eu-west-2".into(), instance_id: INSTANCE.into(), role_arn: None, session_name: None };
+        let target = Target {
+            region: "eu-west-2".into(),
+            instance_id: INSTANCE.into(),
+            role_arn: None,
+            session_name: None,
+            ..Default::default()
+        };
         let opts = ExportOptions { namespace: Some("cc".into()), region: None, include_defaults: false };
 
         let manifests = export(&fake, &target, &opts).await.expect("exported");

@@ -103,8 +103,9 @@ impl ConnectArgs {
         );
         Ok(ConnectSettings {
             max_attempts: max_attempts.max(1),
-            rate: Rate { per_second: self.connect_rate, burst: self.connect_burst },
+            rate: Rate { per_second: self.connect_rate, burst: self.connect_burst, ..Rate::default() },
             role_arn: self.role_arn.clone(),
+            ..ConnectSettings::default()
         })
     }
 }
@@ -225,6 +226,7 @@ async fn export(args: ExportArgs, log_format: LogFormat, log_level: &str) -> any
         instance_id: args.instance_id.clone(),
         role_arn: None,
         session_name: None,
+        ..Default::default()
     };
     let options = connect_operator::export::ExportOptions {
         namespace: args.namespace.clone(),

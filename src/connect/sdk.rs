@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use aws_sdk_connect::config::retry::RetryConfig;
+use aws_sdk_connect::config::timeout::TimeoutConfig;
 use aws_sdk_connect::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_connect::types::{SecurityProfileSearchCriteria, StringComparisonType, StringCondition};
 
@@ -30,17 +33,28 @@ pub fn client_for_endpoint(endpoint: &str, region: &str, max_attempts: u32) -> a
 /// How the operator talks to Connect.
 #[derive(Debug, Clone)]
 pub struct ConnectSettings {
-    /// Attempts per call inside the SDK (1: the controller's backoff does all retrying).
+    /// Attempts per call (1: the controller's backoff does all retrying). Every attempt waits for the
+    /// rate limiter: the SDK itself never retries.
     pub max_attempts: u32,
     /// Client-side rate limit per Region and credentials.
     pub rate: Rate,
     /// A role to assume for every call (multi-account); an InstanceBinding's role overrides it.
     pub role_arn: Option<String>,
+    /// How long establishing a connection may take.
+    pub connect_timeout: Duration,
+    /// How long one attempt (request to complete answer) may take.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for ConnectSettings {
     fn default() -> Self {
-        Self { max_attempts: 1, rate: Rate::default(), role_arn: None }
+        Self {
+            max_attempts: 1,
+            rate: Rate::default(),
+            role_arn: None,
+            connect_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(20),
+        }
     }
 }
 
@@ -93,7 +107,14 @@ impl SdkConnect {
         }
         let mut builder = aws_sdk_connect::config::Builder::from(&self.base)
             .region(Region::new(target.region.clone()))
-            .retry_config(RetryConfig::standard().with_max_attempts(self.settings.max_attempts.max(1)));
+            // One attempt per SDK call: retries go through `call`, and so through the rate limiter.
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(self.settings.connect_timeout)
+                    .operation_attempt_timeout(self.settings.attempt_timeout)
+                    .build(),
+            );
         if let Some(role) = &role {
             let provider = aws_config::sts::AssumeRoleProvider::builder(role)
                 .session_name(session.unwrap_or_default())
@@ -108,18 +129,33 @@ impl SdkConnect {
         client
     }
 
-    /// One Connect call: wait for the rate limiter, call, count the outcome.
+    /// One Connect call: up to `max_attempts` attempts, each after a token from the rate limiter (at the
+    /// target's priority), counted in the metrics. Only what cannot have taken effect is retried in place:
+    /// throttling and server errors, and for reads also answers that never came.
     async fn call<T, F, Fut>(&self, target: &Target, operation: &'static str, f: F) -> Result<T, ConnectError>
     where
-        F: FnOnce(aws_sdk_connect::Client) -> Fut,
+        F: FnMut(aws_sdk_connect::Client) -> Fut,
         Fut: Future<Output = Result<T, ConnectError>>,
     {
+        let mut f = f;
         let client = self.client(target).await;
         let key = format!("{}/{}", target.region, self.role_for(target).unwrap_or("default"));
-        self.metrics.limiter_wait(self.limiter.acquire(&key).await);
-        let result = f(client).await;
-        self.metrics.connect_call(operation, result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code.as_str()));
-        result
+        let mut attempt = 1;
+        loop {
+            let waited = self.limiter.acquire(&key, target.priority).await;
+            self.metrics.limiter_wait(waited);
+            let result = f(client.clone()).await;
+            let outcome = result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code.as_str());
+            self.metrics.connect_call(operation, outcome);
+            match result {
+                Err(e) if attempt < self.settings.max_attempts.max(1) && retryable(operation, &e) => {
+                    let backoff = Duration::from_millis(250 << attempt.min(5)).mul_f64(rand::random_range(0.75..1.25));
+                    tokio::time::sleep(backoff).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn list_members(&self, target: &Target, id: &str) -> Result<ListedMembers, ConnectError> {
@@ -174,7 +210,7 @@ impl SdkConnect {
         let mut items = Vec::new();
         let mut token = None;
         loop {
-            let (page, next) = self.call(target, operation, |c| fetch(c, token.take())).await?;
+            let (page, next) = self.call(target, operation, |c| fetch(c, token.clone())).await?;
             items.extend(page);
             token = next;
             if token.is_none() {
@@ -246,14 +282,17 @@ impl ConnectApi for SdkConnect {
             )
             .build();
         let out = self
-            .call(target, "SearchSecurityProfiles", |c| async move {
-                c.search_security_profiles()
-                    .instance_id(&target.instance_id)
-                    .search_criteria(criteria)
-                    .max_results(10)
-                    .send()
-                    .await
-                    .map_err(ConnectError::from_sdk)
+            .call(target, "SearchSecurityProfiles", |c| {
+                let criteria = criteria.clone();
+                async move {
+                    c.search_security_profiles()
+                        .instance_id(&target.instance_id)
+                        .search_criteria(criteria)
+                        .max_results(10)
+                        .send()
+                        .await
+                        .map_err(ConnectError::from_sdk)
+                }
             })
             .await?;
         let found =
@@ -353,5 +392,36 @@ impl ConnectApi for SdkConnect {
         })
         .await?;
         Ok(())
+    }
+}
+
+/// Whether a failed attempt of `operation` may be repeated at once: it did not take effect (throttled,
+/// a server error before any effect), or it is a read, which any number of repeats leaves unchanged.
+fn retryable(operation: &str, e: &ConnectError) -> bool {
+    let read = ["Describe", "List", "Search"].iter().any(|p| operation.starts_with(p));
+    match e.code.as_str() {
+        "ThrottlingException"
+        | "TooManyRequestsException"
+        | "InternalServiceException"
+        | "ServiceUnavailableException" => true,
+        _ => read && e.class == ErrorClass::Recoverable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_cannot_have_taken_effect_is_repeated() {
+        let e = |code: &str, unknown: bool| ConnectError {
+            outcome_unknown: unknown,
+            ..ConnectError::new(ErrorClass::Recoverable, code, "x")
+        };
+        assert!(retryable("CreateSecurityProfile", &e("ThrottlingException", false)));
+        assert!(!retryable("CreateSecurityProfile", &e("RequestTimeout", true)), "a create that may have happened");
+        assert!(retryable("DescribeSecurityProfile", &e("RequestTimeout", true)));
+        let terminal = ConnectError::new(ErrorClass::Terminal, "InvalidParameterException", "x");
+        assert!(!retryable("DescribeSecurityProfile", &terminal));
     }
 }

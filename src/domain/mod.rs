@@ -9,7 +9,7 @@ pub mod validate;
 
 pub use plan::{ProfileUpdate, TagPlan, UpdatePlan, plan_tags, plan_update};
 pub use profile::{
-    FoundProfile, ObservedProfile, ProfileRef, ProfileSummary, Target, instance_of_arn, region_of_arn, session_name,
-    tags_with_owner,
+    FoundProfile, ObservedProfile, Priority, ProfileRef, ProfileSummary, Target, instance_of_arn, region_of_arn,
+    session_name, tags_with_owner,
 };
 pub use state::{ListedMembers, ProfileState};

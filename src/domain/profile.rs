@@ -6,6 +6,24 @@ use std::collections::BTreeMap;
 use super::state::ProfileState;
 use crate::api::OWNER_UID_TAG;
 
+/// Whose work a Connect call serves: a user's (a new resource, a spec change, a deletion, an adoption)
+/// goes ahead of background observation in the rate limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Priority {
+    #[default]
+    User,
+    Background,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::User => "user",
+            Priority::Background => "background",
+        }
+    }
+}
+
 /// Where a profile lives: a Region and an instance, reached with the operator's credentials or, when
 /// `role_arn` is set, by assuming that role in a session named `session_name` (CloudTrail shows it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -14,6 +32,8 @@ pub struct Target {
     pub instance_id: String,
     pub role_arn: Option<String>,
     pub session_name: Option<String>,
+    /// The priority of the calls made for this target.
+    pub priority: Priority,
 }
 
 /// The AssumeRole session name of a namespace's calls: `csp-<namespace>`, within STS's 64 characters

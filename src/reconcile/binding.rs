@@ -10,7 +10,7 @@ use kube::core::{Selector, SelectorExt};
 use super::context::Context;
 use super::error::Error;
 use crate::api::{InstanceBinding, SecurityProfile};
-use crate::domain::{Target, session_name};
+use crate::domain::{Priority, Target, session_name};
 
 /// What the binding grants one SecurityProfile.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +59,7 @@ pub async fn resolve<C>(profile: &SecurityProfile, instance_id: &str, ctx: &Cont
             instance_id: instance_id.to_string(),
             role_arn: spec.role_arn.clone(),
             session_name: Some(session_name(&namespace)),
+            priority: Priority::User,
         },
         binding: Some(binding.name_any()),
         allow_adoption: spec.allow_adoption,
@@ -71,7 +72,7 @@ pub async fn resolve<C>(profile: &SecurityProfile, instance_id: &str, ctx: &Cont
 fn unbound<C>(profile: &SecurityProfile, instance_id: &str, ctx: &Context<C>) -> Result<Grant, Error> {
     let region = profile.spec.region.clone().or_else(|| ctx.default_region.clone()).ok_or(Error::NoRegion)?;
     Ok(Grant {
-        target: Target { region, instance_id: instance_id.to_string(), role_arn: None, session_name: None },
+        target: Target { region, instance_id: instance_id.to_string(), ..Default::default() },
         binding: None,
         allow_adoption: true,
         allow_default_profiles: true,

@@ -154,6 +154,7 @@ async fn probe<C: ConnectApi>(
         instance_id: spec.instance_id.clone(),
         role_arn: spec.role_arn.clone(),
         session_name: Some(format!("csp-binding-{}", binding.name_any()).chars().take(64).collect()),
+        priority: crate::domain::Priority::Background,
     };
     let (status, reason, message) = match ctx.connect.probe_instance(&target).await {
         Ok(()) => (

@@ -47,7 +47,7 @@ use crate::api::SecurityProfile;
 use crate::connect::ConnectApi;
 use crate::constraints::DEFAULT_PROFILE_NAMES;
 use crate::domain::validate;
-use crate::domain::{Target, instance_of_arn, region_of_arn};
+use crate::domain::{Priority, Target, instance_of_arn, region_of_arn};
 use acquire::Acquired;
 use binding::Grant;
 use events::{EventType, publish};
@@ -131,6 +131,17 @@ async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Contex
     result
 }
 
+/// A drift check of a profile that matched its spec is background work; anything a user asked for (a
+/// new resource, a spec change, an adoption, a failure being retried) goes first in the rate limiter.
+fn priority(profile: &SecurityProfile) -> Priority {
+    let status = profile.status.as_ref();
+    let settled = status
+        .is_some_and(|s| s.security_profile_id.is_some() && s.observed_generation == profile.metadata.generation)
+        && report::has_ready_profile(profile)
+        && profile.condition(status::SYNCED).is_some_and(|c| c.status == "True");
+    if settled { Priority::Background } else { Priority::User }
+}
+
 /// validate -> bind -> observe -> acquire or plan+apply -> status.
 async fn sync<C: ConnectApi>(
     profile: &SecurityProfile,
@@ -142,8 +153,9 @@ async fn sync<C: ConnectApi>(
     validate::validate_spec(&profile.spec, current_instance).map_err(|errors| Error::InvalidSpec {
         message: format!("{}. Fix the spec; nothing was sent to Connect.", validate::describe(&errors)),
     })?;
-    let grant = binding::resolve(profile, &profile.spec.instance_id, ctx).await?;
+    let mut grant = binding::resolve(profile, &profile.spec.instance_id, ctx).await?;
     binding::check_region(profile, &grant)?;
+    grant.target.priority = priority(profile);
     let denied = binding::denied(profile, &grant);
     if !denied.is_empty() {
         return Err(Error::PermissionNotAllowed { permissions: denied, binding: grant.binding_name() });

@@ -722,3 +722,29 @@ async fn the_binding_role_is_assumed_in_a_session_named_after_the_namespace() {
     assert_eq!(targets[0].role_arn.as_deref(), Some(role));
     assert_eq!(targets[0].session_name.as_deref(), Some("csp-team-a"));
 }
+
+#[tokio::test]
+async fn drift_checks_are_background_work_and_user_changes_go_first() {
+    // A new resource: its calls are user work.
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    s.reconcile(&object).await.expect("created");
+    assert_eq!(s.connect.targets.lock().unwrap()[0].priority, crate::domain::Priority::User);
+
+    // The periodic check of a profile that matched its spec: background.
+    let mut ready = resource(true);
+    ready.status = Some(ready_status("sp-1"));
+    let s = Scenario::new(&ready);
+    s.connect.insert("sp-1", &ready.spec, owner_tags());
+    s.reconcile(&ready).await.expect("in sync");
+    let targets = s.connect.targets.lock().unwrap().clone();
+    assert!(targets.iter().all(|t| t.priority == crate::domain::Priority::Background), "{targets:?}");
+
+    // A spec change of the same resource: user work again.
+    let mut changed = ready.clone();
+    changed.metadata.generation = Some(2);
+    let s = Scenario::new(&changed);
+    s.connect.insert("sp-1", &ready.spec, owner_tags());
+    s.reconcile(&changed).await.expect("updated");
+    assert!(s.connect.targets.lock().unwrap().iter().all(|t| t.priority == crate::domain::Priority::User));
+}
