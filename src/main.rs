@@ -130,6 +130,13 @@ struct RunArgs {
     /// Reconciles in parallel.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
     concurrency: u16,
+    /// How often each instance is listed (ListSecurityProfiles) to find the profiles that changed,
+    /// vanished or differ; only those are read in full. See README "Spending the API quota".
+    #[arg(long, env = "OBSERVE_INTERVAL", default_value = "2m", value_parser = parse_duration)]
+    observe_interval: Duration,
+    /// Every how many listings descriptions and tags are read too (SearchSecurityProfiles).
+    #[arg(long, default_value_t = 2)]
+    search_every: u32,
     /// Single-team mode: act on SecurityProfiles that no InstanceBinding covers, in their spec's Region
     /// (else AWS_REGION) with the operator's own identity. Off by default: every profile needs a binding.
     #[arg(long, env = "ALLOW_UNBOUND")]
@@ -313,6 +320,8 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
         slow_retry: args.slow_retry,
         concurrency: args.concurrency.max(1),
         allow_unbound: args.allow_unbound,
+        observe_interval: args.observe_interval,
+        search_every: args.search_every.max(1),
     };
     tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, rate = args.connect.connect_rate, burst = args.connect.connect_burst, "starting connect-operator");
     let ctx = Arc::new(Context::new(client.clone(), connect, region, settings, metrics));

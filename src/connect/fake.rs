@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use super::{ConnectApi, ConnectError, ErrorClass};
 use crate::api::SecurityProfileSpec;
-use crate::domain::{FoundProfile, ObservedProfile, ProfileRef, ProfileState, ProfileSummary, ProfileUpdate, Target};
+use crate::domain::{
+    FoundProfile, ListedProfile, Listing, ObservedProfile, ProfileRef, ProfileState, ProfileSummary, ProfileUpdate,
+    Target,
+};
 
 /// The instance every fake profile lives in.
 pub const INSTANCE: &str = "11111111-2222-3333-4444-555555555555";
@@ -115,6 +118,26 @@ impl ConnectApi for FakeConnect {
         }))
     }
 
+    async fn list_instance(&self, target: &Target, search: bool) -> Result<Listing, ConnectError> {
+        self.call_at(target, "ListSecurityProfiles")?;
+        if search {
+            self.call_at(target, "SearchSecurityProfiles")?;
+        }
+        let profiles = self.profiles.lock().unwrap();
+        let listed = profiles.iter().map(|(id, p)| {
+            let listed = ListedProfile {
+                id: id.clone(),
+                arn: p.arn.clone(),
+                name: p.name.clone(),
+                last_modified: p.last_modified.clone(),
+                description: search.then(|| p.state.description.clone()),
+                tags: search.then(|| p.tags.clone()),
+            };
+            (id.clone(), listed)
+        });
+        Ok(Listing { profiles: listed.collect(), searched: search })
+    }
+
     async fn probe_instance(&self, target: &Target) -> Result<(), ConnectError> {
         self.call_at(target, "ListSecurityProfiles")
     }
@@ -182,6 +205,9 @@ impl ConnectApi for Arc<FakeConnect> {
     }
     async fn probe_instance(&self, t: &Target) -> Result<(), ConnectError> {
         self.as_ref().probe_instance(t).await
+    }
+    async fn list_instance(&self, t: &Target, search: bool) -> Result<Listing, ConnectError> {
+        self.as_ref().list_instance(t, search).await
     }
     async fn delete_profile(&self, t: &Target, id: &str) -> Result<(), ConnectError> {
         self.as_ref().delete_profile(t, id).await

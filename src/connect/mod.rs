@@ -16,8 +16,8 @@ pub use error::{ConnectError, ErrorClass};
 pub use sdk::{ConnectSettings, SdkConnect, client_for_endpoint};
 
 use crate::api::SecurityProfileSpec;
-use crate::domain::ProfileUpdate;
 pub use crate::domain::{FoundProfile, ObservedProfile, ProfileRef, ProfileSummary, Target};
+use crate::domain::{Listing, ProfileUpdate};
 
 /// The Connect operations the reconciler uses. Implemented by [`SdkConnect`], and by fakes in tests.
 pub trait ConnectApi: Send + Sync + 'static {
@@ -38,6 +38,14 @@ pub trait ConnectApi: Send + Sync + 'static {
 
     /// Every profile of the instance (ListSecurityProfiles, all pages).
     fn list_profiles(&self, target: &Target) -> impl Future<Output = Result<Vec<ProfileSummary>, ConnectError>> + Send;
+
+    /// Every profile of the instance with its LastModifiedTime (ListSecurityProfiles, all pages) and,
+    /// with `search`, its description and tags (SearchSecurityProfiles, all pages).
+    fn list_instance(
+        &self,
+        target: &Target,
+        search: bool,
+    ) -> impl Future<Output = Result<Listing, ConnectError>> + Send;
 
     /// One page of at most one profile (ListSecurityProfiles): can this identity reach the instance?
     fn probe_instance(&self, target: &Target) -> impl Future<Output = Result<(), ConnectError>> + Send;

@@ -15,7 +15,12 @@ use aws_sdk_connect::types::{SecurityProfileSearchCriteria, StringComparisonType
 use super::limiter::{Rate, RateLimiter};
 use super::{ConnectApi, ConnectError, ErrorClass, convert};
 use crate::api::SecurityProfileSpec;
-use crate::domain::{FoundProfile, ListedMembers, ObservedProfile, ProfileRef, ProfileSummary, ProfileUpdate, Target};
+use aws_smithy_types::date_time::Format as DateTimeFormat;
+
+use crate::domain::{
+    FoundProfile, ListedMembers, ListedProfile, Listing, ObservedProfile, ProfileRef, ProfileSummary, ProfileUpdate,
+    Target,
+};
 use crate::runtime::Metrics;
 
 /// A Connect client for a fixed endpoint with static credentials: the emulator, in tests and demos.
@@ -221,6 +226,49 @@ impl SdkConnect {
 }
 
 impl ConnectApi for SdkConnect {
+    async fn list_instance(&self, target: &Target, search: bool) -> Result<Listing, ConnectError> {
+        let inst = &target.instance_id;
+        let summaries = self
+            .all_pages(target, "ListSecurityProfiles", |c, token| async move {
+                let req = c.list_security_profiles().instance_id(inst).max_results(1000);
+                let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                let items = page.security_profile_summary_list.unwrap_or_default().into_iter().filter_map(|s| {
+                    Some(ListedProfile {
+                        last_modified: s.last_modified_time.and_then(|t| t.fmt(DateTimeFormat::DateTime).ok()),
+                        id: s.id?,
+                        arn: s.arn?,
+                        name: s.name?,
+                        ..Default::default()
+                    })
+                });
+                Ok((items.collect::<Vec<_>>(), page.next_token))
+            })
+            .await?;
+        let mut profiles: HashMap<String, ListedProfile> = summaries.into_iter().map(|p| (p.id.clone(), p)).collect();
+        if search {
+            let found = self
+                .all_pages(target, "SearchSecurityProfiles", |c, token| async move {
+                    let req = c.search_security_profiles().instance_id(inst).max_results(100);
+                    let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                    let items = page
+                        .security_profiles
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|p| Some((p.id?, p.description, p.tags)))
+                        .collect::<Vec<_>>();
+                    Ok((items, page.next_token))
+                })
+                .await?;
+            for (id, description, tags) in found {
+                if let Some(p) = profiles.get_mut(&id) {
+                    p.description = Some(description.unwrap_or_default());
+                    p.tags = Some(tags.unwrap_or_default().into_iter().collect());
+                }
+            }
+        }
+        Ok(Listing { profiles, searched: search })
+    }
+
     async fn probe_instance(&self, target: &Target) -> Result<(), ConnectError> {
         self.call(target, "ListSecurityProfiles", |c| async move {
             c.list_security_profiles()

@@ -2,11 +2,13 @@
 //! ([`crate::connect`]) and the reconciler ([`crate::reconcile`]) both depend on this module; it depends
 //! only on the API types ([`crate::api`]) and the model's limits ([`crate::constraints`]).
 
+pub mod listing;
 pub mod plan;
 pub mod profile;
 pub mod state;
 pub mod validate;
 
+pub use listing::{Expectation, ListedProfile, Listing, Verdict};
 pub use plan::{ProfileUpdate, TagPlan, UpdatePlan, plan_tags, plan_update};
 pub use profile::{
     FoundProfile, ObservedProfile, Priority, ProfileRef, ProfileSummary, Target, instance_of_arn, region_of_arn,

@@ -34,6 +34,9 @@ pub async fn cleanup<C: ConnectApi>(
     }
     finalizer::remove(api, &profile.metadata).await?;
     ctx.forget(&key(&profile.metadata), profile.uid().as_deref());
+    let object =
+        kube::runtime::reflector::ObjectRef::new(&profile.name_any()).within(&profile.namespace().unwrap_or_default());
+    ctx.observations.unwatch(&object);
     Ok(Action::await_change())
 }
 

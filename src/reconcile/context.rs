@@ -29,6 +29,10 @@ pub struct Settings {
     pub slow_retry: Duration,
     /// Reconciles in parallel.
     pub concurrency: u16,
+    /// How often each instance is listed (instance-level observation).
+    pub observe_interval: Duration,
+    /// Every how many listings one also reads descriptions and tags (SearchSecurityProfiles).
+    pub search_every: u32,
     /// Single-team mode: a SecurityProfile that no InstanceBinding covers is still acted on, in its
     /// spec's Region (else the operator's) with the operator's own identity.
     pub allow_unbound: bool,
@@ -42,6 +46,8 @@ impl Default for Settings {
             retry_max: Duration::from_secs(300),
             slow_retry: Duration::from_secs(300),
             concurrency: 4,
+            observe_interval: Duration::from_secs(120),
+            search_every: 2,
             allow_unbound: false,
         }
     }
@@ -83,6 +89,8 @@ pub struct Context<C> {
     pub(crate) last_status: Mutex<HashMap<String, SecurityProfileStatus>>,
     /// Labels of namespaces (for the bindings' selectors), read at most once a minute each.
     namespace_labels: Mutex<HashMap<String, (Labels, Instant)>>,
+    /// The instances' listings (instance-level observation).
+    pub observations: super::observer::Observations,
     /// Every InstanceBinding, kept by a watch (see [`super::controller::run`]).
     pub bindings: Store<InstanceBinding>,
     binding_writer: Mutex<Option<Writer<InstanceBinding>>>,
@@ -99,6 +107,7 @@ impl<C> Context<C> {
         let instance = std::env::var("POD_NAME").unwrap_or_else(|_| MANAGER.to_string());
         let (bindings, writer) = reflector::store();
         Self {
+            observations: Default::default(),
             bindings,
             binding_writer: Mutex::new(Some(writer)),
             reporter: Reporter { controller: MANAGER, instance },
@@ -136,6 +145,21 @@ impl<C> Context<C> {
     /// The writer of [`Self::bindings`], for the one watch that fills it (None once taken).
     pub fn take_binding_writer(&self) -> Option<Writer<InstanceBinding>> {
         self.binding_writer.lock().expect("writer lock").take()
+    }
+
+    /// Requeues the profiles an instance listing found changed: they are due at once, whatever their
+    /// resync timer says.
+    pub(crate) fn requeue_observed(
+        &self,
+        objects: Vec<kube::runtime::reflector::ObjectRef<kube::core::DeserializeGuard<crate::api::SecurityProfile>>>,
+    ) {
+        {
+            let mut due = self.next_observe.lock().expect("next_observe lock");
+            for o in &objects {
+                due.remove(&format!("{}/{}", o.namespace.as_deref().unwrap_or_default(), o.name));
+            }
+        }
+        self.observations.send(objects);
     }
 
     /// Forgets everything remembered about the object `key` (it is gone).

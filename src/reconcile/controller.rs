@@ -59,11 +59,17 @@ pub async fn run<C: ConnectApi>(
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let mut requeue = Vec::new();
     let mut stores = Vec::new();
+    // Profiles the instance observers find changed, routed to the controller of their namespace.
+    let (observed_tx, mut observed_rx) = futures::channel::mpsc::unbounded();
+    ctx.observations.set_requeue(observed_tx);
+    let mut routes: Vec<(Option<String>, futures::channel::mpsc::UnboundedSender<_>)> = Vec::new();
     let controllers: Vec<_> = apis.into_iter().map(|api| {
         let (reader, writer) = reflector::store();
         let (tx, rx) = futures::channel::mpsc::unbounded();
         requeue.push(tx);
         stores.push(reader.clone());
+        let (observed, changed) = futures::channel::mpsc::unbounded();
+        routes.push((api_namespace(&namespaces, routes.len()), observed));
         let deletion = |o: &DeserializeGuard<SecurityProfile>| o.meta().deletion_timestamp.as_ref().map(|_| 1u64);
         let trigger = watcher(api, watcher::Config::default().page_size(100))
             .default_backoff()
@@ -84,6 +90,7 @@ pub async fn run<C: ConnectApi>(
         Controller::for_stream(trigger, reader)
             .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
             .reconcile_all_on(rx)
+            .reconcile_on(changed)
             .graceful_shutdown_on(shutdown.clone())
             .run(super::reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {
@@ -96,6 +103,16 @@ pub async fn run<C: ConnectApi>(
                 }
             })
     }).collect();
+    tokio::spawn(async move {
+        while let Some(object) = observed_rx.next().await {
+            let ns: Option<String> = object.namespace.clone();
+            for (scope, tx) in &routes {
+                if scope.is_none() || *scope == ns {
+                    let _ = tx.unbounded_send(object.clone());
+                }
+            }
+        }
+    });
     if bindings_installed {
         tokio::spawn(binding_watch::run(ctx.clone(), namespaces.clone(), requeue, stores));
         // Reconciling before the bindings are listed would refuse every profile for a moment.
@@ -103,4 +120,9 @@ pub async fn run<C: ConnectApi>(
     }
     futures::future::join_all(controllers).await;
     Ok(())
+}
+
+/// The namespace of the `i`-th controller: None (all namespaces) when `namespaces` is empty.
+fn api_namespace(namespaces: &[String], i: usize) -> Option<String> {
+    namespaces.get(i).cloned()
 }

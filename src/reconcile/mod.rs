@@ -24,6 +24,7 @@ pub mod finalizer;
 pub mod guard;
 pub mod invalid;
 pub mod observe;
+pub mod observer;
 pub mod report;
 pub mod retry;
 pub mod status;
@@ -47,17 +48,18 @@ use crate::api::SecurityProfile;
 use crate::connect::ConnectApi;
 use crate::constraints::DEFAULT_PROFILE_NAMES;
 use crate::domain::validate;
-use crate::domain::{Priority, Target, instance_of_arn, region_of_arn};
+use crate::domain::{Expectation, Priority, Target, instance_of_arn, region_of_arn, tags_with_owner};
 use acquire::Acquired;
 use binding::Grant;
 use events::{EventType, publish};
+use kube::runtime::reflector::ObjectRef;
 use observe::Observation;
 
 /// What one reconcile of one valid, live resource is about.
 pub struct Step<'a, C> {
     pub profile: &'a SecurityProfile,
     pub api: &'a Api<SecurityProfile>,
-    pub ctx: &'a Context<C>,
+    pub ctx: &'a Arc<Context<C>>,
     /// What the InstanceBinding grants; `target` is its Target.
     pub grant: &'a Grant,
     pub target: &'a Target,
@@ -113,7 +115,7 @@ pub async fn reconcile<C: ConnectApi>(
     result
 }
 
-async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Context<C>) -> Result<Action, Error> {
+async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Arc<Context<C>>) -> Result<Action, Error> {
     let profile = guard::freshest(cached, ctx);
     let api: Api<SecurityProfile> = Api::namespaced(ctx.client.clone(), &profile.namespace().unwrap_or_default());
     let result = if profile.metadata.deletion_timestamp.is_some() {
@@ -131,6 +133,19 @@ async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Contex
     result
 }
 
+/// Registers the in-sync profile `id` with its instance's observer: what a listing must show for it.
+fn watch<C: ConnectApi>(step: &Step<'_, C>, id: &str, last_modified: Option<String>) {
+    let expect = Expectation {
+        last_modified,
+        description: step.profile.spec.description.clone().unwrap_or_default(),
+        tags: tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid()),
+    };
+    let object = ObjectRef::from_obj(step.profile).erase();
+    let object = ObjectRef::new(&object.name).within(object.namespace.as_deref().unwrap_or_default());
+    step.ctx.observations.watch(&observer::InstanceKey::of(step.target), id, object, expect);
+    observer::ensure(step.ctx, step.target);
+}
+
 /// A drift check of a profile that matched its spec is background work; anything a user asked for (a
 /// new resource, a spec change, an adoption, a failure being retried) goes first in the rate limiter.
 fn priority(profile: &SecurityProfile) -> Priority {
@@ -146,7 +161,7 @@ fn priority(profile: &SecurityProfile) -> Priority {
 async fn sync<C: ConnectApi>(
     profile: &SecurityProfile,
     api: &Api<SecurityProfile>,
-    ctx: &Context<C>,
+    ctx: &Arc<Context<C>>,
 ) -> Result<Action, Error> {
     let current_instance =
         profile.status.as_ref().and_then(|s| s.security_profile_arn.as_deref()).and_then(instance_of_arn);
@@ -178,8 +193,14 @@ async fn sync<C: ConnectApi>(
         let acquired = match observe::observe(&step).await? {
             Observation::Present { id, observed, .. } => {
                 let last_modified = apply::apply(&step, &id, &observed).await?;
+                watch(&step, &id, last_modified.clone());
                 return report::in_sync(&profile, api, ctx, &id, &observed.arn, last_modified).await;
             }
+            Observation::Unchanged { id, arn, last_modified } => {
+                watch(&step, &id, last_modified.clone());
+                return report::in_sync(&profile, api, ctx, &id, &arn, last_modified).await;
+            }
+            Observation::Waiting => return Ok(Action::requeue(observer::FIRST_LISTING_WAIT)),
             Observation::Absent { adoptable } => acquire::acquire(&step, adoptable).await?,
             Observation::Gone { id } => {
                 let note = format!("Security profile {id} was deleted outside the operator; creating it again");
@@ -189,6 +210,8 @@ async fn sync<C: ConnectApi>(
         };
         match acquired {
             Acquired::Created(created) => {
+                let step = Step { profile: &profile, api, ctx, grant: &grant, target: &grant.target };
+                watch(&step, &created.id, None);
                 return report::in_sync(&profile, api, ctx, &created.id, &created.arn, None).await;
             }
             Acquired::TakenOver(status) => profile.status = Some(status),

@@ -6,9 +6,13 @@
 use super::Step;
 use super::error::Error;
 use super::guard::wants_adoption;
+use super::observer::{self, InstanceKey};
+use crate::api::SecurityProfileStatus;
 use crate::connect::{ConnectApi, ErrorClass};
 use crate::constraints::DEFAULT_PROFILE_NAMES;
-use crate::domain::{FoundProfile, ObservedProfile, plan_tags, plan_update, tags_with_owner};
+use crate::domain::{
+    Expectation, FoundProfile, ObservedProfile, Priority, Verdict, plan_tags, plan_update, tags_with_owner,
+};
 
 /// What the observe step found.
 #[derive(Debug)]
@@ -20,6 +24,10 @@ pub enum Observation {
     Gone { id: String },
     /// The profile the status names, read in full when `full`.
     Present { id: String, observed: Box<ObservedProfile>, full: bool },
+    /// The instance's latest listing shows the profile as the status recorded it: nothing to read.
+    Unchanged { id: String, arn: String, last_modified: Option<String> },
+    /// The instance has no listing yet (just after a start): look again shortly, with no call now.
+    Waiting,
 }
 
 pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, Error> {
@@ -33,9 +41,20 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
         let found = step.ctx.connect.find_profile_by_name(step.target, step.name()).await.map_err(Error::Lookup)?;
         return Ok(Observation::Absent { adoptable: found });
     };
-    // A full read when the spec changed or nothing records what Connect held at the last full read.
-    let mut full =
-        status.observed_generation != step.profile.metadata.generation || status.connect_last_modified_time.is_none();
+    let listed_as_changed = if step.target.priority == Priority::Background {
+        match from_listing(step, &id, &status) {
+            Listed::Seen(seen) => return Ok(seen),
+            Listed::Changed => true,
+            Listed::Missing => false,
+        }
+    } else {
+        false
+    };
+    // A full read when the listing says the profile changed, the spec changed, or nothing records what
+    // Connect held at the last full read.
+    let mut full = listed_as_changed
+        || status.observed_generation != step.profile.metadata.generation
+        || status.connect_last_modified_time.is_none();
     let mut observed = match step.ctx.connect.observe_profile(step.target, &id, full).await {
         Ok(o) => o,
         Err(e) if e.class == ErrorClass::NotFound => return Ok(Observation::Gone { id }),
@@ -70,4 +89,38 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
         }
     }
     Ok(Observation::Present { id, observed: Box::new(observed), full })
+}
+
+/// What the instance's latest listing says about a settled profile.
+enum Listed {
+    /// Unchanged (no call), or no listing yet (wait for the first one).
+    Seen(Observation),
+    /// Changed or different: read it in full.
+    Changed,
+    /// Not listed: look it up (DescribeSecurityProfile says whether it is gone).
+    Missing,
+}
+
+fn from_listing<C: ConnectApi>(step: &Step<'_, C>, id: &str, status: &SecurityProfileStatus) -> Listed {
+    let key = InstanceKey::of(step.target);
+    let Some(snapshot) = step.ctx.observations.snapshot(&key) else {
+        observer::ensure(step.ctx, step.target);
+        return Listed::Seen(Observation::Waiting);
+    };
+    let expect = Expectation {
+        last_modified: status.connect_last_modified_time.clone(),
+        description: step.profile.spec.description.clone().unwrap_or_default(),
+        tags: tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid()),
+    };
+    let arn = status.security_profile_arn.clone().unwrap_or_default();
+    match snapshot.listing.verdict(id, &expect) {
+        Verdict::Unchanged => {
+            Listed::Seen(Observation::Unchanged { id: id.to_string(), arn, last_modified: expect.last_modified })
+        }
+        Verdict::Baseline(t) => {
+            Listed::Seen(Observation::Unchanged { id: id.to_string(), arn, last_modified: Some(t) })
+        }
+        Verdict::Changed => Listed::Changed,
+        Verdict::Missing => Listed::Missing,
+    }
 }

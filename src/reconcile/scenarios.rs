@@ -23,7 +23,7 @@ use crate::api::{
 };
 use crate::connect::ErrorClass;
 use crate::connect::fake::{FakeConnect, INSTANCE, arn};
-use crate::domain::{ProfileState, ProfileUpdate};
+use crate::domain::{ProfileState, ProfileUpdate, Target};
 
 const NS: &str = "team-a";
 const NAME: &str = "agents";
@@ -150,9 +150,28 @@ impl Scenario {
         let settings = Settings { retry_base: Duration::from_millis(100), ..Settings::default() };
         let ctx = Context::new(client, connect.clone(), Some("eu-west-2".into()), settings, Arc::default());
         let s = Self { ctx: Arc::new(ctx), connect, kube, bindings: Mutex::new(None) };
+        // Instance listings come from `list()`, never from a background task.
+        s.ctx.observations.manual();
         s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {},
                       "allowAdoption": true}));
         s
+    }
+
+    /// One listing of the instance, as its observer would take it (its calls are counted); returns the
+    /// objects it requeues.
+    async fn list(&self) -> Vec<String> {
+        let target = Target {
+            region: "eu-west-2".into(),
+            instance_id: INSTANCE.into(),
+            priority: crate::domain::Priority::Background,
+            ..Default::default()
+        };
+        let listing = self.connect.list_instance(&target, true).await.expect("listed");
+        let key = observer::InstanceKey::of(&target);
+        let requeue = self.ctx.observations.record(&key, listing).0;
+        let names = requeue.iter().map(|o| o.name.clone()).collect();
+        self.ctx.requeue_observed(requeue);
+        names
     }
 
     /// Replaces the bindings with one named `team-a` of this spec (as the binding watch would).
@@ -256,19 +275,27 @@ async fn new_resource_gets_finalizer_then_profile_then_status() {
 }
 
 #[tokio::test]
-async fn in_sync_profile_costs_one_describe_and_no_write() {
+async fn in_sync_profile_costs_no_call_once_its_instance_is_listed() {
     let mut object = resource(true);
     object.status = Some(ready_status("sp-7"));
     let s = Scenario::new(&object);
     s.connect.insert("sp-7", &object.spec, owner_tags());
 
-    s.reconcile(&object).await.expect("first reconcile");
-    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile"], "unchanged LastModifiedTime: no List* reads");
+    // Before its instance's first listing (just after a start) a settled profile waits, with no call.
+    assert_eq!(s.reconcile(&object).await.expect("waits"), Action::requeue(observer::FIRST_LISTING_WAIT));
+    assert!(s.connect.calls().is_empty());
+    assert!(s.list().await.is_empty(), "nothing watched yet");
+    assert_eq!(s.connect.calls(), ["ListSecurityProfiles", "SearchSecurityProfiles"], "one listing for the instance");
+
+    // The listing shows it as the status recorded it: no call, no status write.
+    s.reconcile(&object).await.expect("in sync");
+    assert_eq!(s.connect.calls().len(), 2, "no call for the profile: {:?}", s.connect.calls());
     assert!(s.kube_writes().is_empty(), "no status write when nothing but timestamps would change");
 
-    // A metadata-only trigger (label, annotation) before the resync is due costs no Connect call.
-    s.reconcile(&object).await.expect("second reconcile");
-    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile"]);
+    // The next listings confirm it without requeueing it.
+    assert!(s.list().await.is_empty());
+    s.reconcile(&object).await.expect("metadata-only trigger");
+    assert_eq!(s.connect.calls().len(), 4, "only the listing's calls");
     assert!(s.kube_writes().is_empty());
     assert!(s.events().is_empty());
 }
@@ -412,16 +439,18 @@ async fn drift_is_repaired_with_only_the_differing_member() {
     s.connect.insert("sp-7", &changed, owner_tags());
     s.connect.profiles.lock().unwrap().get_mut("sp-7").unwrap().last_modified = Some("2026-11-02T00:00:00Z".into());
 
+    s.list().await;
     s.reconcile(&object).await.expect("repaired");
     assert_eq!(
         s.connect.calls(),
         [
-            "DescribeSecurityProfile",
+            "ListSecurityProfiles",
+            "SearchSecurityProfiles",
             "DescribeSecurityProfile",
             "ListSecurityProfilePermissions",
             "UpdateSecurityProfile"
         ],
-        "a moved LastModifiedTime triggers a full read, then one update"
+        "the listing shows a moved LastModifiedTime: one full read, then one update"
     );
     let updates = s.connect.updates.lock().unwrap().clone();
     assert_eq!(updates, [ProfileUpdate { description: Some("Front-line agents".into()), ..Default::default() }]);
@@ -437,8 +466,13 @@ async fn profile_deleted_outside_is_created_again() {
     object.status = Some(ready_status("sp-7"));
     let s = Scenario::new(&object);
 
+    s.list().await;
     s.reconcile(&object).await.expect("re-created");
-    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile", "CreateSecurityProfile"]);
+    assert_eq!(
+        s.connect.calls(),
+        ["ListSecurityProfiles", "SearchSecurityProfiles", "DescribeSecurityProfile", "CreateSecurityProfile"],
+        "not listed: DescribeSecurityProfile confirms it is gone"
+    );
     assert_eq!(s.written_status().security_profile_id.as_deref(), Some("sp-1"));
     assert_eq!(s.events(), ["Recreating", "Created"]);
 }
@@ -661,8 +695,13 @@ async fn a_default_profile_in_status_is_not_changed() {
     let mut held = object.spec.clone();
     held.description = Some("what Connect holds".into());
     s.connect.insert("sp-agent", &held, owner_tags());
+    s.list().await;
     s.reconcile(&object).await.expect_err("refused");
-    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile"], "read, never written");
+    assert_eq!(
+        s.connect.calls(),
+        ["ListSecurityProfiles", "SearchSecurityProfiles", "DescribeSecurityProfile", "ListSecurityProfilePermissions"],
+        "read, never written"
+    );
     assert_eq!(condition(&s.written_status(), "Synced").reason, "DefaultProfileNotAllowed");
 }
 
@@ -735,8 +774,11 @@ async fn drift_checks_are_background_work_and_user_changes_go_first() {
     let mut ready = resource(true);
     ready.status = Some(ready_status("sp-1"));
     let s = Scenario::new(&ready);
-    s.connect.insert("sp-1", &ready.spec, owner_tags());
-    s.reconcile(&ready).await.expect("in sync");
+    let mut drifted = ready.spec.clone();
+    drifted.description = Some("edited".into());
+    s.connect.insert("sp-1", &drifted, owner_tags());
+    s.list().await;
+    s.reconcile(&ready).await.expect("repaired");
     let targets = s.connect.targets.lock().unwrap().clone();
     assert!(targets.iter().all(|t| t.priority == crate::domain::Priority::Background), "{targets:?}");
 
@@ -747,4 +789,49 @@ async fn drift_checks_are_background_work_and_user_changes_go_first() {
     s.connect.insert("sp-1", &ready.spec, owner_tags());
     s.reconcile(&changed).await.expect("updated");
     assert!(s.connect.targets.lock().unwrap().iter().all(|t| t.priority == crate::domain::Priority::User));
+}
+
+#[tokio::test]
+async fn a_create_costs_one_call_and_the_first_listing_records_what_connect_holds() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    s.reconcile(&object).await.expect("created");
+    let status = s.written_status();
+    assert_eq!(status.connect_last_modified_time, None, "not known from the create's answer");
+
+    // The instance's next listing shows it as created: requeued once, to record the baseline.
+    assert_eq!(s.list().await, [NAME]);
+    let mut created = object.clone();
+    created.status = Some(status);
+    s.reconcile(&created).await.expect("baseline");
+    assert_eq!(
+        s.connect.calls(),
+        ["CreateSecurityProfile", "ListSecurityProfiles", "SearchSecurityProfiles"],
+        "no read of the new profile: the create and the listing say what Connect holds"
+    );
+    assert_eq!(s.written_status().connect_last_modified_time.as_deref(), Some("2026-11-01T00:00:00Z"));
+
+    // From then on a listing that shows nothing new requeues nothing.
+    let mut recorded = object.clone();
+    recorded.status = Some(s.written_status());
+    s.reconcile(&recorded).await.expect("in sync");
+    assert!(s.list().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_listing_requeues_only_the_profiles_that_changed() {
+    let mut object = resource(true);
+    object.status = Some(ready_status("sp-7"));
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-7", &object.spec, owner_tags());
+    s.list().await;
+    s.reconcile(&object).await.expect("watched");
+    assert!(s.list().await.is_empty(), "unchanged: nothing requeued");
+
+    // A tag added by another tool (no LastModifiedTime change): the search shows it.
+    s.connect.profiles.lock().unwrap().get_mut("sp-7").unwrap().tags.insert("cost-center".into(), "42".into());
+    assert_eq!(s.list().await, [NAME]);
+    // Deleted in the console: requeued too.
+    s.connect.profiles.lock().unwrap().clear();
+    assert_eq!(s.list().await, [NAME]);
 }

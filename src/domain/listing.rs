@@ -1,0 +1,110 @@
+//! What one listing of an instance says about its profiles (ListSecurityProfiles for LastModifiedTime,
+//! SearchSecurityProfiles for description and tags), and the pure comparison that tells a reconciler
+//! whether a profile needs a full read: only those whose LastModifiedTime moved past what the status
+//! recorded, that vanished, or whose description or tags differ from the spec.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// One profile as an instance listing shows it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListedProfile {
+    pub id: String,
+    pub arn: String,
+    pub name: String,
+    /// From ListSecurityProfiles (RFC 3339, as DescribeSecurityProfile's).
+    pub last_modified: Option<String>,
+    /// From SearchSecurityProfiles, when the listing included a search.
+    pub description: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// An instance's profiles at one moment.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Listing {
+    pub profiles: HashMap<String, ListedProfile>,
+    /// Whether description and tags were read (SearchSecurityProfiles) in this listing.
+    pub searched: bool,
+}
+
+/// What the reconciler knows a profile should look like in a listing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Expectation {
+    /// The LastModifiedTime of the last full read (None: not known yet, e.g. just created).
+    pub last_modified: Option<String>,
+    pub description: String,
+    /// Every tag the profile carries: the spec's and the owner tag.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The comparison of one profile with a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Nothing changed: no call needed.
+    Unchanged,
+    /// The listing gives the LastModifiedTime the status has not recorded yet, and what it shows
+    /// matches: record it (a profile the operator just created from the spec).
+    Baseline(String),
+    /// Connect changed it, or it differs from the spec: read it in full and repair.
+    Changed,
+    /// Not in the listing.
+    Missing,
+}
+
+impl Listing {
+    pub fn verdict(&self, id: &str, expect: &Expectation) -> Verdict {
+        let Some(p) = self.profiles.get(id) else { return Verdict::Missing };
+        if self.searched {
+            let description = p.description.clone().unwrap_or_default();
+            let tags = p.tags.clone().unwrap_or_default();
+            if description != expect.description || tags != expect.tags {
+                return Verdict::Changed;
+            }
+        }
+        match (&expect.last_modified, &p.last_modified) {
+            (Some(recorded), Some(listed)) if recorded == listed => Verdict::Unchanged,
+            (None, Some(listed)) if self.searched => Verdict::Baseline(listed.clone()),
+            _ => Verdict::Changed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(searched: bool, last_modified: &str, description: &str) -> Listing {
+        let p = ListedProfile {
+            id: "sp-1".into(),
+            last_modified: Some(last_modified.into()),
+            description: searched.then(|| description.into()),
+            tags: searched.then(|| BTreeMap::from([("team".into(), "a".into())])),
+            ..Default::default()
+        };
+        Listing { profiles: HashMap::from([("sp-1".into(), p)]), searched }
+    }
+
+    fn expect(last_modified: Option<&str>) -> Expectation {
+        Expectation {
+            last_modified: last_modified.map(str::to_string),
+            description: "agents".into(),
+            tags: BTreeMap::from([("team".into(), "a".into())]),
+        }
+    }
+
+    #[test]
+    fn only_what_moved_or_differs_needs_a_read() {
+        let t1 = "2026-11-29T10:00:00Z";
+        assert_eq!(listing(true, t1, "agents").verdict("sp-1", &expect(Some(t1))), Verdict::Unchanged);
+        assert_eq!(listing(false, t1, "").verdict("sp-1", &expect(Some(t1))), Verdict::Unchanged, "list only");
+        let t2 = "2026-11-29T10:05:00Z";
+        assert_eq!(listing(true, t2, "agents").verdict("sp-1", &expect(Some(t1))), Verdict::Changed, "modified");
+        assert_eq!(listing(true, t1, "edited").verdict("sp-1", &expect(Some(t1))), Verdict::Changed, "description");
+        assert_eq!(listing(true, t1, "agents").verdict("sp-2", &expect(Some(t1))), Verdict::Missing);
+        assert_eq!(
+            listing(true, t1, "agents").verdict("sp-1", &expect(None)),
+            Verdict::Baseline(t1.into()),
+            "just created: the listing's time becomes the baseline"
+        );
+        assert_eq!(listing(false, t1, "").verdict("sp-1", &expect(None)), Verdict::Changed, "not without a search");
+    }
+}

@@ -1,0 +1,201 @@
+//! Instance-level observation: one background listing per instance (Region, instance and role) instead
+//! of one DescribeSecurityProfile per profile. Every `observe_interval` the observer of an instance lists
+//! it (ListSecurityProfiles pages; every `search_every`-th time also SearchSecurityProfiles pages for
+//! description and tags) and keeps the result as the instance's latest [`Snapshot`]. Then it compares
+//! each profile it watches with the listing ([`Listing::verdict`]) and requeues only those that changed,
+//! vanished or differ; their reconcile reads them in full and repairs them. Every other reconcile of an
+//! in-sync profile (its resync, a restart) consults the snapshot and makes no call at all.
+//!
+//! The reconciler registers each in-sync profile with [`Observations::watch`], and asks for the
+//! snapshot with [`Observations::snapshot`]; an instance's observer starts on the first request and
+//! stops when it watches nothing any more.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc::UnboundedSender;
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{debug, warn};
+
+use super::context::Context;
+use crate::api::SecurityProfile;
+use crate::connect::ConnectApi;
+use crate::domain::{Expectation, Listing, Priority, Target, Verdict};
+
+/// The observers are per Region, instance and identity.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceKey {
+    pub region: String,
+    pub instance_id: String,
+    pub role_arn: Option<String>,
+}
+
+impl InstanceKey {
+    pub fn of(target: &Target) -> Self {
+        Self {
+            region: target.region.clone(),
+            instance_id: target.instance_id.clone(),
+            role_arn: target.role_arn.clone(),
+        }
+    }
+}
+
+/// An instance's listing at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listing: Listing,
+    pub taken: Instant,
+}
+
+type Object = ObjectRef<DeserializeGuard<SecurityProfile>>;
+
+struct Watched {
+    object: Object,
+    expect: Expectation,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Instance {
+    latest: Option<Arc<Snapshot>>,
+    watched: HashMap<String, Watched>,
+    running: bool,
+}
+
+/// How long a settled profile waits for its instance's first listing (after a start) before looking
+/// again.
+pub const FIRST_LISTING_WAIT: Duration = Duration::from_secs(2);
+
+/// A profile missing from a listing this soon after it was recorded may just not be listed yet
+/// (Connect's reads are eventually consistent): it is not requeued as gone.
+const LISTING_GRACE: Duration = Duration::from_secs(30);
+
+/// The instances under observation and the channel that requeues profiles.
+#[derive(Default)]
+pub struct Observations {
+    instances: Mutex<HashMap<InstanceKey, Instance>>,
+    requeue: Mutex<Option<UnboundedSender<Object>>>,
+    /// Tests: no observer task is started; listings come from [`Self::record`].
+    manual: std::sync::atomic::AtomicBool,
+}
+
+impl Observations {
+    /// Where the observers send the profiles to reconcile (set once by the controller).
+    pub fn set_requeue(&self, tx: UnboundedSender<Object>) {
+        *self.requeue.lock().expect("requeue lock") = Some(tx);
+    }
+
+    /// The latest snapshot of the instance, if any.
+    pub fn snapshot(&self, key: &InstanceKey) -> Option<Arc<Snapshot>> {
+        self.instances.lock().expect("observations lock").get(key)?.latest.clone()
+    }
+
+    /// Watches profile `id` (the object `object`) of the instance with this expectation.
+    pub fn watch(&self, key: &InstanceKey, id: &str, object: Object, expect: Expectation) {
+        let mut instances = self.instances.lock().expect("observations lock");
+        let instance = instances.entry(key.clone()).or_default();
+        let since = match instance.watched.get(id) {
+            Some(w) if w.expect == expect => w.since,
+            _ => Instant::now(),
+        };
+        instance.watched.insert(id.to_string(), Watched { object, expect, since });
+    }
+
+    /// Stops watching the object (it is deleted).
+    pub fn unwatch(&self, object: &Object) {
+        for instance in self.instances.lock().expect("observations lock").values_mut() {
+            instance.watched.retain(|_, w| w.object != *object);
+        }
+    }
+
+    /// Tests: no observer task is ever started; listings come from [`Self::record`].
+    #[cfg(test)]
+    pub fn manual(&self) {
+        self.manual.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True when the observer of `key` must be started (the caller starts it).
+    fn claim(&self, key: &InstanceKey) -> bool {
+        let mut instances = self.instances.lock().expect("observations lock");
+        let instance = instances.entry(key.clone()).or_default();
+        !std::mem::replace(&mut instance.running, true)
+    }
+
+    /// Stores a new listing; returns the objects to requeue and how many were confirmed unchanged.
+    pub(crate) fn record(&self, key: &InstanceKey, listing: Listing) -> (Vec<Object>, usize) {
+        let mut instances = self.instances.lock().expect("observations lock");
+        let instance = instances.entry(key.clone()).or_default();
+        let mut requeue = Vec::new();
+        let mut unchanged = 0;
+        for (id, w) in &instance.watched {
+            match listing.verdict(id, &w.expect) {
+                Verdict::Unchanged => unchanged += 1,
+                // Written or created moments ago and never listed: maybe not listed yet.
+                Verdict::Missing if w.expect.last_modified.is_none() && w.since.elapsed() < LISTING_GRACE => {
+                    unchanged += 1
+                }
+                Verdict::Baseline(_) | Verdict::Changed | Verdict::Missing => requeue.push(w.object.clone()),
+            }
+        }
+        instance.latest = Some(Arc::new(Snapshot { listing, taken: Instant::now() }));
+        (requeue, unchanged)
+    }
+
+    /// Whether the observer of `key` has nothing left to watch (it then stops).
+    fn idle(&self, key: &InstanceKey) -> bool {
+        let mut instances = self.instances.lock().expect("observations lock");
+        let idle = instances.get(key).is_none_or(|i| i.watched.is_empty());
+        if idle {
+            instances.remove(key);
+        }
+        idle
+    }
+
+    pub(crate) fn send(&self, objects: Vec<Object>) {
+        if let Some(tx) = self.requeue.lock().expect("requeue lock").as_ref() {
+            for o in objects {
+                let _ = tx.unbounded_send(o);
+            }
+        }
+    }
+}
+
+/// Starts the observer of `target`'s instance unless it runs already.
+pub fn ensure<C: ConnectApi>(ctx: &Arc<Context<C>>, target: &Target) {
+    let key = InstanceKey::of(target);
+    if ctx.observations.manual.load(std::sync::atomic::Ordering::Relaxed) || !ctx.observations.claim(&key) {
+        return;
+    }
+    let target = Target {
+        priority: Priority::Background,
+        session_name: target.role_arn.as_ref().map(|_| "csp-observer".to_string()),
+        ..target.clone()
+    };
+    tokio::spawn(observe_instance(ctx.clone(), key, target));
+}
+
+async fn observe_instance<C: ConnectApi>(ctx: Arc<Context<C>>, key: InstanceKey, target: Target) {
+    let every = ctx.settings.search_every.max(1);
+    let mut round: u64 = 0;
+    loop {
+        let search = round.is_multiple_of(u64::from(every));
+        match ctx.connect.list_instance(&target, search).await {
+            Ok(listing) => {
+                let (requeue, unchanged) = ctx.observations.record(&key, listing);
+                debug!(instance = %key.instance_id, requeued = requeue.len(), unchanged, search, "instance listed");
+                let _ = unchanged; // TODO(metrics): reads saved
+                ctx.requeue_observed(requeue);
+            }
+            Err(e) => warn!(instance = %key.instance_id, region = %key.region, error = %e, "cannot list the instance"),
+        }
+        round += 1;
+        let wait = ctx.settings.observe_interval.mul_f64(rand::random_range(0.9..1.1));
+        tokio::time::sleep(wait).await;
+        if ctx.observations.idle(&key) {
+            debug!(instance = %key.instance_id, "no profile left to observe");
+            return;
+        }
+    }
+}
