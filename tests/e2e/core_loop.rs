@@ -229,7 +229,8 @@ async fn unknown_instance_duplicate_name_and_quota_end_in_the_documented_status(
 async fn a_throttling_storm_ends_with_every_profile_ready_once() {
     // 1 request/s with a burst of 2, and 8 profiles at once.
     let mut env = TestEnv::new("storm", &["--throttle-rate", "1", "--throttle-burst", "2"]).await;
-    env.start_operator(&["--concurrency", "8"]);
+    // The instance listing at its default pace: at the harness's 1s it alone would exceed 1 request/s.
+    env.start_operator(&["--concurrency", "8", "--observe-interval", "2m"]);
     for i in 0..8 {
         env.apply_ok(&manifest(&format!("storm-{i}"), json!({"securityProfileName": format!("storm-{i}")})));
     }

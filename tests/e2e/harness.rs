@@ -324,6 +324,8 @@ impl TestEnv {
             ("--metrics-addr", "127.0.0.1:0"),
             ("--connect-rate", "100"),
             ("--connect-burst", "100"),
+            // Drift shows up in the instance's listing within a second.
+            ("--observe-interval", "1s"),
         ];
         let child = Command::new(bin("connect-operator"))
             .args(["run", "--namespace", &self.ns])
