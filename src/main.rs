@@ -142,19 +142,27 @@ struct RunArgs {
     lease_duration: Duration,
 }
 
-/// Parses `500ms`, `30s`, `10m`, `1h` (a bare number is seconds).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+#[derive(Debug, thiserror::Error)]
+enum DurationError {
+    #[error("{0:?} is not a duration such as 500ms, 30s, 10m, 1h30m or 2 hours")]
+    Invalid(String),
+    #[error("{0:?}: a duration cannot be negative")]
+    Negative(String),
+}
+
+/// Parses a duration with jiff's friendly or ISO 8601 format: `500ms`, `30s`, `1.5m`, `1h30m`,
+/// `2 hours`, `PT10M`. A bare number is seconds, as before units were required.
+fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 30s, 10m or 1h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return s
+            .parse()
+            .ok()
+            .and_then(|n| Duration::try_from_secs_f64(n).ok())
+            .ok_or(DurationError::Invalid(s.into()));
+    }
+    let d: jiff::SignedDuration = s.parse().map_err(|_| DurationError::Invalid(s.into()))?;
+    Duration::try_from(d).map_err(|_| DurationError::Negative(s.into()))
 }
 
 fn init_tracing(format: LogFormat, level: &str) {
@@ -333,9 +341,44 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("10 parsecs").unwrap_err().contains("unknown unit"));
+        let secs = Duration::from_secs;
+        // What the chart's values.schema.json allows (`^[0-9]+(\.[0-9]+)?(ms|s|m|h)$`) and the defaults.
+        for (text, want) in [
+            ("10m", secs(600)),
+            ("500ms", Duration::from_millis(500)),
+            ("2s", secs(2)),
+            ("15s", secs(15)),
+            ("1h", secs(3600)),
+            ("1.5m", secs(90)),
+            ("0.5s", Duration::from_millis(500)),
+            ("90", secs(90)),
+            ("2.5", Duration::from_millis(2500)),
+            // Friendlier forms.
+            ("1h30m", secs(5400)),
+            ("1h 30m", secs(5400)),
+            ("2 hours", secs(7200)),
+            ("PT10M", secs(600)),
+            (" 30s ", secs(30)),
+        ] {
+            assert_eq!(parse_duration(text).unwrap(), want, "{text}");
+        }
+        for bad in ["", "10 parsecs", "m", "1.2.3", "inf", "NaN"] {
+            let e = parse_duration(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a duration such as"), "{bad}: {e}");
+        }
+        assert_eq!(parse_duration("-5s").unwrap_err().to_string(), "\"-5s\": a duration cannot be negative");
+    }
+
+    #[test]
+    fn clap_reports_a_bad_duration() {
+        let e = Cli::try_parse_from(["connect-operator", "run", "--resync", "soon"]).unwrap_err().to_string();
+        assert!(e.contains("invalid value 'soon' for '--resync <RESYNC>'"), "{e}");
+        assert!(e.contains("is not a duration such as 500ms"), "{e}");
+        let Command::Run(args) =
+            Cli::try_parse_from(["connect-operator", "run", "--lease-duration", "1m 30s"]).unwrap().command
+        else {
+            panic!("run")
+        };
+        assert_eq!(args.lease_duration, Duration::from_secs(90));
     }
 }
