@@ -199,15 +199,30 @@ async fn async_main() -> anyhow::Result<()> {
     }
 }
 
+/// The Region `export` reads: `--region`, else the environment's or the shared config profile's.
+/// Unlike the SDK's default chain this never asks the instance metadata service: a workstation has
+/// none, and the SDK's warnings about it would come before the one error that says what to do.
+async fn export_region(flag: Option<&str>) -> anyhow::Result<String> {
+    use aws_config::environment::region::EnvironmentVariableRegionProvider;
+    use aws_config::meta::region::RegionProviderChain;
+    use aws_config::profile::ProfileFileRegionProvider;
+    if let Some(region) = flag {
+        return Ok(region.to_string());
+    }
+    RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+        .or_else(ProfileFileRegionProvider::new())
+        .region()
+        .await
+        .map(|r| r.to_string())
+        .ok_or_else(|| anyhow::anyhow!("no AWS Region: pass --region or set AWS_REGION"))
+}
+
 async fn export(args: ExportArgs, log_format: LogFormat, log_level: &str) -> anyhow::Result<()> {
     init_tracing(log_format, log_level);
+    let settings = args.connect.settings(3)?;
+    let region = export_region(args.region.as_deref()).await?;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let connect = SdkConnect::from_env(args.connect.settings(3)?, Arc::new(Metrics::default())).await;
-    let region = args
-        .region
-        .clone()
-        .or_else(|| connect.default_region().map(str::to_string))
-        .ok_or_else(|| anyhow::anyhow!("no AWS Region: pass --region or set AWS_REGION"))?;
+    let connect = SdkConnect::from_env_in_region(region.clone(), settings, Arc::new(Metrics::default())).await;
     let target = connect_operator::connect::Target { region, instance_id: args.instance_id.clone(), role_arn: None };
     let options = connect_operator::export::ExportOptions {
         namespace: args.namespace.clone(),
