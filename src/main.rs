@@ -137,7 +137,9 @@ struct RunArgs {
     /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    /// How long a leader's Lease is valid without renewal; a standby takes over after it.
+    /// How long a leader's Lease is valid without renewal: a standby takes over once it has seen no
+    /// renewal for this long (on its own clock); the leader renews every third of it and stops
+    /// leading when it could not renew for two thirds of it.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     lease_duration: Duration,
 }
@@ -287,6 +289,11 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     // kube and the AWS SDK both use rustls; install one process-wide provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let connect_settings = args.connect.settings(args.sdk_max_attempts)?;
+    anyhow::ensure!(
+        !args.leader_elect || args.lease_duration >= Duration::from_secs(1),
+        "--lease-duration must be at least 1s (got {:?})",
+        args.lease_duration
+    );
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     release_freed_memory_periodically();
@@ -316,27 +323,22 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
         health.leading.store(true, std::sync::atomic::Ordering::Relaxed);
         return reconcile::run(ctx, args.namespaces).await;
     }
-    let lease = leader::LeaseConfig {
-        name: args.lease_name.clone(),
-        namespace: args.lease_namespace.clone(),
-        identity: replica_identity(),
-        duration: args.lease_duration,
-        renew_every: args.lease_duration / 3,
-    };
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(client, &lease.namespace);
+    let lease =
+        leader::LeaseConfig::new(args.lease_name, args.lease_namespace, replica_identity(), args.lease_duration);
+    let mut elector = leader::Elector::new(kube::Api::namespaced(client, &lease.namespace), lease);
     tokio::select! {
-        _ = leader::acquire(&leases, &lease) => {}
+        _ = elector.acquire() => {}
         _ = tokio::signal::ctrl_c() => return Ok(()),
         _ = sigterm() => return Ok(()),
     }
     health.leading.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = tokio::select! {
         r = reconcile::run(ctx, args.namespaces) => r,
-        _ = leader::hold(&leases, &lease) => Err(anyhow::anyhow!("lost the leader lease; exiting so that a restart can stand by")),
+        _ = elector.hold() => Err(anyhow::anyhow!("lost the leader lease; exiting so that a restart can stand by")),
     };
     health.leading.store(false, std::sync::atomic::Ordering::Relaxed);
     if outcome.is_ok() {
-        leader::release(&leases, &lease).await;
+        elector.release().await;
     }
     outcome
 }
