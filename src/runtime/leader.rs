@@ -116,15 +116,26 @@ pub struct Elector {
     api: Api<Lease>,
     cfg: LeaseConfig,
     observer: Observer,
+    /// When the last attempt that took or renewed the lease started: its write landed after that.
+    renewed: Option<Instant>,
 }
 
 impl Elector {
     pub fn new(api: Api<Lease>, cfg: LeaseConfig) -> Self {
-        Elector { api, cfg, observer: Observer::default() }
+        Elector { api, cfg, observer: Observer::default(), renewed: None }
     }
 
     /// One attempt to take or keep the lease; `Ok(true)` when this replica holds it afterwards.
     pub async fn try_acquire(&mut self) -> kube::Result<bool> {
+        let started = Instant::now();
+        let held = self.take_or_renew().await?;
+        if held {
+            self.renewed = Some(started);
+        }
+        Ok(held)
+    }
+
+    async fn take_or_renew(&mut self) -> kube::Result<bool> {
         let cfg = &self.cfg;
         let duration_secs = cfg.duration.as_secs().max(1) as i32;
         let Some(mut lease) = self.api.get_opt(&cfg.name).await? else {
@@ -195,14 +206,12 @@ impl Elector {
     /// Renews the lease until it is lost, or not renewed within the renew deadline; returns when
     /// this replica must stop leading. Call right after [`Elector::acquire`].
     pub async fn hold(&mut self) {
-        // Measured from the start of the attempt that renewed last: the write landed after it.
-        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.cfg.renew_every).await;
-            let started = Instant::now();
-            let left = self.cfg.renew_deadline.saturating_sub(started.saturating_duration_since(renewed));
+            let renewed = *self.renewed.get_or_insert_with(Instant::now);
+            let left = self.cfg.renew_deadline.saturating_sub(renewed.elapsed());
             match tokio::time::timeout(left, self.try_acquire()).await {
-                Ok(Ok(true)) => renewed = started,
+                Ok(Ok(true)) => {}
                 Ok(Ok(false)) => {
                     warn!(lease = %self.cfg.name, "the leader lease was taken by another replica");
                     return;
