@@ -50,7 +50,8 @@ struct ExportArgs {
     /// The Connect instance to read.
     #[arg(long)]
     instance_id: String,
-    /// Its Region (default: AWS_REGION); also written into each manifest's spec.region when given.
+    /// Its Region (default: AWS_REGION, else the shared config profile's region); also written into each
+    /// manifest's spec.region when given.
     #[arg(long)]
     region: Option<String>,
     /// Namespace to put into the manifests (default: none, so kubectl's current namespace applies).
