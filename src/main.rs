@@ -60,7 +60,8 @@ struct ExportArgs {
     /// The Connect instance to read.
     #[arg(long)]
     instance_id: String,
-    /// Its Region (default: AWS_REGION); also written into each manifest's spec.region when given.
+    /// Its Region (default: AWS_REGION, else the shared config profile's region); also written into each
+    /// manifest's spec.region when given.
     #[arg(long)]
     region: Option<String>,
     /// Namespace to put into the manifests (default: none, so kubectl's current namespace applies).
@@ -159,24 +160,34 @@ struct RunArgs {
     /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    /// How long a leader's Lease is valid without renewal; a standby takes over after it.
+    /// How long a leader's Lease is valid without renewal: a standby takes over once it has seen no
+    /// renewal for this long (on its own clock); the leader renews every third of it and stops
+    /// leading when it could not renew for two thirds of it.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     lease_duration: Duration,
 }
 
-/// Parses `500ms`, `30s`, `10m`, `1h` (a bare number is seconds).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+#[derive(Debug, thiserror::Error)]
+enum DurationError {
+    #[error("{0:?} is not a duration such as 500ms, 30s, 10m, 1h30m or 2 hours")]
+    Invalid(String),
+    #[error("{0:?}: a duration cannot be negative")]
+    Negative(String),
+}
+
+/// Parses a duration with jiff's friendly or ISO 8601 format: `500ms`, `30s`, `1.5m`, `1h30m`,
+/// `2 hours`, `PT10M`. A bare number is seconds, as before units were required.
+fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map(|i| s.split_at(i)).unwrap_or((s, "s"));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 30s, 10m or 1h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return s
+            .parse()
+            .ok()
+            .and_then(|n| Duration::try_from_secs_f64(n).ok())
+            .ok_or(DurationError::Invalid(s.into()));
+    }
+    let d: jiff::SignedDuration = s.parse().map_err(|_| DurationError::Invalid(s.into()))?;
+    Duration::try_from(d).map_err(|_| DurationError::Negative(s.into()))
 }
 
 fn init_tracing(format: LogFormat, level: &str) {
@@ -219,22 +230,32 @@ async fn async_main() -> anyhow::Result<()> {
     }
 }
 
+/// The Region `export` reads: `--region`, else the environment's or the shared config profile's.
+/// Unlike the SDK's default chain this never asks the instance metadata service: a workstation has
+/// none, and the SDK's warnings about it would come before the one error that says what to do.
+async fn export_region(flag: Option<&str>) -> anyhow::Result<String> {
+    use aws_config::environment::region::EnvironmentVariableRegionProvider;
+    use aws_config::meta::region::RegionProviderChain;
+    use aws_config::profile::ProfileFileRegionProvider;
+    if let Some(region) = flag {
+        return Ok(region.to_string());
+    }
+    RegionProviderChain::first_try(EnvironmentVariableRegionProvider::new())
+        .or_else(ProfileFileRegionProvider::new())
+        .region()
+        .await
+        .map(|r| r.to_string())
+        .ok_or_else(|| anyhow::anyhow!("no AWS Region: pass --region or set AWS_REGION"))
+}
+
 async fn export(args: ExportArgs, log_format: LogFormat, log_level: &str) -> anyhow::Result<()> {
     init_tracing(log_format, log_level);
+    let settings = args.connect.settings(3)?;
+    let region = export_region(args.region.as_deref()).await?;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let connect = SdkConnect::from_env(args.connect.settings(3)?, Arc::new(Metrics::default())).await;
-    let region = args
-        .region
-        .clone()
-        .or_else(|| connect.default_region().map(str::to_string))
-        .ok_or_else(|| anyhow::anyhow!("no AWS Region: pass --region or set AWS_REGION"))?;
-    let target = connect_operator::connect::Target {
-        region,
-        instance_id: args.instance_id.clone(),
-        role_arn: None,
-        session_name: None,
-        ..Default::default()
-    };
+    let connect = SdkConnect::from_env_in_region(region.clone(), settings, Arc::new(Metrics::default())).await;
+    let target =
+        connect_operator::connect::Target { region, instance_id: args.instance_id.clone(), ..Default::default() };
     let options = connect_operator::export::ExportOptions {
         namespace: args.namespace.clone(),
         region: args.region.clone(),
@@ -298,6 +319,11 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     // kube and the AWS SDK both use rustls; install one process-wide provider.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let connect_settings = args.connect.settings(args.sdk_max_attempts)?;
+    anyhow::ensure!(
+        !args.leader_elect || args.lease_duration >= Duration::from_secs(1),
+        "--lease-duration must be at least 1s (got {:?})",
+        args.lease_duration
+    );
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     release_freed_memory_periodically();
@@ -330,26 +356,21 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
         health.leading.store(true, std::sync::atomic::Ordering::Relaxed);
         return reconcile::run(ctx, args.namespaces, runtime::shutdown_signal()).await;
     }
-    let lease = leader::LeaseConfig {
-        name: args.lease_name.clone(),
-        namespace: args.lease_namespace.clone(),
-        identity: replica_identity(),
-        duration: args.lease_duration,
-        renew_every: args.lease_duration / 3,
-    };
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(client, &lease.namespace);
+    let lease =
+        leader::LeaseConfig::new(args.lease_name, args.lease_namespace, replica_identity(), args.lease_duration);
+    let mut elector = leader::Elector::new(kube::Api::namespaced(client, &lease.namespace), lease);
     tokio::select! {
-        _ = leader::acquire(&leases, &lease) => {}
+        _ = elector.acquire() => {}
         _ = runtime::shutdown_signal() => return Ok(()),
     }
     health.leading.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcome = tokio::select! {
         r = reconcile::run(ctx, args.namespaces, runtime::shutdown_signal()) => r,
-        _ = leader::hold(&leases, &lease) => Err(anyhow::anyhow!("lost the leader lease; exiting so that a restart can stand by")),
+        _ = elector.hold() => Err(anyhow::anyhow!("lost the leader lease; exiting so that a restart can stand by")),
     };
     health.leading.store(false, std::sync::atomic::Ordering::Relaxed);
     if outcome.is_ok() {
-        leader::release(&leases, &lease).await;
+        elector.release().await;
     }
     outcome
 }
@@ -360,9 +381,44 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("10 parsecs").unwrap_err().contains("unknown unit"));
+        let secs = Duration::from_secs;
+        // What the chart's values.schema.json allows (`^[0-9]+(\.[0-9]+)?(ms|s|m|h)$`) and the defaults.
+        for (text, want) in [
+            ("10m", secs(600)),
+            ("500ms", Duration::from_millis(500)),
+            ("2s", secs(2)),
+            ("15s", secs(15)),
+            ("1h", secs(3600)),
+            ("1.5m", secs(90)),
+            ("0.5s", Duration::from_millis(500)),
+            ("90", secs(90)),
+            ("2.5", Duration::from_millis(2500)),
+            // Friendlier forms.
+            ("1h30m", secs(5400)),
+            ("1h 30m", secs(5400)),
+            ("2 hours", secs(7200)),
+            ("PT10M", secs(600)),
+            (" 30s ", secs(30)),
+        ] {
+            assert_eq!(parse_duration(text).unwrap(), want, "{text}");
+        }
+        for bad in ["", "10 parsecs", "m", "1.2.3", "inf", "NaN"] {
+            let e = parse_duration(bad).unwrap_err().to_string();
+            assert!(e.contains("is not a duration such as"), "{bad}: {e}");
+        }
+        assert_eq!(parse_duration("-5s").unwrap_err().to_string(), "\"-5s\": a duration cannot be negative");
+    }
+
+    #[test]
+    fn clap_reports_a_bad_duration() {
+        let e = Cli::try_parse_from(["connect-operator", "run", "--resync", "soon"]).unwrap_err().to_string();
+        assert!(e.contains("invalid value 'soon' for '--resync <RESYNC>'"), "{e}");
+        assert!(e.contains("is not a duration such as 500ms"), "{e}");
+        let Command::Run(args) =
+            Cli::try_parse_from(["connect-operator", "run", "--lease-duration", "1m 30s"]).unwrap().command
+        else {
+            panic!("run")
+        };
+        assert_eq!(args.lease_duration, Duration::from_secs(90));
     }
 }

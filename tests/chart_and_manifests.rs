@@ -631,13 +631,17 @@ fn the_service_monitor_scrapes_the_metrics_service() {
 }
 
 /// The metric names the operator's /metrics endpoint declares (`# TYPE name kind`), read from a live
-/// endpoint so that the leader gauge added by the HTTP layer is included.
+/// endpoint as Prometheus scrapes it (the HTTP layer sets the leader gauge).
 fn exposed_metric_names() -> BTreeSet<String> {
     use std::io::{Read, Write};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let addr = runtime.block_on(async {
         let any = "127.0.0.1:0".parse().unwrap();
-        connect_operator::runtime::serve(any, Default::default(), Default::default()).await.unwrap()
+        // Labelled families are declared once they have a series.
+        let metrics = connect_operator::runtime::Metrics::default();
+        metrics.reconcile("error", "validation", std::time::Duration::from_millis(5));
+        metrics.connect_call("DescribeSecurityProfile", "ThrottlingException");
+        connect_operator::runtime::serve(any, metrics.into(), Default::default()).await.unwrap()
     });
     let text = std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();

@@ -93,6 +93,23 @@ impl SdkConnect {
         }
     }
 
+    /// Like [`SdkConnect::from_env`], but with `region` instead of the SDK's Region chain, whose last
+    /// resort is the instance metadata service (on a workstation: a wait and long warnings).
+    pub async fn from_env_in_region(region: String, settings: ConnectSettings, metrics: Arc<Metrics>) -> Self {
+        let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .load()
+            .await;
+        Self {
+            base,
+            default_region: Some(region),
+            limiter: RateLimiter::new(settings.rate),
+            settings,
+            metrics,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
     pub fn default_region(&self) -> Option<&str> {
         self.default_region.as_deref()
     }

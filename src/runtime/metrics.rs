@@ -1,128 +1,115 @@
-//! Prometheus metrics in the text exposition format, without a metrics framework: a handful of
-//! counters and one histogram.
+//! Prometheus metrics, kept in a `prometheus-client` registry and served in the Prometheus text
+//! exposition format (0.0.4): a handful of counters, one histogram and the leader gauge.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-#[derive(Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    result: String,
+    category: String,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    operation: String,
+    outcome: String,
+}
+
+/// The operator's metrics; names and labels are what the chart's PrometheusRule queries. The
+/// registry appends `_total` to counters' names and a period to their help texts.
 pub struct Metrics {
-    reconciles: Mutex<BTreeMap<(String, String), u64>>,
-    reconcile_duration: Mutex<Histogram>,
-    connect_calls: Mutex<BTreeMap<(String, String), u64>>,
-    throttled: Mutex<u64>,
-    limiter_wait_seconds: Mutex<f64>,
-    status_writes: Mutex<u64>,
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_duration: Histogram,
+    connect_calls: Family<CallLabels, Counter>,
+    connect_calls_total: AtomicU64,
+    throttled: Counter,
+    limiter_wait_seconds: Counter<f64, AtomicU64>,
+    status_writes: Counter,
+    leader: Gauge,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("connect_operator"),
+            reconciles: Family::default(),
+            reconcile_duration: Histogram::new(BUCKETS),
+            connect_calls: Family::default(),
+            connect_calls_total: AtomicU64::new(0),
+            throttled: Counter::default(),
+            limiter_wait_seconds: Counter::default(),
+            status_writes: Counter::default(),
+            leader: Gauge::default(),
+        };
+        let r = &mut m.registry;
+        r.register("reconciles", "Reconciles by result and error category", m.reconciles.clone());
+        r.register("reconcile_duration_seconds", "Time per reconcile", m.reconcile_duration.clone());
+        r.register("connect_calls", "Calls to Amazon Connect by operation and outcome", m.connect_calls.clone());
+        r.register("connect_throttled", "Connect calls answered with ThrottlingException", m.throttled.clone());
+        r.register(
+            "rate_limiter_wait_seconds",
+            "Time calls waited for the client-side rate limiter",
+            m.limiter_wait_seconds.clone(),
+        );
+        r.register("status_writes", "Status patches sent to the API server", m.status_writes.clone());
+        r.register("leader", "Whether this replica holds the leader lease", m.leader.clone());
+        m
+    }
 }
 
 impl Metrics {
     /// One reconcile: `result` is `success` or `error`, `category` the error's step category.
     pub fn reconcile(&self, result: &str, category: &str, took: Duration) {
-        *self.reconciles.lock().expect("metrics").entry((result.into(), category.into())).or_default() += 1;
-        let mut h = self.reconcile_duration.lock().expect("metrics");
-        if h.counts.is_empty() {
-            h.counts = vec![0; BUCKETS.len()];
-        }
-        let secs = took.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
+        self.reconciles.get_or_create(&ReconcileLabels { result: result.into(), category: category.into() }).inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
     }
 
     /// One Connect call: `outcome` is `ok` or the error code.
     pub fn connect_call(&self, operation: &str, outcome: &str) {
-        *self.connect_calls.lock().expect("metrics").entry((operation.into(), outcome.into())).or_default() += 1;
+        self.connect_calls.get_or_create(&CallLabels { operation: operation.into(), outcome: outcome.into() }).inc();
+        self.connect_calls_total.fetch_add(1, Ordering::Relaxed);
         if outcome == "ThrottlingException" {
-            *self.throttled.lock().expect("metrics") += 1;
+            self.throttled.inc();
         }
     }
 
     pub fn limiter_wait(&self, waited: Duration) {
-        *self.limiter_wait_seconds.lock().expect("metrics") += waited.as_secs_f64();
+        self.limiter_wait_seconds.inc_by(waited.as_secs_f64());
     }
 
     pub fn status_write(&self) {
-        *self.status_writes.lock().expect("metrics") += 1;
+        self.status_writes.inc();
+    }
+
+    /// Whether this replica holds the leader lease (or leader election is off).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Total Connect calls so far (all operations and outcomes).
     pub fn connect_calls_total(&self) -> u64 {
-        self.connect_calls.lock().expect("metrics").values().sum()
+        self.connect_calls_total.load(Ordering::Relaxed)
     }
 
+    /// The metrics in the Prometheus text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP connect_operator_reconciles_total Reconciles by result and error category.");
-        let _ = writeln!(out, "# TYPE connect_operator_reconciles_total counter");
-        for ((result, category), n) in self.reconciles.lock().expect("metrics").iter() {
-            let _ = writeln!(
-                out,
-                "connect_operator_reconciles_total{{result=\"{}\",category=\"{}\"}} {n}",
-                escape(result),
-                escape(category)
-            );
-        }
-        let h = self.reconcile_duration.lock().expect("metrics");
-        let _ = writeln!(out, "# HELP connect_operator_reconcile_duration_seconds Time per reconcile.");
-        let _ = writeln!(out, "# TYPE connect_operator_reconcile_duration_seconds histogram");
-        for (i, b) in BUCKETS.iter().enumerate() {
-            let n = h.counts.get(i).copied().unwrap_or(0);
-            let _ = writeln!(out, "connect_operator_reconcile_duration_seconds_bucket{{le=\"{b}\"}} {n}");
-        }
-        let _ = writeln!(out, "connect_operator_reconcile_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "connect_operator_reconcile_duration_seconds_sum {}", h.sum);
-        let _ = writeln!(out, "connect_operator_reconcile_duration_seconds_count {}", h.count);
-        drop(h);
-        let _ = writeln!(
-            out,
-            "# HELP connect_operator_connect_calls_total Calls to Amazon Connect by operation and outcome."
-        );
-        let _ = writeln!(out, "# TYPE connect_operator_connect_calls_total counter");
-        for ((op, outcome), n) in self.connect_calls.lock().expect("metrics").iter() {
-            let _ = writeln!(
-                out,
-                "connect_operator_connect_calls_total{{operation=\"{}\",outcome=\"{}\"}} {n}",
-                escape(op),
-                escape(outcome)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP connect_operator_connect_throttled_total Connect calls answered with ThrottlingException."
-        );
-        let _ = writeln!(out, "# TYPE connect_operator_connect_throttled_total counter");
-        let _ = writeln!(out, "connect_operator_connect_throttled_total {}", self.throttled.lock().expect("metrics"));
-        let _ = writeln!(
-            out,
-            "# HELP connect_operator_rate_limiter_wait_seconds_total Time calls waited for the client-side rate limiter."
-        );
-        let _ = writeln!(out, "# TYPE connect_operator_rate_limiter_wait_seconds_total counter");
-        let _ = writeln!(
-            out,
-            "connect_operator_rate_limiter_wait_seconds_total {}",
-            self.limiter_wait_seconds.lock().expect("metrics")
-        );
-        let _ = writeln!(out, "# HELP connect_operator_status_writes_total Status patches sent to the API server.");
-        let _ = writeln!(out, "# TYPE connect_operator_status_writes_total counter");
-        let _ = writeln!(out, "connect_operator_status_writes_total {}", self.status_writes.lock().expect("metrics"));
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }
@@ -137,14 +124,64 @@ mod tests {
         m.reconcile("success", "", Duration::from_millis(30));
         m.connect_call("CreateSecurityProfile", "ok");
         m.connect_call("DescribeSecurityProfile", "ThrottlingException");
+        m.limiter_wait(Duration::from_millis(1500));
+        m.status_write();
+        m.set_leader(true);
         let text = m.render();
-        assert!(text.contains("connect_operator_reconciles_total{result=\"success\",category=\"\"} 1"));
-        assert!(text.contains("connect_operator_reconcile_duration_seconds_bucket{le=\"0.05\"} 1"));
-        assert!(text.contains("connect_operator_reconcile_duration_seconds_bucket{le=\"0.025\"} 0"));
+        assert!(text.contains("connect_operator_reconciles_total{result=\"success\",category=\"\"} 1\n"), "{text}");
+        assert!(text.contains("connect_operator_reconcile_duration_seconds_bucket{le=\"0.05\"} 1\n"));
+        assert!(text.contains("connect_operator_reconcile_duration_seconds_bucket{le=\"0.025\"} 0\n"));
+        assert!(text.contains("connect_operator_reconcile_duration_seconds_bucket{le=\"30\"} 1\n"));
+        assert!(text.contains("connect_operator_reconcile_duration_seconds_bucket{le=\"+Inf\"} 1\n"));
+        assert!(text.contains("connect_operator_reconcile_duration_seconds_count 1\n"));
         assert!(
-            text.contains("connect_operator_connect_calls_total{operation=\"CreateSecurityProfile\",outcome=\"ok\"} 1")
+            text.contains(
+                "connect_operator_connect_calls_total{operation=\"CreateSecurityProfile\",outcome=\"ok\"} 1\n"
+            )
         );
-        assert!(text.contains("connect_operator_connect_throttled_total 1"));
+        assert!(text.contains("connect_operator_connect_throttled_total 1\n"));
+        assert!(text.contains("connect_operator_rate_limiter_wait_seconds_total 1.5\n"));
+        assert!(text.contains("connect_operator_status_writes_total 1\n"));
+        assert!(text.contains("connect_operator_leader 1\n"));
         assert_eq!(m.connect_calls_total(), 2);
+    }
+
+    /// The names, types and help texts are those the chart's PrometheusRule and dashboards know. A
+    /// labelled family without any series yet is left out (as the Go client does).
+    #[test]
+    fn declares_the_same_families_as_before() {
+        let m = Metrics::default();
+        let declared = |text: &str| text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        assert_eq!(declared(&m.render()), 5, "{}", m.render());
+        m.reconcile("error", "validation", Duration::from_secs(1));
+        m.connect_call("DescribeSecurityProfile", "ok");
+        let text = m.render();
+        let declared: Vec<&str> = text.lines().filter(|l| l.starts_with("# ")).collect();
+        assert_eq!(
+            declared,
+            [
+                "# HELP connect_operator_reconciles_total Reconciles by result and error category.",
+                "# TYPE connect_operator_reconciles_total counter",
+                "# HELP connect_operator_reconcile_duration_seconds Time per reconcile.",
+                "# TYPE connect_operator_reconcile_duration_seconds histogram",
+                "# HELP connect_operator_connect_calls_total Calls to Amazon Connect by operation and outcome.",
+                "# TYPE connect_operator_connect_calls_total counter",
+                "# HELP connect_operator_connect_throttled_total Connect calls answered with ThrottlingException.",
+                "# TYPE connect_operator_connect_throttled_total counter",
+                "# HELP connect_operator_rate_limiter_wait_seconds_total Time calls waited for the client-side rate limiter.",
+                "# TYPE connect_operator_rate_limiter_wait_seconds_total counter",
+                "# HELP connect_operator_status_writes_total Status patches sent to the API server.",
+                "# TYPE connect_operator_status_writes_total counter",
+                "# HELP connect_operator_leader Whether this replica holds the leader lease.",
+                "# TYPE connect_operator_leader gauge",
+            ]
+        );
+    }
+
+    #[test]
+    fn escapes_label_values() {
+        let m = Metrics::default();
+        m.connect_call("Op", "a\"b\\c\nd");
+        assert!(m.render().contains(r#"outcome="a\"b\\c\nd"} 1"#), "{}", m.render());
     }
 }

@@ -64,11 +64,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>)
 fn respond(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
         "/metrics" => {
-            let mut text = metrics.render();
-            text.push_str("# HELP connect_operator_leader Whether this replica holds the leader lease.\n");
-            text.push_str("# TYPE connect_operator_leader gauge\n");
-            text.push_str(&format!("connect_operator_leader {}\n", u8::from(health.leading.load(Ordering::Relaxed))));
-            (200, "text/plain; version=0.0.4", text)
+            metrics.set_leader(health.leading.load(Ordering::Relaxed));
+            (200, metrics::CONTENT_TYPE, metrics.render())
         }
         "/healthz" => (200, "text/plain", "ok\n".to_string()),
         "/readyz" if health.ready.load(Ordering::Relaxed) => (200, "text/plain", "ready\n".to_string()),

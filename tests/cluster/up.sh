@@ -17,6 +17,9 @@
 #   TEST_CLUSTER_APISERVER_PORT (default 26443), TEST_CLUSTER_ETCD_PORT
 #   (default 22379), TEST_CLUSTER_ETCD_PEER_PORT (default 22380): preferred
 #                               ports; the next free one is taken when busy
+#                               (up.sh runs pick and bind their ports one at a
+#                               time; a start that finds a port taken anyway
+#                               is retried on the next free ports)
 #   TEST_CLUSTER_KCM=0          do not run kube-controller-manager
 #   TEST_CLUSTER_SKIP_DEPS=1    do not run install-deps.sh first
 set -euo pipefail
@@ -47,6 +50,8 @@ MARKER="$CLUSTER_DIR/.connect-operator-test-cluster"
 ETCD_BIN=/usr/bin/etcd
 READY_TIMEOUT=120
 RUN_KCM=0
+PORTS_LOCK="$CACHE/ports.lock"
+PORT_TRIES=5
 
 print_env() {
   local lines
@@ -177,7 +182,8 @@ start() {
     echo
     echo "===== $(date -Is) starting $name"
   } >>"$CLUSTER_DIR/$name.log"
-  setsid "$bin" "$@" </dev/null >>"$CLUSTER_DIR/$name.log" 2>&1 &
+  # fd 9 (the ports lock) stays with this script.
+  setsid "$bin" "$@" </dev/null >>"$CLUSTER_DIR/$name.log" 2>&1 9>&- &
   pid=$!
   echo "$pid" >"$CLUSTER_DIR/$name.pid"
   log "started $name (pid $pid, log $CLUSTER_DIR/$name.log)"
@@ -211,8 +217,34 @@ wait_for() {
   done
 }
 
+# since_last_start NAME: NAME's log since start() last started it.
+since_last_start() {
+  awk -v marker="starting $1" 'index($0, "===== ") == 1 && index($0, marker) { out = "" } { out = out $0 "\n" }
+    END { printf "%s", out }' "$CLUSTER_DIR/$1.log"
+}
+
+# wait_bound NAME WHAT TIMEOUT COMMAND...: like wait_for, for NAME that was just started; returns 1
+# when NAME exited because a port was taken (its log since the start says "address already in use").
+wait_bound() {
+  local name="$1" what="$2" timeout="$3" start=$SECONDS
+  shift 3
+  until "$@" >/dev/null 2>&1 && running_pid "$name" >/dev/null; do
+    if ! running_pid "$name" >/dev/null; then
+      if since_last_start "$name" | grep -q 'address already in use'; then
+        log "$name found a port taken; picking other ports"
+        return 1
+      fi
+      fail_with_logs "$name exited while waiting for $what"
+    fi
+    ((SECONDS - start < timeout)) || fail_with_logs "timed out after ${timeout}s waiting for $what"
+    sleep 0.5
+  done
+}
+
 etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'; }
 apiserver_ready() { [[ "$(api /readyz)" == ok ]]; }
+# Our apiserver answers (with our CA) on its port, ready or not.
+apiserver_listening() { api /healthz -o /dev/null; }
 api_ok() { api "$1" -f -o /dev/null; }
 
 # --- main -----------------------------------------------------------------
@@ -241,50 +273,69 @@ KUBE_BUILD_KCM="$RUN_KCM" build_kube_binaries
 [[ -x "$ETCD_BIN" ]] || die "$ETCD_BIN missing: run tests/cluster/install-deps.sh"
 
 # Ports: TEST_CLUSTER_*_PORT, else the previous ones (stable kubeconfig); the next
-# free port when taken.
-ETCD_PORT="$(pick_port "${TEST_CLUSTER_ETCD_PORT:-${ETCD_PORT:-22379}}")"
-ETCD_PEER_PORT="$(pick_port "${TEST_CLUSTER_ETCD_PEER_PORT:-${ETCD_PEER_PORT:-22380}}" "$ETCD_PORT")"
-APISERVER_PORT="$(pick_port "${TEST_CLUSTER_APISERVER_PORT:-${APISERVER_PORT:-26443}}" "$ETCD_PORT" "$ETCD_PEER_PORT")"
-printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPISERVER_PORT=%s\n' \
-  "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" >"$PORTS_FILE"
-
+# free port when taken. Between picking a free port and the process binding it another
+# up.sh could pick the same one: runs hold a lock over that window; anything else that
+# takes a port meanwhile makes the start fail with "address already in use", and it is
+# retried on the next ports.
+ETCD_PORT="${TEST_CLUSTER_ETCD_PORT:-${ETCD_PORT:-22379}}"
+ETCD_PEER_PORT="${TEST_CLUSTER_ETCD_PEER_PORT:-${ETCD_PEER_PORT:-22380}}"
+APISERVER_PORT="${TEST_CLUSTER_APISERVER_PORT:-${APISERVER_PORT:-26443}}"
 make_pki
-write_kubeconfig
 started=$SECONDS
-
+mkdir -p "$CACHE"
+exec 9>"$PORTS_LOCK"
+flock -w 600 9 || die "another up.sh has held $PORTS_LOCK for 10 minutes"
 mkdir -p "$CLUSTER_DIR/etcd"
 chmod 700 "$CLUSTER_DIR/etcd"
-start etcd "$ETCD_BIN" \
-  --name=connect-operator-test \
-  --data-dir="$CLUSTER_DIR/etcd" \
-  --listen-client-urls="http://127.0.0.1:$ETCD_PORT" \
-  --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-cluster="connect-operator-test=http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-cluster-state=new \
-  --logger=zap --log-outputs=stderr
-wait_for "etcd on 127.0.0.1:$ETCD_PORT" 30 etcd_healthy
+for ((try = 1; ; try++)); do
+  ((try <= PORT_TRIES)) || fail_with_logs "etcd found its ports taken $PORT_TRIES times"
+  ETCD_PORT="$(pick_port "$ETCD_PORT")"
+  ETCD_PEER_PORT="$(pick_port "$ETCD_PEER_PORT" "$ETCD_PORT")"
+  start etcd "$ETCD_BIN" \
+    --name=connect-operator-test \
+    --data-dir="$CLUSTER_DIR/etcd" \
+    --listen-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls="http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="connect-operator-test=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster-state=new \
+    --logger=zap --log-outputs=stderr
+  wait_bound etcd "etcd on 127.0.0.1:$ETCD_PORT" 30 etcd_healthy && break
+  ETCD_PORT=$((ETCD_PORT + 1)) ETCD_PEER_PORT=$((ETCD_PEER_PORT + 1))
+done
 
-start kube-apiserver "$KUBE_BIN_DIR/kube-apiserver" \
-  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-  --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
-  --secure-port="$APISERVER_PORT" \
-  --insecure-port=0 \
-  --cert-dir="$PKI" \
-  --tls-cert-file="$PKI/apiserver.crt" \
-  --tls-private-key-file="$PKI/apiserver.key" \
-  --client-ca-file="$PKI/ca.crt" \
-  --token-auth-file="$TOKEN_FILE" \
-  --authorization-mode=RBAC \
-  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-  --service-account-key-file="$PKI/sa.pub" \
-  --service-account-signing-key-file="$PKI/sa.key" \
-  --service-cluster-ip-range=10.96.0.0/12 \
-  --disable-admission-plugins=ServiceAccount \
-  --allow-privileged=true \
-  --profiling=false
+for ((try = 1; ; try++)); do
+  ((try <= PORT_TRIES)) || fail_with_logs "kube-apiserver found its port taken $PORT_TRIES times"
+  APISERVER_PORT="$(pick_port "$APISERVER_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT")"
+  printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPISERVER_PORT=%s\n' \
+    "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" >"$PORTS_FILE"
+  write_kubeconfig
+  start kube-apiserver "$KUBE_BIN_DIR/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --secure-port="$APISERVER_PORT" \
+    --insecure-port=0 \
+    --cert-dir="$PKI" \
+    --tls-cert-file="$PKI/apiserver.crt" \
+    --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" \
+    --token-auth-file="$TOKEN_FILE" \
+    --authorization-mode=RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$PKI/sa.pub" \
+    --service-account-signing-key-file="$PKI/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/12 \
+    --disable-admission-plugins=ServiceAccount \
+    --allow-privileged=true \
+    --profiling=false
+  # Once it answers on its port (any TLS answer) the port is its own: the lock can go.
+  wait_bound kube-apiserver "kube-apiserver on 127.0.0.1:$APISERVER_PORT" "$READY_TIMEOUT" apiserver_listening && break
+  APISERVER_PORT=$((APISERVER_PORT + 1))
+done
+flock -u 9
+exec 9>&-
 wait_for "kube-apiserver /readyz on https://127.0.0.1:$APISERVER_PORT" "$READY_TIMEOUT" apiserver_ready
 
 if ((RUN_KCM)); then

@@ -102,3 +102,64 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_with_metrics_moving
     assert_eq!(creates, ["led", "after"], "each profile created once, by whichever replica led");
     drop(b);
 }
+
+/// The standby times a lease's expiry on its own clock from the last change it saw, never by comparing
+/// its clock with the holder's `renewTime` (which another node's clock wrote): a lease that is being
+/// renewed is not taken however old its `renewTime` looks, and one that stopped changing is taken a
+/// lease duration later however far in the future its `renewTime` is.
+#[tokio::test]
+async fn a_standby_times_the_lease_on_its_own_clock() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    let env = TestEnv::new("skew", &["--throttle-rate", "0"]).await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    let lease = |renew_time: &str| {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "connect-operator"},
+            "spec": {"holderIdentity": "elsewhere", "leaseDurationSeconds": 3, "renewTime": renew_time},
+        })
+    };
+    leases
+        .create(&PostParams::default(), &serde_json::from_value(lease("2000-01-01T00:00:00.000000Z")).unwrap())
+        .await
+        .unwrap();
+    let port = free_port();
+    let args = ["--leader-elect", "--lease-namespace", &env.ns, "--lease-duration", "3s"];
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut all = args.to_vec();
+    all.extend(["--metrics-addr", metrics_addr.as_str()]);
+    let standby = env.spawn_operator(&all, &[("POD_NAME", "replica-b")], "operator");
+    let leader_of = async || scrape(port).await.map(|m| value(&m, "connect_operator_leader "));
+    env.wait_for("the operator serves metrics", Duration::from_secs(20), async || leader_of().await).await;
+
+    // "elsewhere" renews every 300ms with its clock a quarter of a century behind: never taken.
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        i += 1;
+        let renewed = format!("2000-01-01T00:00:{:02}.000000Z", i % 60);
+        leases.patch("connect-operator", &PatchParams::default(), &Patch::Merge(lease(&renewed))).await.unwrap();
+        assert_eq!(leader_of().await, Some(0.0), "took a lease that was being renewed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Its last renewal claims a time an hour ahead, then nothing: taken about 3s later.
+    let ahead = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1)).strftime("%Y-%m-%dT%H:%M:%S%.6fZ");
+    let ahead = ahead.to_string();
+    let stopped = Instant::now();
+    leases.patch("connect-operator", &PatchParams::default(), &Patch::Merge(lease(&ahead))).await.unwrap();
+    env.wait_for("the standby takes over", Duration::from_secs(10), async || {
+        (leader_of().await == Some(1.0)).then_some(())
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert!(took >= Duration::from_secs(3), "took over {took:?} after the last renewal, before the lease duration");
+    assert!(took <= Duration::from_secs(6), "took {took:?} (lease 3s, retry every 1s)");
+    let held = leases.get("connect-operator").await.unwrap().spec.unwrap();
+    assert_eq!(held.holder_identity.as_deref(), Some("replica-b"));
+    assert_eq!(held.lease_transitions, Some(1));
+    drop(standby);
+}

@@ -128,3 +128,39 @@ async fn exported_profiles_are_adopted_without_create_or_update() {
     assert!(out.status.success());
     assert_eq!(read_dir(&dir2), files);
 }
+
+/// `export` with the Region missing says only that, and with `--region` alone the SDK does not probe
+/// for one: no instance-metadata warnings in either case. (The metadata endpoint is pointed at a
+/// closed local port, so that a regression shows as warnings here rather than as a request elsewhere.)
+#[tokio::test]
+async fn export_without_a_region_says_only_what_to_do() {
+    let env = TestEnv::new("noregion", &["--throttle-rate", "0"]).await;
+    let run = |args: &[&str]| {
+        Command::new(crate::harness::bin("connect-operator"))
+            .args(["export", "--instance-id", INSTANCE, "--connect-rate", "0"])
+            .args(args)
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_EC2_METADATA_DISABLED")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:9")
+            .env("AWS_ENDPOINT_URL_CONNECT", env.emulator.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "AKIDEMULATOR")
+            .env("AWS_SECRET_ACCESS_KEY", "emulator-secret")
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
+            .output()
+            .expect("run export")
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "Error: no AWS Region: pass --region or set AWS_REGION\n");
+    assert!(out.stdout.is_empty());
+
+    let out = run(&["--region", "us-east-1", "--include-defaults"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "nothing but the manifests");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kind: SecurityProfile"));
+}
