@@ -87,8 +87,19 @@ struct ConnectArgs {
     /// Burst size of the client-side limiter.
     #[arg(long, env = "CONNECT_BURST", default_value_t = 5.0)]
     connect_burst: f64,
-    /// IAM role to assume for Connect calls (multi-account). For `run`, a namespace annotation
-    /// connect.cloud-operators.dev/role-arn overrides it for the profiles of that namespace.
+    /// Share (0..1] of the rate that background observation (instance listings, drift checks) may use;
+    /// the rest stays for work users asked for and for the account's other tools.
+    #[arg(long, env = "CONNECT_BACKGROUND_SHARE", default_value_t = 0.25)]
+    connect_background_share: f64,
+    /// How long establishing a connection to Connect may take, e.g. 5s.
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+    /// How long one attempt of a Connect call may take, request to complete answer, e.g. 20s. A create
+    /// that times out has an unknown outcome and takes the crash-safe path.
+    #[arg(long, env = "CONNECT_ATTEMPT_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    connect_attempt_timeout: Duration,
+    /// IAM role to assume for Connect calls (multi-account). For `run`, an InstanceBinding's roleArn
+    /// overrides it for the profiles it binds.
     #[arg(long, env = "CONNECT_ROLE_ARN")]
     role_arn: Option<String>,
 }
@@ -102,11 +113,21 @@ impl ConnectArgs {
             "--connect-burst must be at least 1 (got {})",
             self.connect_burst
         );
+        anyhow::ensure!(
+            self.connect_background_share > 0.0 && self.connect_background_share <= 1.0,
+            "--connect-background-share must be in (0, 1] (got {})",
+            self.connect_background_share
+        );
         Ok(ConnectSettings {
             max_attempts: max_attempts.max(1),
-            rate: Rate { per_second: self.connect_rate, burst: self.connect_burst, ..Rate::default() },
+            rate: Rate {
+                per_second: self.connect_rate,
+                burst: self.connect_burst,
+                background_share: self.connect_background_share,
+            },
             role_arn: self.role_arn.clone(),
-            ..ConnectSettings::default()
+            connect_timeout: self.connect_timeout,
+            attempt_timeout: self.connect_attempt_timeout,
         })
     }
 }

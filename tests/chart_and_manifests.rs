@@ -641,6 +641,7 @@ fn exposed_metric_names() -> BTreeSet<String> {
         let metrics = connect_operator::runtime::Metrics::default();
         metrics.reconcile("error", "validation", std::time::Duration::from_millis(5));
         metrics.connect_call("DescribeSecurityProfile", "ThrottlingException");
+        metrics.instance_listed("eu-west-2", "i-1");
         connect_operator::runtime::serve(any, metrics.into(), Default::default()).await.unwrap()
     });
     let text = std::thread::spawn(move || {
@@ -673,7 +674,8 @@ fn the_prometheus_rule_alerts_on_metrics_the_operator_exposes() {
             "ConnectOperatorDown",
             "ConnectOperatorNoLeader",
             "ConnectOperatorReconcileErrors",
-            "ConnectOperatorThrottled"
+            "ConnectOperatorThrottled",
+            "ConnectOperatorObservationBehind"
         ]
     );
     // The job label Prometheus gives the targets is the Service's app.kubernetes.io/name (ServiceMonitor jobLabel).

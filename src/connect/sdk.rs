@@ -166,6 +166,7 @@ impl SdkConnect {
         loop {
             let waited = self.limiter.acquire(&key, target.priority).await;
             self.metrics.limiter_wait(waited);
+            self.metrics.prioritized_call(target.priority.as_str(), waited);
             let result = f(client.clone()).await;
             let outcome = result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.code.as_str());
             self.metrics.connect_call(operation, outcome);

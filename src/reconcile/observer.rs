@@ -185,7 +185,8 @@ async fn observe_instance<C: ConnectApi>(ctx: Arc<Context<C>>, key: InstanceKey,
             Ok(listing) => {
                 let (requeue, unchanged) = ctx.observations.record(&key, listing);
                 debug!(instance = %key.instance_id, requeued = requeue.len(), unchanged, search, "instance listed");
-                let _ = unchanged; // TODO(metrics): reads saved
+                ctx.metrics.reads_saved(unchanged as u64);
+                ctx.metrics.instance_listed(&key.region, &key.instance_id);
                 ctx.requeue_observed(requeue);
             }
             Err(e) => warn!(instance = %key.instance_id, region = %key.region, error = %e, "cannot list the instance"),
