@@ -161,7 +161,9 @@ impl SdkConnect {
     {
         let mut f = f;
         let client = self.client(target).await;
-        let key = format!("{}/{}", target.region, self.role_for(target).unwrap_or("default"));
+        // Connect's quota is per account and Region: roles of one account share one bucket.
+        let account = self.role_for(target).and_then(|r| r.split(':').nth(4)).unwrap_or("default");
+        let key = format!("{}/{account}", target.region);
         let mut attempt = 1;
         loop {
             let waited = self.limiter.acquire(&key, target.priority).await;
