@@ -1,9 +1,11 @@
 //! aws-sdk-connect, unmodified, against the Connect emulator: every operation, every error code each
-//! operation can return, pagination, throttling with the SDK's retries, and the lost-response mode.
+//! operation can return, pagination, throttling (an exact token bucket on arrival) with the SDK's retries, and the
+//! lost-response mode.
 
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use aws_sdk_connect::Client;
 use aws_sdk_connect::types::*;
@@ -795,4 +797,125 @@ fn the_emulator_and_the_operator_know_the_same_limits() {
     for (name, operator, emulator) in lists {
         assert_eq!(operator, emulator, "{name}");
     }
+}
+
+/// One plain HTTP/1.1 request to the emulator (the control API, STS): its status and body.
+async fn raw_http(emu: &Emulator, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(emu.addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        emu.addr,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    (status, body.to_string())
+}
+
+async fn control(emu: &Emulator, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, body) =
+        raw_http(emu, method, &format!("/_emulator/{path}"), "application/json", &body.to_string()).await;
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+fn throttled_calls(emu: &Emulator) -> usize {
+    emu.calls().iter().filter(|c| c.outcome == "ThrottlingException").count()
+}
+
+/// A client that uses the burst, then sends one call every `interval` (sequentially, on an absolute
+/// schedule that starts once the burst has been answered), rotating through the read and tag operations:
+/// returns (calls accepted, seconds from the burst's sending to the last call's).
+async fn paced(
+    emu: &Emulator,
+    c: &Client,
+    id: &str,
+    arn: &str,
+    burst: usize,
+    interval: Duration,
+    n: u32,
+) -> (usize, f64) {
+    let start = Instant::now();
+    let burst_calls = (0..burst).map(|_| c.describe_instance().instance_id(INSTANCE).send());
+    let results = futures::future::join_all(burst_calls).await;
+    assert!(results.iter().all(|r| r.is_ok()), "the burst is served: {results:?}");
+    // Every call of the burst arrived before now: from here on, calls sent at the rate are never early.
+    let answered = Instant::now();
+    let ops = [Op::Describe, Op::List, Op::ListPermissions, Op::Search, Op::ListTags, Op::Tag];
+    let mut last = answered;
+    for k in 1..=n {
+        last = answered + interval * k;
+        tokio::time::sleep_until(last.into()).await;
+        call(c, ops[k as usize % ops.len()], INSTANCE, id, arn, false).await;
+    }
+    let accepted = emu.calls().iter().filter(|c| c.succeeded()).count();
+    (accepted, (last - start).as_secs_f64())
+}
+
+#[tokio::test]
+async fn a_client_at_exactly_the_rate_is_never_throttled_one_1_percent_faster_is() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    let (id, arn) = create_named(&c, "paced").await;
+    // Throttling was off: switching it on starts with a full bucket, like a new emulator.
+    emu.set_faults(Faults { throttle_rate: 20.0, throttle_burst: 5.0, ..no_faults() });
+    emu.clear_calls();
+    let (accepted, _) = paced(&emu, &c, &id, &arn, 5, Duration::from_millis(50), 40).await;
+    assert_eq!(throttled_calls(&emu), 0, "exactly 20/s after the burst: {:?}", emu.calls().last());
+    assert_eq!(accepted, 45);
+
+    // Wait for the bucket to fill again, then 1% faster than 20/s: 49.5 ms apart.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(emu.throttle_tokens(), 5.0, "full again after 250 ms");
+    emu.clear_calls();
+    let (accepted, window) = paced(&emu, &c, &id, &arn, 5, Duration::from_micros(49_500), 120).await;
+    let throttled = throttled_calls(&emu);
+    assert!(throttled > 0, "1% over the rate must meet ThrottlingException");
+    // Throttled calls take no token: what gets through is exactly the burst plus the refill.
+    let expected = 5.0 + 20.0 * window;
+    assert!(
+        (accepted as f64 - expected).abs() <= 1.0,
+        "{accepted} calls accepted in {window:.3} s, expected burst 5 + 20/s * window = {expected:.1} (±1); {throttled} throttled"
+    );
+}
+
+#[tokio::test]
+async fn every_connect_operation_shares_one_bucket_that_sts_control_and_new_faults_do_not_touch() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    let (id, arn) = create_named(&c, "shared-bucket").await;
+    // Burst 6 and a rate so low that nothing refills during the test.
+    let faults = Faults { throttle_rate: 0.0001, throttle_burst: 6.0, ..no_faults() };
+    emu.set_faults(faults.clone());
+    emu.clear_calls();
+    for i in 0..10 {
+        let form = format!(
+            "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fr&RoleSessionName=s{i}"
+        );
+        let (status, _) = raw_http(&emu, "POST", "/", "application/x-www-form-urlencoded", &form).await;
+        assert_eq!(status, 200, "AssumeRole");
+        assert_eq!(control(&emu, "GET", "calls", serde_json::json!({})).await.0, 200);
+        // The same faults again, and other faults with the same throttle: no refill.
+        assert_eq!(control(&emu, "PUT", "faults", serde_json::json!(faults)).await.0, 200);
+        emu.set_faults(Faults { error_rate: 0.0, latency_ms: 0, ..faults.clone() });
+    }
+    assert!((emu.throttle_tokens() - 6.0).abs() < 0.01, "STS and control calls took no token");
+    // Six different operations take the six tokens; the seventh, of any operation, is throttled.
+    for op in [Op::Describe, Op::List, Op::Search, Op::ListPermissions, Op::Tag, Op::ListTags] {
+        assert_eq!(ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await), "ok", "{op:?}");
+    }
+    for op in [Op::Update, Op::ListAiAgents, Op::Untag] {
+        assert_eq!(ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await), "ThrottlingException", "{op:?}");
+    }
+    let (code, _) = error_code("instance", c.describe_instance().instance_id(INSTANCE).send().await);
+    assert_eq!(code, "ThrottlingException");
+    let (status, body) = control(&emu, "GET", "throttle", serde_json::json!({})).await;
+    assert_eq!(status, 200);
+    assert!(body["tokens"].as_f64().unwrap() < 0.01, "{body}");
+    // The throttled answer keeps its shape: 429, x-amzn-ErrorType ThrottlingException, "Rate exceeded".
+    let last = emu.calls().last().cloned().unwrap();
+    assert_eq!((last.outcome.as_str(), last.status), ("ThrottlingException", 429));
 }
