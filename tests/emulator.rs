@@ -1,6 +1,6 @@
 //! aws-sdk-connect, unmodified, against the Connect emulator: every operation, every error code each
-//! operation can return, pagination, throttling (an exact token bucket on arrival) with the SDK's retries, and the
-//! lost-response mode.
+//! operation can return, pagination, throttling (an exact token bucket on arrival) with the SDK's retries, the
+//! lost-response mode, and held answers.
 
 mod support;
 
@@ -918,4 +918,49 @@ async fn every_connect_operation_shares_one_bucket_that_sts_control_and_new_faul
     // The throttled answer keeps its shape: 429, x-amzn-ErrorType ThrottlingException, "Rate exceeded".
     let last = emu.calls().last().cloned().unwrap();
     assert_eq!((last.outcome.as_str(), last.status), ("ThrottlingException", 429));
+}
+
+#[tokio::test]
+async fn a_held_answer_times_out_the_caller_and_the_call_takes_effect_when_answered() {
+    let emu = emulator_with(Faults { hold_answers_ms: 1500, ..no_faults() }, 100).await;
+    let config = client(&emu, 1)
+        .config()
+        .to_builder()
+        .timeout_config(
+            aws_sdk_connect::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_millis(300))
+                .build(),
+        )
+        .build();
+    let c = Client::from_conf(config);
+    let sent = Instant::now();
+    let err = c
+        .create_security_profile()
+        .instance_id(INSTANCE)
+        .security_profile_name("held")
+        .send()
+        .await
+        .expect_err("the answer is held past the timeout");
+    assert!(sent.elapsed() < Duration::from_millis(1000), "the caller gave up at its timeout");
+    assert!(matches!(err, aws_sdk_connect::error::SdkError::TimeoutError(_)), "{err:?}");
+    let classified = connect_operator::connect::ConnectError::from_sdk(err);
+    assert!(classified.outcome_unknown, "{classified:?}");
+    let has_held =
+        |emu: &Emulator| emu.state().instances[INSTANCE].profiles.iter().any(|p| p.security_profile_name == "held");
+    assert!(!has_held(&emu), "the held call has not taken effect yet");
+    assert!(emu.calls().is_empty(), "nor is it in the call log");
+    tokio::time::sleep_until((sent + Duration::from_millis(1700)).into()).await;
+    assert!(has_held(&emu), "the call took effect when its answer was due, though its caller had gone");
+    let calls = emu.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].operation.as_str(), calls[0].outcome.as_str()), ("CreateSecurityProfile", "ok"));
+    assert!(
+        calls[0].at_ms - calls[0].arrived_ms >= 1490,
+        "arrived {} ms, took effect {} ms",
+        calls[0].arrived_ms,
+        calls[0].at_ms
+    );
+    // Cleared, calls are answered at once again.
+    emu.set_faults(no_faults());
+    c.describe_instance().instance_id(INSTANCE).send().await.expect("answered within the timeout");
 }

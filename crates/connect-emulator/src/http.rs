@@ -148,17 +148,26 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         )));
     };
     let call = ConnectCall { principal, operation, labels, query, body, admitted, arrived };
-    let latency_ms = shared.faults.lock().expect("faults lock").latency_ms;
-    if latency_ms > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency_ms)).await;
-    }
-    match connect_call(&shared, call) {
-        Answer::Respond(response) => Ok(response),
-        Answer::Lose(hold) => {
-            tokio::time::sleep(hold).await;
-            Err(DropConnection)
+    // The call runs in a task of its own: a caller that hangs up (times out) does not cancel it.
+    let faults = shared.faults.lock().expect("faults lock").clone();
+    let task = tokio::spawn(async move {
+        if faults.hold_answers_ms > 0 {
+            let due = arrived + std::time::Duration::from_millis(faults.hold_answers_ms);
+            tokio::time::sleep_until(due.into()).await;
         }
-    }
+        let answer = connect_call(&shared, call);
+        if faults.latency_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
+        }
+        match answer {
+            Answer::Respond(response) => Ok(response),
+            Answer::Lose(hold) => {
+                tokio::time::sleep(hold).await;
+                Err(DropConnection)
+            }
+        }
+    });
+    task.await.unwrap_or(Err(DropConnection))
 }
 
 static ROLE_ARN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {

@@ -2,11 +2,16 @@
 //! that `aws-sdk-connect`, pointed at it with `AWS_ENDPOINT_URL_CONNECT`, works unmodified.
 //!
 //! Besides the Connect API it serves a control API under `/_emulator/` (see [`http`]) for tests: the call
-//! log, the full state, fault injection ([`Faults`]: throttling, 500s, latency, lost create
+//! log, the full state, fault injection ([`Faults`]: throttling, 500s, latency, held answers, lost create
 //! responses, refused roles) and profile flags.
 //!
 //! Connect's request quota is an exact token bucket ([`throttle`]): one per emulator (its account and
 //! Region), shared by every Connect operation, a token taken at the instant a request's head arrives.
+//!
+//! When a call takes effect: at its arrival, plus `holdAnswersMs` when that fault is set; its answer
+//! leaves `latencyMs` after that. Either way the call runs to its end even if the caller has hung up, so a
+//! caller that times out cannot tell whether it took effect: before its timeout (latency) or after it
+//! (a held answer).
 //!
 //! Its own crate, a peer of the operator rather than a part of it: it models Connect from the API model
 //! (its [`limits`]) and does not depend on `connect-operator`, whose tests use it as a dev-dependency
@@ -62,8 +67,14 @@ pub struct Faults {
     pub throttle_burst: f64,
     /// Fraction (0..=1) of calls answered with InternalServiceException before they take effect.
     pub error_rate: f64,
-    /// Latency added to every Connect call (after its token was taken, before it takes effect).
+    /// Latency added to every Connect answer: the call takes effect when it arrives, its answer (a
+    /// throttled one too) leaves this much later.
     pub latency_ms: u64,
+    /// Connect holds its answers: every Connect call is accepted (its token taken, or refused, on arrival)
+    /// but takes effect only this long after it arrived, and is answered then (plus `latency_ms`; a
+    /// ThrottlingException is held too). A caller whose timeout is shorter gives up first, not knowing the
+    /// outcome; the call takes effect all the same. The value in force when a call arrives applies to it.
+    pub hold_answers_ms: u64,
     /// The next N successful CreateSecurityProfile calls create the profile, then drop the connection.
     pub lose_next_creates: u32,
     /// How long a lost create keeps the connection open (the call already in the log) before dropping
@@ -80,6 +91,7 @@ impl Default for Faults {
             throttle_burst: 5.0,
             error_rate: 0.0,
             latency_ms: 0,
+            hold_answers_ms: 0,
             lose_next_creates: 0,
             lost_response_hold_ms: 0,
             denied_roles: Vec::new(),
@@ -119,7 +131,8 @@ pub struct CallRecord {
     pub seq: u64,
     /// Milliseconds since the emulator started, when the call took effect (or was refused).
     pub at_ms: u64,
-    /// Milliseconds since the emulator started, when the request arrived (its token was taken then).
+    /// Milliseconds since the emulator started, when the request arrived (its token was taken then);
+    /// earlier than `at_ms` by the `holdAnswersMs` in force.
     #[serde(default)]
     pub arrived_ms: u64,
     pub operation: String,
