@@ -1,6 +1,6 @@
 //! aws-sdk-connect, unmodified, against the Connect emulator: every operation, every error code each
 //! operation can return, pagination, throttling (an exact token bucket on arrival) with the SDK's retries, the
-//! lost-response mode, and held answers.
+//! lost-response mode, held answers, and the read-after-create lag.
 
 mod support;
 
@@ -963,4 +963,80 @@ async fn a_held_answer_times_out_the_caller_and_the_call_takes_effect_when_answe
     // Cleared, calls are answered at once again.
     emu.set_faults(no_faults());
     c.describe_instance().instance_id(INSTANCE).send().await.expect("answered within the timeout");
+}
+
+#[tokio::test]
+async fn a_new_profile_is_invisible_to_reads_for_the_read_lag_but_not_to_writes() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    emu.set_faults(Faults { read_lag_ms: 1500, ..no_faults() });
+    let created = Instant::now();
+    let (id, arn) = create_named(&c, "lagging").await;
+    // Reads do not see it yet.
+    let (code, _) = error_code(
+        "describe",
+        c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await,
+    );
+    assert_eq!(code, "ResourceNotFoundException");
+    for op in [Op::ListPermissions, Op::ListApplications, Op::ListFlowModules, Op::ListAiAgents, Op::ListTags] {
+        assert_eq!(ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await), "ResourceNotFoundException", "{op:?}");
+    }
+    let listed: Vec<String> = c
+        .list_security_profiles()
+        .instance_id(INSTANCE)
+        .send()
+        .await
+        .unwrap()
+        .security_profile_summary_list()
+        .iter()
+        .filter_map(|s| s.name().map(str::to_string))
+        .collect();
+    assert!(!listed.contains(&"lagging".to_string()), "{listed:?}");
+    assert_eq!(listed.len(), 4, "the default profiles are there from the start: {listed:?}");
+    let by_name = |name: &str| {
+        SecurityProfileSearchCriteria::builder()
+            .string_condition(
+                StringCondition::builder()
+                    .field_name("name")
+                    .value(name)
+                    .comparison_type(StringComparisonType::Exact)
+                    .build(),
+            )
+            .build()
+    };
+    let found =
+        c.search_security_profiles().instance_id(INSTANCE).search_criteria(by_name("lagging")).send().await.unwrap();
+    assert!(found.security_profiles().is_empty());
+    assert_eq!(found.approximate_total_count(), Some(0));
+    // Writes do: the name is taken, and Update, Tag and Untag reach it.
+    let (code, _) = error_code(
+        "duplicate",
+        c.create_security_profile().instance_id(INSTANCE).security_profile_name("lagging").send().await,
+    );
+    assert_eq!(code, "DuplicateResourceException");
+    c.update_security_profile()
+        .instance_id(INSTANCE)
+        .security_profile_id(&id)
+        .description("written while invisible")
+        .send()
+        .await
+        .expect("update");
+    c.tag_resource().resource_arn(&arn).tags("k", "v").tags("gone", "x").send().await.expect("tag");
+    c.untag_resource().resource_arn(&arn).tag_keys("gone").send().await.expect("untag");
+    // Delete too.
+    let (other, _) = create_named(&c, "deleted-while-invisible").await;
+    c.delete_security_profile().instance_id(INSTANCE).security_profile_id(&other).send().await.expect("delete");
+    assert!(created.elapsed() < Duration::from_millis(1500), "the writes ran within the lag");
+    // Once the lag has passed, reads see it, with the writes made meanwhile.
+    tokio::time::sleep_until((created + Duration::from_millis(1600)).into()).await;
+    let d =
+        c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await.expect("describe");
+    let p = d.security_profile().unwrap();
+    assert_eq!(p.description(), Some("written while invisible"));
+    assert_eq!(p.tags().unwrap().len(), 1);
+    let found =
+        c.search_security_profiles().instance_id(INSTANCE).search_criteria(by_name("lagging")).send().await.unwrap();
+    assert_eq!(found.security_profiles().len(), 1);
+    let listed = c.list_security_profiles().instance_id(INSTANCE).send().await.unwrap();
+    assert!(listed.security_profile_summary_list().iter().any(|s| s.id() == Some(id.as_str())));
 }

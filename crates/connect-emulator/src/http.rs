@@ -155,7 +155,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             let due = arrived + std::time::Duration::from_millis(faults.hold_answers_ms);
             tokio::time::sleep_until(due.into()).await;
         }
-        let answer = connect_call(&shared, call);
+        let answer = connect_call(&shared, call, faults.read_lag_ms);
         if faults.latency_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
         }
@@ -255,7 +255,7 @@ enum Answer {
 }
 
 /// Makes the call take effect (or refuses it) now, records it, and returns its answer.
-fn connect_call(shared: &Shared, call: ConnectCall) -> Answer {
+fn connect_call(shared: &Shared, call: ConnectCall, read_lag_ms: u64) -> Answer {
     let ConnectCall { principal, operation, labels, query, body, admitted, arrived } = call;
     let record =
         |params, outcome: &str, status| shared.record(operation, &principal, params, outcome.into(), status, arrived);
@@ -276,7 +276,7 @@ fn connect_call(shared: &Shared, call: ConnectCall) -> Answer {
         return Answer::Respond(error_response(&e));
     }
     let result = parsed_body.and_then(|body| {
-        let request = service::Request { labels, query, body };
+        let request = service::Request { labels, query, body, read_lag: read_lag_ms as f64 / 1000.0 };
         shared.connect.lock().expect("state lock").call(operation, &request, unix_now())
     });
     match result {

@@ -3,7 +3,7 @@
 //!
 //! Besides the Connect API it serves a control API under `/_emulator/` (see [`http`]) for tests: the call
 //! log, the full state, fault injection ([`Faults`]: throttling, 500s, latency, held answers, lost create
-//! responses, refused roles) and profile flags.
+//! responses, read-after-create lag, refused roles) and profile flags.
 //!
 //! Connect's request quota is an exact token bucket ([`throttle`]): one per emulator (its account and
 //! Region), shared by every Connect operation, a token taken at the instant a request's head arrives.
@@ -75,6 +75,11 @@ pub struct Faults {
     /// ThrottlingException is held too). A caller whose timeout is shorter gives up first, not knowing the
     /// outcome; the call takes effect all the same. The value in force when a call arrives applies to it.
     pub hold_answers_ms: u64,
+    /// Reads are eventually consistent: a profile created less than this long ago is invisible to
+    /// DescribeSecurityProfile, ListSecurityProfiles, SearchSecurityProfiles, the List*Members operations
+    /// and ListTagsForResource (ResourceNotFoundException or left out), while writes (Create's name check
+    /// and quota, Update, Delete, TagResource, UntagResource) see it at once. 0: off.
+    pub read_lag_ms: u64,
     /// The next N successful CreateSecurityProfile calls create the profile, then drop the connection.
     pub lose_next_creates: u32,
     /// How long a lost create keeps the connection open (the call already in the log) before dropping
@@ -92,6 +97,7 @@ impl Default for Faults {
             error_rate: 0.0,
             latency_ms: 0,
             hold_answers_ms: 0,
+            read_lag_ms: 0,
             lose_next_creates: 0,
             lost_response_hold_ms: 0,
             denied_roles: Vec::new(),

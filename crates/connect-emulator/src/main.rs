@@ -48,6 +48,10 @@ struct Args {
     /// then, even if the caller has given up (Connect not answering).
     #[arg(long, default_value_t = 0)]
     hold_answers_ms: u64,
+    /// Reads do not see a profile until this many milliseconds after its creation (eventual
+    /// consistency); writes see it at once.
+    #[arg(long, default_value_t = 0)]
+    read_lag_ms: u64,
     /// Lose the responses of the next N successful creates (the profile is created, the connection drops).
     #[arg(long, default_value_t = 0)]
     lose_next_creates: u32,
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             error_rate: args.error_rate,
             latency_ms: args.latency_ms,
             hold_answers_ms: args.hold_answers_ms,
+            read_lag_ms: args.read_lag_ms,
             lose_next_creates: args.lose_next_creates,
             lost_response_hold_ms: args.lost_response_hold_ms,
             denied_roles: Vec::new(),

@@ -84,10 +84,13 @@ fn the_binary_serves_the_configured_emulator_and_writes_its_address() {
 
 #[test]
 fn the_binary_takes_its_fault_flags() {
-    let emulator =
-        Running::start("faults", &["--hold-answers-ms", "250", "--throttle-rate", "2", "--throttle-burst", "4"]);
+    let emulator = Running::start(
+        "faults",
+        &["--hold-answers-ms", "250", "--read-lag-ms", "3000", "--throttle-rate", "2", "--throttle-burst", "4"],
+    );
     let faults = emulator.get("faults");
     assert_eq!(faults["holdAnswersMs"], 250);
+    assert_eq!(faults["readLagMs"], 3000);
     assert_eq!(faults["throttleBurst"], 4.0);
     assert_eq!(emulator.get("throttle")["tokens"], 4.0, "the bucket starts full");
 }
