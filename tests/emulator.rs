@@ -1040,3 +1040,73 @@ async fn a_new_profile_is_invisible_to_reads_for_the_read_lag_but_not_to_writes(
     let listed = c.list_security_profiles().instance_id(INSTANCE).send().await.unwrap();
     assert!(listed.security_profile_summary_list().iter().any(|s| s.id() == Some(id.as_str())));
 }
+
+#[tokio::test]
+async fn list_and_search_summaries_carry_the_model_members_and_only_update_moves_last_modified() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    c.create_security_profile()
+        .instance_id(INSTANCE)
+        .security_profile_name("summarised")
+        .description("what it is for")
+        .tags("team", "a")
+        .send()
+        .await
+        .unwrap();
+    let describe = |id: String| {
+        let c = c.clone();
+        async move {
+            let d = c.describe_security_profile().instance_id(INSTANCE).security_profile_id(id).send().await.unwrap();
+            d.security_profile().unwrap().clone()
+        }
+    };
+    let summary = |c: Client| async move {
+        let list = c.list_security_profiles().instance_id(INSTANCE).send().await.unwrap();
+        list.security_profile_summary_list().iter().find(|s| s.name() == Some("summarised")).cloned().unwrap()
+    };
+    let s = summary(c.clone()).await;
+    let id = s.id().expect("Id").to_string();
+    let p = describe(id.clone()).await;
+    assert_eq!(s.arn(), p.arn(), "Arn");
+    assert_eq!(s.name(), Some("summarised"), "Name");
+    assert_eq!(s.last_modified_time(), p.last_modified_time(), "LastModifiedTime");
+    assert!(s.last_modified_time().is_some());
+    assert_eq!(s.last_modified_region(), Some("us-east-1"), "LastModifiedRegion");
+    let found = c
+        .search_security_profiles()
+        .instance_id(INSTANCE)
+        .search_criteria(
+            SecurityProfileSearchCriteria::builder()
+                .string_condition(
+                    StringCondition::builder()
+                        .field_name("name")
+                        .value("summarised")
+                        .comparison_type(StringComparisonType::Exact)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let hit = &found.security_profiles()[0];
+    assert_eq!(hit.id(), Some(id.as_str()), "Id");
+    assert_eq!(hit.arn(), p.arn(), "Arn");
+    assert_eq!(hit.organization_resource_id(), Some(INSTANCE), "OrganizationResourceId");
+    assert_eq!(hit.security_profile_name(), Some("summarised"), "SecurityProfileName");
+    assert_eq!(hit.description(), Some("what it is for"), "Description");
+    assert_eq!(hit.tags().unwrap().get("team").map(String::as_str), Some("a"), "Tags");
+
+    // Tag operations leave LastModifiedTime alone; UpdateSecurityProfile moves it.
+    let before = p.last_modified_time().copied().unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let arn = p.arn().unwrap();
+    c.tag_resource().resource_arn(arn).tags("team", "b").send().await.unwrap();
+    c.untag_resource().resource_arn(arn).tag_keys("team").send().await.unwrap();
+    assert_eq!(describe(id.clone()).await.last_modified_time(), Some(&before), "tags are not a modification");
+    assert_eq!(summary(c.clone()).await.last_modified_time(), Some(&before));
+    c.update_security_profile().instance_id(INSTANCE).security_profile_id(&id).description("new").send().await.unwrap();
+    let after = describe(id.clone()).await.last_modified_time().copied().unwrap();
+    assert!(after.as_secs_f64() > before.as_secs_f64(), "Update moves LastModifiedTime: {before:?} -> {after:?}");
+    assert_eq!(summary(c.clone()).await.last_modified_time(), Some(&after), "and the list shows it");
+}
