@@ -1,6 +1,6 @@
 //! aws-sdk-connect, unmodified, against the Connect emulator: every operation, every error code each
 //! operation can return, pagination, throttling (an exact token bucket on arrival) with the SDK's retries, the
-//! lost-response mode, held answers, and the read-after-create lag.
+//! lost-response mode, held answers, the read-after-create lag, and console edits.
 
 mod support;
 
@@ -901,8 +901,10 @@ async fn every_connect_operation_shares_one_bucket_that_sts_control_and_new_faul
         // The same faults again, and other faults with the same throttle: no refill.
         assert_eq!(control(&emu, "PUT", "faults", serde_json::json!(faults)).await.0, 200);
         emu.set_faults(Faults { error_rate: 0.0, latency_ms: 0, ..faults.clone() });
+        // A console edit takes no token either.
+        emu.console_edit(INSTANCE, &id, serde_json::json!({"description": format!("edit {i}")})).unwrap();
     }
-    assert!((emu.throttle_tokens() - 6.0).abs() < 0.01, "STS and control calls took no token");
+    assert!((emu.throttle_tokens() - 6.0).abs() < 0.01, "STS, control and console calls took no token");
     // Six different operations take the six tokens; the seventh, of any operation, is throttled.
     for op in [Op::Describe, Op::List, Op::Search, Op::ListPermissions, Op::Tag, Op::ListTags] {
         assert_eq!(ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await), "ok", "{op:?}");
@@ -1109,4 +1111,106 @@ async fn list_and_search_summaries_carry_the_model_members_and_only_update_moves
     let after = describe(id.clone()).await.last_modified_time().copied().unwrap();
     assert!(after.as_secs_f64() > before.as_secs_f64(), "Update moves LastModifiedTime: {before:?} -> {after:?}");
     assert_eq!(summary(c.clone()).await.last_modified_time(), Some(&after), "and the list shows it");
+}
+
+#[tokio::test]
+async fn console_edits_and_deletes_change_profiles_without_the_api_quota() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    let (id, arn) = create_named(&c, "console").await;
+    c.tag_resource().resource_arn(&arn).tags("keep", "1").tags("drop", "2").send().await.unwrap();
+    let lm = |emu: &Emulator| {
+        emu.state().instances[INSTANCE].profiles.iter().find(|p| p.id == id).map(|p| p.last_modified_time)
+    };
+    let created = lm(&emu).unwrap();
+    emu.set_faults(Faults { throttle_rate: 0.0001, throttle_burst: 3.0, ..no_faults() });
+    emu.clear_calls();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // Tags only (as TagResource / UntagResource): LastModifiedTime stays.
+    let (status, p) = control(
+        &emu,
+        "PATCH",
+        &format!("profiles/{INSTANCE}/{id}"),
+        serde_json::json!({"tags": {"owner": "someone"}, "untagKeys": ["drop"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["Tags"], serde_json::json!({"keep": "1", "owner": "someone"}));
+    assert_eq!(lm(&emu), Some(created), "a tag edit is not a modification");
+    // Members of UpdateSecurityProfile (as Update): LastModifiedTime moves.
+    let (status, p) = control(
+        &emu,
+        "PATCH",
+        &format!("profiles/{INSTANCE}/{id}"),
+        serde_json::json!({"description": "changed in the console", "permissions": ["BasicAgentAccess"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{p}");
+    assert!(lm(&emu).unwrap() > created, "a console edit of the profile modifies it");
+    // Invalid edits are refused as Connect would refuse them, and change nothing.
+    let (status, body) = control(
+        &emu,
+        "PATCH",
+        &format!("profiles/{INSTANCE}/{id}"),
+        serde_json::json!({"description": "x".repeat(251)}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["Message"].as_str().unwrap().contains("Description"), "{body}");
+    assert!(emu.console_edit(INSTANCE, &id, serde_json::json!({"name": "renamed"})).is_err(), "not a console edit");
+    let err = emu.console_edit(INSTANCE, "missing", serde_json::json!({"description": "x"})).unwrap_err();
+    assert_eq!(err.code, "ResourceNotFoundException");
+
+    // The API sees the edits, and still has its whole burst: the console took no token.
+    assert!((emu.throttle_tokens() - 3.0).abs() < 0.01);
+    let d = c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
+    let p = d.security_profile().unwrap();
+    assert_eq!(p.description(), Some("changed in the console"));
+    let perms =
+        c.list_security_profile_permissions().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
+    assert_eq!(perms.permissions(), ["BasicAgentAccess"]);
+    let tags: BTreeSet<String> = p.tags().unwrap().keys().cloned().collect();
+    assert_eq!(tags, ["keep", "owner"].map(String::from).into());
+
+    // Console delete: refused while assigned to users, then done.
+    control(&emu, "PATCH", &format!("profiles/{INSTANCE}/{id}"), serde_json::json!({"inUse": true})).await;
+    let (status, body) = control(&emu, "DELETE", &format!("profiles/{INSTANCE}/{id}"), serde_json::json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    control(
+        &emu,
+        "PATCH",
+        &format!("profiles/{INSTANCE}/{id}"),
+        serde_json::json!({"inUse": false, "deleteDenied": true}),
+    )
+    .await;
+    let (status, body) = control(&emu, "DELETE", &format!("profiles/{INSTANCE}/{id}"), serde_json::json!({})).await;
+    assert_eq!(status, 200, "a person in the console is not the API caller denied the delete: {body}");
+    let (code, _) =
+        error_code("gone", c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await);
+    assert_eq!(code, "ResourceNotFoundException");
+
+    // The call log tells console edits from API calls; the flags alone are not an edit.
+    let console: Vec<(String, String, String)> = emu
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "Console")
+        .map(|c| (c.params["action"].as_str().unwrap().to_string(), c.outcome.clone(), c.principal.clone()))
+        .collect();
+    let expect = |action: &str, outcome: &str| (action.to_string(), outcome.to_string(), "console".to_string());
+    assert_eq!(
+        console,
+        [
+            expect("edit", "ok"),
+            expect("edit", "ok"),
+            expect("edit", "InvalidParameterException"),
+            expect("edit", "InvalidParameterException"),
+            expect("edit", "ResourceNotFoundException"),
+            expect("delete", "ResourceInUseException"),
+            expect("delete", "ok"),
+        ]
+    );
+    let api: Vec<String> =
+        emu.calls().iter().filter(|c| c.operation != "Console").map(|c| c.operation.clone()).collect();
+    assert_eq!(api, ["DescribeSecurityProfile", "ListSecurityProfilePermissions", "DescribeSecurityProfile"]);
 }

@@ -9,7 +9,15 @@
 //! | `GET/PUT /_emulator/faults` | read or replace the [`Faults`](super::Faults) (the throttle's bucket keeps its tokens) |
 //! | `GET /_emulator/throttle` | `{"tokens": ...}`: what is left in the throttle's bucket now |
 //! | `POST /_emulator/instances/{id}` | adds an instance (body `{"instanceStatus": "CREATION_FAILED"}` optional) |
-//! | `PATCH /_emulator/profiles/{instance}/{id}` | sets `inUse` / `deleteDenied` on a profile |
+//! | `PATCH /_emulator/profiles/{instance}/{id}` | sets `inUse` / `deleteDenied` on a profile, and makes console edits (below) |
+//! | `DELETE /_emulator/profiles/{instance}/{id}` | deletes a profile as a person in the console would |
+//!
+//! Console edits (`PATCH` bodies beyond the two flags; see [`Connect::console_edit`]) change a profile as
+//! UpdateSecurityProfile (any of its members, camelCase: `description`, `permissions`, ...; LastModifiedTime
+//! changes), TagResource (`tags`) and UntagResource (`untagKeys`) would, with their validation. They and
+//! console deletes take no token from the API quota and are recorded in the call log as operation
+//! `Console` (principal `console`, `params.action` `edit` or `delete`). An error is answered as Connect
+//! answers one (`x-amzn-ErrorType`, status, `{"Message"}`) and changes nothing.
 //!
 //! A Connect request takes its token from the throttle's bucket the moment hyper hands over its head,
 //! before its body is read, before any injected delay: on arrival.
@@ -341,23 +349,15 @@ fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Re
         }
         (&Method::GET, ["throttle"]) => json_response(200, &json!({"tokens": shared.throttle_tokens()})),
         (&Method::PATCH, ["profiles", instance, id]) => {
-            let flags: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-            let mut connect = shared.connect.lock().expect("state lock");
-            let profile =
-                connect.instances.get_mut(*instance).and_then(|i| i.profiles.iter_mut().find(|p| p.id == *id));
-            match profile {
-                None => json_response(404, &json!({"Message": format!("no profile {id} in instance {instance}")})),
-                Some(p) => {
-                    if let Some(b) = flags.get("inUse").and_then(Value::as_bool) {
-                        p.in_use = b;
-                    }
-                    if let Some(b) = flags.get("deleteDenied").and_then(Value::as_bool) {
-                        p.delete_denied = b;
-                    }
-                    json_response(200, &json!(p))
-                }
+            match input::body_object(body).and_then(|edit| shared.console_edit(instance, id, &edit)) {
+                Ok(p) => json_response(200, &json!(p)),
+                Err(e) => error_response(&e),
             }
         }
+        (&Method::DELETE, ["profiles", instance, id]) => match shared.console_delete(instance, id) {
+            Ok(()) => json_response(200, &json!({})),
+            Err(e) => error_response(&e),
+        },
         _ => {
             json_response(404, &json!({"Message": format!("no control endpoint {method} /_emulator/{}", p.join("/"))}))
         }

@@ -3,7 +3,7 @@
 //!
 //! Besides the Connect API it serves a control API under `/_emulator/` (see [`http`]) for tests: the call
 //! log, the full state, fault injection ([`Faults`]: throttling, 500s, latency, held answers, lost create
-//! responses, read-after-create lag, refused roles) and profile flags.
+//! responses, read-after-create lag, refused roles), profile flags and console edits.
 //!
 //! Connect's request quota is an exact token bucket ([`throttle`]): one per emulator (its account and
 //! Region), shared by every Connect operation, a token taken at the instant a request's head arrives.
@@ -148,7 +148,7 @@ pub struct CallRecord {
     pub outcome: String,
     pub status: u16,
     /// Who called: the role ARN of a session the emulator's AssumeRole issued, else the access key ID
-    /// of the request's signature (empty when unsigned).
+    /// of the request's signature (empty when unsigned); `console` for a console edit.
     #[serde(default)]
     pub principal: String,
 }
@@ -231,6 +231,35 @@ impl Shared {
     pub fn throttle_tokens(&self) -> f64 {
         self.bucket.lock().expect("bucket lock").tokens(Instant::now())
     }
+
+    /// A console edit (see [`Connect::console_edit`]), recorded as a `Console` call unless it only sets the
+    /// emulator-only flags; it takes no token.
+    pub fn console_edit(&self, instance_id: &str, profile_id: &str, edit: &input::Object) -> Result<Profile, ApiError> {
+        let arrived = Instant::now();
+        let result = self.connect.lock().expect("state lock").console_edit(instance_id, profile_id, edit, unix_now());
+        if edit.keys().any(|k| !service::console::FLAG_KEYS.contains(&k.as_str())) {
+            let params = serde_json::json!({"action": "edit", "labels": [instance_id, profile_id], "body": edit});
+            self.record_console(params, result.as_ref().map(|_| ()), arrived);
+        }
+        result
+    }
+
+    /// A console delete (see [`Connect::console_delete`]), recorded as a `Console` call; it takes no token.
+    pub fn console_delete(&self, instance_id: &str, profile_id: &str) -> Result<(), ApiError> {
+        let arrived = Instant::now();
+        let result = self.connect.lock().expect("state lock").console_delete(instance_id, profile_id);
+        let params = serde_json::json!({"action": "delete", "labels": [instance_id, profile_id]});
+        self.record_console(params, result.as_ref().map(|_| ()), arrived);
+        result
+    }
+
+    fn record_console(&self, params: Value, result: Result<(), &ApiError>, arrived: Instant) {
+        let (outcome, status) = match result {
+            Ok(()) => ("ok".to_string(), 200),
+            Err(e) => (e.code.to_string(), e.status),
+        };
+        self.record("Console", "console", params, outcome, status, arrived);
+    }
 }
 
 /// A running emulator. Dropping it stops the server.
@@ -285,6 +314,21 @@ impl Emulator {
     /// The tokens in the throttle's bucket now.
     pub fn throttle_tokens(&self) -> f64 {
         self.shared.throttle_tokens()
+    }
+
+    /// Edits a profile as a person in the Connect console would (the control API's
+    /// `PATCH /_emulator/profiles/{instance}/{id}`; `edit` is its JSON body, see [`Connect::console_edit`]).
+    pub fn console_edit(&self, instance_id: &str, profile_id: &str, edit: Value) -> Result<Profile, ApiError> {
+        let edit = match edit {
+            Value::Object(o) => o,
+            _ => return Err(ApiError::serialization("a console edit is a JSON object")),
+        };
+        self.shared.console_edit(instance_id, profile_id, &edit)
+    }
+
+    /// Deletes a profile as a person in the Connect console would (`DELETE /_emulator/profiles/{instance}/{id}`).
+    pub fn console_delete(&self, instance_id: &str, profile_id: &str) -> Result<(), ApiError> {
+        self.shared.console_delete(instance_id, profile_id)
     }
 
     /// Applies `f` to the profile (e.g. to mark it in use); `false` if there is no such profile.

@@ -4,7 +4,8 @@
 //! This file holds the state ([`Connect`], [`Instance`]), the operation dispatch ([`Connect::call`]) and the
 //! profile operations; the private submodules hold the rest: `profile.rs` the [`Profile`] model and the
 //! members Create and Update share, `pages.rs` the pagination tokens, `search.rs` SearchSecurityProfiles
-//! and its criteria matching, `tags.rs` the tag operations.
+//! and its criteria matching, `tags.rs` the tag operations, `console.rs` the edits a person makes in the
+//! Connect console (the control API's, outside the Connect API).
 //!
 //! Reads are eventually consistent the way the `readLagMs` fault says ([`Request::read_lag`]): a profile
 //! created less than that long ago is not found by DescribeSecurityProfile, ListSecurityProfiles,
@@ -12,6 +13,7 @@
 //! CreateSecurityProfile's name check (DuplicateResourceException) and quota, Update, Delete, TagResource
 //! and UntagResource, as a store whose writes go to the primary and whose reads to lagging replicas.
 
+pub(crate) mod console;
 mod pages;
 mod profile;
 mod search;
