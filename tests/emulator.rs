@@ -1,9 +1,11 @@
 //! aws-sdk-connect, unmodified, against the Connect emulator: every operation, every error code each
-//! operation can return, pagination, throttling with the SDK's retries, and the lost-response mode.
+//! operation can return, pagination, throttling (an exact token bucket on arrival) with the SDK's retries, the
+//! lost-response mode, held answers, the read-after-create lag, and console edits.
 
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use aws_sdk_connect::Client;
 use aws_sdk_connect::types::*;
@@ -795,4 +797,420 @@ fn the_emulator_and_the_operator_know_the_same_limits() {
     for (name, operator, emulator) in lists {
         assert_eq!(operator, emulator, "{name}");
     }
+}
+
+/// One plain HTTP/1.1 request to the emulator (the control API, STS): its status and body.
+async fn raw_http(emu: &Emulator, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(emu.addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        emu.addr,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    (status, body.to_string())
+}
+
+async fn control(emu: &Emulator, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let (status, body) =
+        raw_http(emu, method, &format!("/_emulator/{path}"), "application/json", &body.to_string()).await;
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+fn throttled_calls(emu: &Emulator) -> usize {
+    emu.calls().iter().filter(|c| c.outcome == "ThrottlingException").count()
+}
+
+/// A client that uses the burst, then sends one call every `interval` (sequentially, on an absolute
+/// schedule that starts once the burst has been answered), rotating through the read and tag operations:
+/// returns (calls accepted, seconds from the burst's sending to the last call's).
+async fn paced(
+    emu: &Emulator,
+    c: &Client,
+    id: &str,
+    arn: &str,
+    burst: usize,
+    interval: Duration,
+    n: u32,
+) -> (usize, f64) {
+    let start = Instant::now();
+    let burst_calls = (0..burst).map(|_| c.describe_instance().instance_id(INSTANCE).send());
+    let results = futures::future::join_all(burst_calls).await;
+    assert!(results.iter().all(|r| r.is_ok()), "the burst is served: {results:?}");
+    // Every call of the burst arrived before now: from here on, calls sent at the rate are never early.
+    let answered = Instant::now();
+    let ops = [Op::Describe, Op::List, Op::ListPermissions, Op::Search, Op::ListTags, Op::Tag];
+    let mut last = answered;
+    for k in 1..=n {
+        last = answered + interval * k;
+        tokio::time::sleep_until(last.into()).await;
+        call(c, ops[k as usize % ops.len()], INSTANCE, id, arn, false).await;
+    }
+    let accepted = emu.calls().iter().filter(|c| c.succeeded()).count();
+    (accepted, (last - start).as_secs_f64())
+}
+
+#[tokio::test]
+async fn a_client_at_exactly_the_rate_is_never_throttled_one_1_percent_faster_is() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    let (id, arn) = create_named(&c, "paced").await;
+    // Throttling was off: switching it on starts with a full bucket, like a new emulator.
+    emu.set_faults(Faults { throttle_rate: 20.0, throttle_burst: 5.0, ..no_faults() });
+    emu.clear_calls();
+    let (accepted, _) = paced(&emu, &c, &id, &arn, 5, Duration::from_millis(50), 40).await;
+    assert_eq!(throttled_calls(&emu), 0, "exactly 20/s after the burst: {:?}", emu.calls().last());
+    assert_eq!(accepted, 45);
+
+    // Wait for the bucket to fill again, then 1% faster than 20/s: 49.5 ms apart.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(emu.throttle_tokens(), 5.0, "full again after 250 ms");
+    emu.clear_calls();
+    let (accepted, window) = paced(&emu, &c, &id, &arn, 5, Duration::from_micros(49_500), 120).await;
+    let throttled = throttled_calls(&emu);
+    assert!(throttled > 0, "1% over the rate must meet ThrottlingException");
+    // Throttled calls take no token: what gets through is exactly the burst plus the refill.
+    let expected = 5.0 + 20.0 * window;
+    assert!(
+        (accepted as f64 - expected).abs() <= 1.0,
+        "{accepted} calls accepted in {window:.3} s, expected burst 5 + 20/s * window = {expected:.1} (±1); {throttled} throttled"
+    );
+}
+
+#[tokio::test]
+async fn every_connect_operation_shares_one_bucket_that_sts_control_and_new_faults_do_not_touch() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    let (id, arn) = create_named(&c, "shared-bucket").await;
+    // Burst 6 and a rate so low that nothing refills during the test.
+    let faults = Faults { throttle_rate: 0.0001, throttle_burst: 6.0, ..no_faults() };
+    emu.set_faults(faults.clone());
+    emu.clear_calls();
+    for i in 0..10 {
+        let form = format!(
+            "Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fr&RoleSessionName=s{i}"
+        );
+        let (status, _) = raw_http(&emu, "POST", "/", "application/x-www-form-urlencoded", &form).await;
+        assert_eq!(status, 200, "AssumeRole");
+        assert_eq!(control(&emu, "GET", "calls", serde_json::json!({})).await.0, 200);
+        // The same faults again, and other faults with the same throttle: no refill.
+        assert_eq!(control(&emu, "PUT", "faults", serde_json::json!(faults)).await.0, 200);
+        emu.set_faults(Faults { error_rate: 0.0, latency_ms: 0, ..faults.clone() });
+        // A console edit takes no token either.
+        emu.console_edit(INSTANCE, &id, serde_json::json!({"description": format!("edit {i}")})).unwrap();
+    }
+    assert!((emu.throttle_tokens() - 6.0).abs() < 0.01, "STS, control and console calls took no token");
+    // Six different operations take the six tokens; the seventh, of any operation, is throttled.
+    for op in [Op::Describe, Op::List, Op::Search, Op::ListPermissions, Op::Tag, Op::ListTags] {
+        assert_eq!(ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await), "ok", "{op:?}");
+    }
+    for op in [Op::Update, Op::ListAiAgents, Op::Untag] {
+        assert_eq!(ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await), "ThrottlingException", "{op:?}");
+    }
+    let (code, _) = error_code("instance", c.describe_instance().instance_id(INSTANCE).send().await);
+    assert_eq!(code, "ThrottlingException");
+    let (status, body) = control(&emu, "GET", "throttle", serde_json::json!({})).await;
+    assert_eq!(status, 200);
+    assert!(body["tokens"].as_f64().unwrap() < 0.01, "{body}");
+    // The throttled answer keeps its shape: 429, x-amzn-ErrorType ThrottlingException, "Rate exceeded".
+    let last = emu.calls().last().cloned().unwrap();
+    assert_eq!((last.outcome.as_str(), last.status), ("ThrottlingException", 429));
+}
+
+#[tokio::test]
+async fn a_held_answer_times_out_the_caller_and_the_call_takes_effect_when_answered() {
+    let emu = emulator_with(Faults { hold_answers_ms: 1500, ..no_faults() }, 100).await;
+    let config = client(&emu, 1)
+        .config()
+        .to_builder()
+        .timeout_config(
+            aws_sdk_connect::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_millis(300))
+                .build(),
+        )
+        .build();
+    let c = Client::from_conf(config);
+    let sent = Instant::now();
+    let err = c
+        .create_security_profile()
+        .instance_id(INSTANCE)
+        .security_profile_name("held")
+        .send()
+        .await
+        .expect_err("the answer is held past the timeout");
+    assert!(sent.elapsed() < Duration::from_millis(1000), "the caller gave up at its timeout");
+    assert!(matches!(err, aws_sdk_connect::error::SdkError::TimeoutError(_)), "{err:?}");
+    let classified = connect_operator::connect::ConnectError::from_sdk(err);
+    assert!(classified.outcome_unknown, "{classified:?}");
+    let has_held =
+        |emu: &Emulator| emu.state().instances[INSTANCE].profiles.iter().any(|p| p.security_profile_name == "held");
+    assert!(!has_held(&emu), "the held call has not taken effect yet");
+    assert!(emu.calls().is_empty(), "nor is it in the call log");
+    tokio::time::sleep_until((sent + Duration::from_millis(1700)).into()).await;
+    assert!(has_held(&emu), "the call took effect when its answer was due, though its caller had gone");
+    let calls = emu.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].operation.as_str(), calls[0].outcome.as_str()), ("CreateSecurityProfile", "ok"));
+    assert!(
+        calls[0].at_ms - calls[0].arrived_ms >= 1490,
+        "arrived {} ms, took effect {} ms",
+        calls[0].arrived_ms,
+        calls[0].at_ms
+    );
+    // Cleared, calls are answered at once again.
+    emu.set_faults(no_faults());
+    c.describe_instance().instance_id(INSTANCE).send().await.expect("answered within the timeout");
+}
+
+#[tokio::test]
+async fn a_new_profile_is_invisible_to_reads_for_the_read_lag_but_not_to_writes() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    emu.set_faults(Faults { read_lag_ms: 1500, ..no_faults() });
+    let created = Instant::now();
+    let (id, arn) = create_named(&c, "lagging").await;
+    // Reads do not see it yet.
+    let (code, _) = error_code(
+        "describe",
+        c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await,
+    );
+    assert_eq!(code, "ResourceNotFoundException");
+    for op in [Op::ListPermissions, Op::ListApplications, Op::ListFlowModules, Op::ListAiAgents, Op::ListTags] {
+        assert_eq!(ok_or_code(call(&c, op, INSTANCE, &id, &arn, false).await), "ResourceNotFoundException", "{op:?}");
+    }
+    let listed: Vec<String> = c
+        .list_security_profiles()
+        .instance_id(INSTANCE)
+        .send()
+        .await
+        .unwrap()
+        .security_profile_summary_list()
+        .iter()
+        .filter_map(|s| s.name().map(str::to_string))
+        .collect();
+    assert!(!listed.contains(&"lagging".to_string()), "{listed:?}");
+    assert_eq!(listed.len(), 4, "the default profiles are there from the start: {listed:?}");
+    let by_name = |name: &str| {
+        SecurityProfileSearchCriteria::builder()
+            .string_condition(
+                StringCondition::builder()
+                    .field_name("name")
+                    .value(name)
+                    .comparison_type(StringComparisonType::Exact)
+                    .build(),
+            )
+            .build()
+    };
+    let found =
+        c.search_security_profiles().instance_id(INSTANCE).search_criteria(by_name("lagging")).send().await.unwrap();
+    assert!(found.security_profiles().is_empty());
+    assert_eq!(found.approximate_total_count(), Some(0));
+    // Writes do: the name is taken, and Update, Tag and Untag reach it.
+    let (code, _) = error_code(
+        "duplicate",
+        c.create_security_profile().instance_id(INSTANCE).security_profile_name("lagging").send().await,
+    );
+    assert_eq!(code, "DuplicateResourceException");
+    c.update_security_profile()
+        .instance_id(INSTANCE)
+        .security_profile_id(&id)
+        .description("written while invisible")
+        .send()
+        .await
+        .expect("update");
+    c.tag_resource().resource_arn(&arn).tags("k", "v").tags("gone", "x").send().await.expect("tag");
+    c.untag_resource().resource_arn(&arn).tag_keys("gone").send().await.expect("untag");
+    // Delete too.
+    let (other, _) = create_named(&c, "deleted-while-invisible").await;
+    c.delete_security_profile().instance_id(INSTANCE).security_profile_id(&other).send().await.expect("delete");
+    assert!(created.elapsed() < Duration::from_millis(1500), "the writes ran within the lag");
+    // Once the lag has passed, reads see it, with the writes made meanwhile.
+    tokio::time::sleep_until((created + Duration::from_millis(1600)).into()).await;
+    let d =
+        c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await.expect("describe");
+    let p = d.security_profile().unwrap();
+    assert_eq!(p.description(), Some("written while invisible"));
+    assert_eq!(p.tags().unwrap().len(), 1);
+    let found =
+        c.search_security_profiles().instance_id(INSTANCE).search_criteria(by_name("lagging")).send().await.unwrap();
+    assert_eq!(found.security_profiles().len(), 1);
+    let listed = c.list_security_profiles().instance_id(INSTANCE).send().await.unwrap();
+    assert!(listed.security_profile_summary_list().iter().any(|s| s.id() == Some(id.as_str())));
+}
+
+#[tokio::test]
+async fn list_and_search_summaries_carry_the_model_members_and_only_update_moves_last_modified() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    c.create_security_profile()
+        .instance_id(INSTANCE)
+        .security_profile_name("summarised")
+        .description("what it is for")
+        .tags("team", "a")
+        .send()
+        .await
+        .unwrap();
+    let describe = |id: String| {
+        let c = c.clone();
+        async move {
+            let d = c.describe_security_profile().instance_id(INSTANCE).security_profile_id(id).send().await.unwrap();
+            d.security_profile().unwrap().clone()
+        }
+    };
+    let summary = |c: Client| async move {
+        let list = c.list_security_profiles().instance_id(INSTANCE).send().await.unwrap();
+        list.security_profile_summary_list().iter().find(|s| s.name() == Some("summarised")).cloned().unwrap()
+    };
+    let s = summary(c.clone()).await;
+    let id = s.id().expect("Id").to_string();
+    let p = describe(id.clone()).await;
+    assert_eq!(s.arn(), p.arn(), "Arn");
+    assert_eq!(s.name(), Some("summarised"), "Name");
+    assert_eq!(s.last_modified_time(), p.last_modified_time(), "LastModifiedTime");
+    assert!(s.last_modified_time().is_some());
+    assert_eq!(s.last_modified_region(), Some("us-east-1"), "LastModifiedRegion");
+    let found = c
+        .search_security_profiles()
+        .instance_id(INSTANCE)
+        .search_criteria(
+            SecurityProfileSearchCriteria::builder()
+                .string_condition(
+                    StringCondition::builder()
+                        .field_name("name")
+                        .value("summarised")
+                        .comparison_type(StringComparisonType::Exact)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let hit = &found.security_profiles()[0];
+    assert_eq!(hit.id(), Some(id.as_str()), "Id");
+    assert_eq!(hit.arn(), p.arn(), "Arn");
+    assert_eq!(hit.organization_resource_id(), Some(INSTANCE), "OrganizationResourceId");
+    assert_eq!(hit.security_profile_name(), Some("summarised"), "SecurityProfileName");
+    assert_eq!(hit.description(), Some("what it is for"), "Description");
+    assert_eq!(hit.tags().unwrap().get("team").map(String::as_str), Some("a"), "Tags");
+
+    // Tag operations leave LastModifiedTime alone; UpdateSecurityProfile moves it.
+    let before = p.last_modified_time().copied().unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let arn = p.arn().unwrap();
+    c.tag_resource().resource_arn(arn).tags("team", "b").send().await.unwrap();
+    c.untag_resource().resource_arn(arn).tag_keys("team").send().await.unwrap();
+    assert_eq!(describe(id.clone()).await.last_modified_time(), Some(&before), "tags are not a modification");
+    assert_eq!(summary(c.clone()).await.last_modified_time(), Some(&before));
+    c.update_security_profile().instance_id(INSTANCE).security_profile_id(&id).description("new").send().await.unwrap();
+    let after = describe(id.clone()).await.last_modified_time().copied().unwrap();
+    assert!(after.as_secs_f64() > before.as_secs_f64(), "Update moves LastModifiedTime: {before:?} -> {after:?}");
+    assert_eq!(summary(c.clone()).await.last_modified_time(), Some(&after), "and the list shows it");
+}
+
+#[tokio::test]
+async fn console_edits_and_deletes_change_profiles_without_the_api_quota() {
+    let emu = emulator_with(no_faults(), 100).await;
+    let c = client(&emu, 1);
+    let (id, arn) = create_named(&c, "console").await;
+    c.tag_resource().resource_arn(&arn).tags("keep", "1").tags("drop", "2").send().await.unwrap();
+    let lm = |emu: &Emulator| {
+        emu.state().instances[INSTANCE].profiles.iter().find(|p| p.id == id).map(|p| p.last_modified_time)
+    };
+    let created = lm(&emu).unwrap();
+    emu.set_faults(Faults { throttle_rate: 0.0001, throttle_burst: 3.0, ..no_faults() });
+    emu.clear_calls();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // Tags only (as TagResource / UntagResource): LastModifiedTime stays.
+    let (status, p) = control(
+        &emu,
+        "PATCH",
+        &format!("profiles/{INSTANCE}/{id}"),
+        serde_json::json!({"tags": {"owner": "someone"}, "untagKeys": ["drop"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["Tags"], serde_json::json!({"keep": "1", "owner": "someone"}));
+    assert_eq!(lm(&emu), Some(created), "a tag edit is not a modification");
+    // Members of UpdateSecurityProfile (as Update): LastModifiedTime moves.
+    let (status, p) = control(
+        &emu,
+        "PATCH",
+        &format!("profiles/{INSTANCE}/{id}"),
+        serde_json::json!({"description": "changed in the console", "permissions": ["BasicAgentAccess"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{p}");
+    assert!(lm(&emu).unwrap() > created, "a console edit of the profile modifies it");
+    // Invalid edits are refused as Connect would refuse them, and change nothing.
+    let (status, body) = control(
+        &emu,
+        "PATCH",
+        &format!("profiles/{INSTANCE}/{id}"),
+        serde_json::json!({"description": "x".repeat(251)}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["Message"].as_str().unwrap().contains("Description"), "{body}");
+    assert!(emu.console_edit(INSTANCE, &id, serde_json::json!({"name": "renamed"})).is_err(), "not a console edit");
+    let err = emu.console_edit(INSTANCE, "missing", serde_json::json!({"description": "x"})).unwrap_err();
+    assert_eq!(err.code, "ResourceNotFoundException");
+
+    // The API sees the edits, and still has its whole burst: the console took no token.
+    assert!((emu.throttle_tokens() - 3.0).abs() < 0.01);
+    let d = c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
+    let p = d.security_profile().unwrap();
+    assert_eq!(p.description(), Some("changed in the console"));
+    let perms =
+        c.list_security_profile_permissions().instance_id(INSTANCE).security_profile_id(&id).send().await.unwrap();
+    assert_eq!(perms.permissions(), ["BasicAgentAccess"]);
+    let tags: BTreeSet<String> = p.tags().unwrap().keys().cloned().collect();
+    assert_eq!(tags, ["keep", "owner"].map(String::from).into());
+
+    // Console delete: refused while assigned to users, then done.
+    control(&emu, "PATCH", &format!("profiles/{INSTANCE}/{id}"), serde_json::json!({"inUse": true})).await;
+    let (status, body) = control(&emu, "DELETE", &format!("profiles/{INSTANCE}/{id}"), serde_json::json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    control(
+        &emu,
+        "PATCH",
+        &format!("profiles/{INSTANCE}/{id}"),
+        serde_json::json!({"inUse": false, "deleteDenied": true}),
+    )
+    .await;
+    let (status, body) = control(&emu, "DELETE", &format!("profiles/{INSTANCE}/{id}"), serde_json::json!({})).await;
+    assert_eq!(status, 200, "a person in the console is not the API caller denied the delete: {body}");
+    let (code, _) =
+        error_code("gone", c.describe_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await);
+    assert_eq!(code, "ResourceNotFoundException");
+
+    // The call log tells console edits from API calls; the flags alone are not an edit.
+    let console: Vec<(String, String, String)> = emu
+        .calls()
+        .iter()
+        .filter(|c| c.operation == "Console")
+        .map(|c| (c.params["action"].as_str().unwrap().to_string(), c.outcome.clone(), c.principal.clone()))
+        .collect();
+    let expect = |action: &str, outcome: &str| (action.to_string(), outcome.to_string(), "console".to_string());
+    assert_eq!(
+        console,
+        [
+            expect("edit", "ok"),
+            expect("edit", "ok"),
+            expect("edit", "InvalidParameterException"),
+            expect("edit", "InvalidParameterException"),
+            expect("edit", "ResourceNotFoundException"),
+            expect("delete", "ResourceInUseException"),
+            expect("delete", "ok"),
+        ]
+    );
+    let api: Vec<String> =
+        emu.calls().iter().filter(|c| c.operation != "Console").map(|c| c.operation.clone()).collect();
+    assert_eq!(api, ["DescribeSecurityProfile", "ListSecurityProfilePermissions", "DescribeSecurityProfile"]);
 }

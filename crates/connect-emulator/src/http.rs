@@ -6,9 +6,21 @@
 //! | `GET /_emulator/calls` | the call log (JSON array of [`CallRecord`](super::CallRecord)) |
 //! | `DELETE /_emulator/calls` | clears the call log |
 //! | `GET /_emulator/state` | every instance and profile |
-//! | `GET/PUT /_emulator/faults` | read or replace the [`Faults`](super::Faults) |
+//! | `GET/PUT /_emulator/faults` | read or replace the [`Faults`](super::Faults) (the throttle's bucket keeps its tokens) |
+//! | `GET /_emulator/throttle` | `{"tokens": ...}`: what is left in the throttle's bucket now |
 //! | `POST /_emulator/instances/{id}` | adds an instance (body `{"instanceStatus": "CREATION_FAILED"}` optional) |
-//! | `PATCH /_emulator/profiles/{instance}/{id}` | sets `inUse` / `deleteDenied` on a profile |
+//! | `PATCH /_emulator/profiles/{instance}/{id}` | sets `inUse` / `deleteDenied` on a profile, and makes console edits (below) |
+//! | `DELETE /_emulator/profiles/{instance}/{id}` | deletes a profile as a person in the console would |
+//!
+//! Console edits (`PATCH` bodies beyond the two flags; see [`Connect::console_edit`]) change a profile as
+//! UpdateSecurityProfile (any of its members, camelCase: `description`, `permissions`, ...; LastModifiedTime
+//! changes), TagResource (`tags`) and UntagResource (`untagKeys`) would, with their validation. They and
+//! console deletes take no token from the API quota and are recorded in the call log as operation
+//! `Console` (principal `console`, `params.action` `edit` or `delete`). An error is answered as Connect
+//! answers one (`x-amzn-ErrorType`, status, `{"Message"}`) and changes nothing.
+//!
+//! A Connect request takes its token from the throttle's bucket the moment hyper hands over its head,
+//! before its body is read, before any injected delay: on arrival.
 //!
 //! It also answers STS `AssumeRole` (`POST /`, query protocol) with a session whose access key the call
 //! log then names as the role, so that role assumption (`--role-arn`, the namespace annotation) can be
@@ -25,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use super::service::{self, Connect};
-use super::{ApiError, Faults, Shared, injected_latency, input, unix_now};
+use super::{ApiError, Faults, Shared, input, unix_now};
 
 type Body = Full<Bytes>;
 
@@ -118,28 +130,52 @@ fn access_key(req: &Request<Incoming>) -> String {
         .to_string()
 }
 
+/// Called by hyper as soon as a request's head has been read: the request's arrival.
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, DropConnection> {
-    let principal = shared.principal(&access_key(&req));
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let query = parse_query(req.uri().query());
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     // Split before decoding: a percent-encoded ARN is one label even though it contains '/'.
     let segments: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
+    let route = route(&method, &segments);
+    // The quota is taken on arrival, from the head alone: before the body is read or any delay.
+    let admission = route.is_some().then(|| shared.admit());
+    let principal = shared.principal(&access_key(&req));
+    let query = parse_query(req.uri().query());
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     if segments.first().map(String::as_str) == Some("_emulator") {
         return Ok(control(&shared, &method, &segments[1..], &body));
     }
     if method == Method::POST && path == "/" {
         return Ok(sts(&shared, &principal, &body));
     }
-    let Some((operation, labels)) = route(&method, &segments) else {
+    let (Some((operation, labels)), Some((admitted, arrived))) = (route, admission) else {
         return Ok(error_response(&ApiError::new(
             "UnknownOperationException",
             404,
             format!("no Connect operation at {method} {path}"),
         )));
     };
-    connect_call(&shared, &principal, operation, labels, query, &body).await
+    let call = ConnectCall { principal, operation, labels, query, body, admitted, arrived };
+    // The call runs in a task of its own: a caller that hangs up (times out) does not cancel it.
+    let faults = shared.faults.lock().expect("faults lock").clone();
+    let task = tokio::spawn(async move {
+        if faults.hold_answers_ms > 0 {
+            let due = arrived + std::time::Duration::from_millis(faults.hold_answers_ms);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let answer = connect_call(&shared, call, faults.read_lag_ms);
+        if faults.latency_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
+        }
+        match answer {
+            Answer::Respond(response) => Ok(response),
+            Answer::Lose(hold) => {
+                tokio::time::sleep(hold).await;
+                Err(DropConnection)
+            }
+        }
+    });
+    task.await.unwrap_or(Err(DropConnection))
 }
 
 static ROLE_ARN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
@@ -169,7 +205,7 @@ fn sts(shared: &Shared, principal: &str, body: &[u8]) -> Response<Body> {
         None
     };
     if let Some((code, message)) = error {
-        shared.record("AssumeRole", principal, params, code.into(), 400);
+        shared.record("AssumeRole", principal, params, code.into(), 400, std::time::Instant::now());
         let xml = format!(
             "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
             xml_escape(&message),
@@ -179,7 +215,7 @@ fn sts(shared: &Shared, principal: &str, body: &[u8]) -> Response<Body> {
     }
     let key = format!("ASIA{}", &uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase());
     shared.sessions.lock().expect("sessions lock").insert(key.clone(), role.clone());
-    shared.record("AssumeRole", principal, params, "ok".into(), 200);
+    shared.record("AssumeRole", principal, params, "ok".into(), 200, std::time::Instant::now());
     let expiration = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
     let role_name = role.rsplit('/').next().unwrap_or_default();
     let account = role.split(':').nth(4).unwrap_or_default();
@@ -208,33 +244,47 @@ fn xml_response(status: u16, xml: String) -> Response<Body> {
         .expect("valid response")
 }
 
-async fn connect_call(
-    shared: &Shared,
-    principal: &str,
+/// A Connect request as it arrived: routed, its token taken (or refused), its body read.
+struct ConnectCall {
+    principal: String,
     operation: &'static str,
     labels: Vec<String>,
     query: BTreeMap<String, Vec<String>>,
-    body: &[u8],
-) -> Result<Response<Body>, DropConnection> {
-    injected_latency(shared).await;
-    let parsed_body = input::body_object(body);
+    body: Bytes,
+    /// Whether the throttle's bucket had a token for it on arrival.
+    admitted: bool,
+    arrived: std::time::Instant,
+}
+
+enum Answer {
+    Respond(Response<Body>),
+    /// A lost create: hold the connection this long, then drop it.
+    Lose(std::time::Duration),
+}
+
+/// Makes the call take effect (or refuses it) now, records it, and returns its answer.
+fn connect_call(shared: &Shared, call: ConnectCall, read_lag_ms: u64) -> Answer {
+    let ConnectCall { principal, operation, labels, query, body, admitted, arrived } = call;
+    let record =
+        |params, outcome: &str, status| shared.record(operation, &principal, params, outcome.into(), status, arrived);
+    let parsed_body = input::body_object(&body);
     let mut params = json!({"labels": labels, "query": query});
     if let Ok(b) = &parsed_body {
         params["body"] = Value::Object(b.clone());
     }
-    if !shared.admit() {
+    if !admitted {
         let e = ApiError::new("ThrottlingException", 429, "Rate exceeded");
-        shared.record(operation, principal, params, e.code.into(), e.status);
-        return Ok(error_response(&e));
+        record(params, e.code, e.status);
+        return Answer::Respond(error_response(&e));
     }
     let error_rate = shared.faults.lock().expect("faults lock").error_rate;
     if error_rate > 0.0 && rand::random::<f64>() < error_rate {
         let e = ApiError::new("InternalServiceException", 500, "Request processing failed (injected fault)");
-        shared.record(operation, principal, params, e.code.into(), e.status);
-        return Ok(error_response(&e));
+        record(params, e.code, e.status);
+        return Answer::Respond(error_response(&e));
     }
     let result = parsed_body.and_then(|body| {
-        let request = service::Request { labels, query, body };
+        let request = service::Request { labels, query, body, read_lag: read_lag_ms as f64 / 1000.0 };
         shared.connect.lock().expect("state lock").call(operation, &request, unix_now())
     });
     match result {
@@ -250,16 +300,15 @@ async fn connect_call(
                 })
                 .flatten();
             if let Some(hold) = lose {
-                shared.record(operation, principal, params, "ok:response-lost".into(), 200);
-                tokio::time::sleep(hold).await;
-                return Err(DropConnection);
+                record(params, "ok:response-lost", 200);
+                return Answer::Lose(hold);
             }
-            shared.record(operation, principal, params, "ok".into(), 200);
-            Ok(json_response(200, &strip_nulls(out)))
+            record(params, "ok", 200);
+            Answer::Respond(json_response(200, &strip_nulls(out)))
         }
         Err(e) => {
-            shared.record(operation, principal, params, e.code.into(), e.status);
-            Ok(error_response(&e))
+            record(params, e.code, e.status);
+            Answer::Respond(error_response(&e))
         }
     }
 }
@@ -298,24 +347,17 @@ fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Re
             }
             json_response(200, &json!(connect.instances[*id]))
         }
+        (&Method::GET, ["throttle"]) => json_response(200, &json!({"tokens": shared.throttle_tokens()})),
         (&Method::PATCH, ["profiles", instance, id]) => {
-            let flags: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-            let mut connect = shared.connect.lock().expect("state lock");
-            let profile =
-                connect.instances.get_mut(*instance).and_then(|i| i.profiles.iter_mut().find(|p| p.id == *id));
-            match profile {
-                None => json_response(404, &json!({"Message": format!("no profile {id} in instance {instance}")})),
-                Some(p) => {
-                    if let Some(b) = flags.get("inUse").and_then(Value::as_bool) {
-                        p.in_use = b;
-                    }
-                    if let Some(b) = flags.get("deleteDenied").and_then(Value::as_bool) {
-                        p.delete_denied = b;
-                    }
-                    json_response(200, &json!(p))
-                }
+            match input::body_object(body).and_then(|edit| shared.console_edit(instance, id, &edit)) {
+                Ok(p) => json_response(200, &json!(p)),
+                Err(e) => error_response(&e),
             }
         }
+        (&Method::DELETE, ["profiles", instance, id]) => match shared.console_delete(instance, id) {
+            Ok(()) => json_response(200, &json!({})),
+            Err(e) => error_response(&e),
+        },
         _ => {
             json_response(404, &json!({"Message": format!("no control endpoint {method} /_emulator/{}", p.join("/"))}))
         }

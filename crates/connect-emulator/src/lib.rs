@@ -2,7 +2,16 @@
 //! that `aws-sdk-connect`, pointed at it with `AWS_ENDPOINT_URL_CONNECT`, works unmodified.
 //!
 //! Besides the Connect API it serves a control API under `/_emulator/` (see [`http`]) for tests: the call
-//! log, the full state, fault injection (throttling, 500s, latency, lost create responses) and profile flags.
+//! log, the full state, fault injection ([`Faults`]: throttling, 500s, latency, held answers, lost create
+//! responses, read-after-create lag, refused roles), profile flags and console edits.
+//!
+//! Connect's request quota is an exact token bucket ([`throttle`]): one per emulator (its account and
+//! Region), shared by every Connect operation, a token taken at the instant a request's head arrives.
+//!
+//! When a call takes effect: at its arrival, plus `holdAnswersMs` when that fault is set; its answer
+//! leaves `latencyMs` after that. Either way the call runs to its end even if the caller has hung up, so a
+//! caller that times out cannot tell whether it took effect: before its timeout (latency) or after it
+//! (a held answer).
 //!
 //! Its own crate, a peer of the operator rather than a part of it: it models Connect from the API model
 //! (its [`limits`]) and does not depend on `connect-operator`, whose tests use it as a dev-dependency
@@ -12,10 +21,11 @@ pub mod http;
 pub mod input;
 pub mod limits;
 pub mod service;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -57,8 +67,19 @@ pub struct Faults {
     pub throttle_burst: f64,
     /// Fraction (0..=1) of calls answered with InternalServiceException before they take effect.
     pub error_rate: f64,
-    /// Latency added to every Connect call.
+    /// Latency added to every Connect answer: the call takes effect when it arrives, its answer (a
+    /// throttled one too) leaves this much later.
     pub latency_ms: u64,
+    /// Connect holds its answers: every Connect call is accepted (its token taken, or refused, on arrival)
+    /// but takes effect only this long after it arrived, and is answered then (plus `latency_ms`; a
+    /// ThrottlingException is held too). A caller whose timeout is shorter gives up first, not knowing the
+    /// outcome; the call takes effect all the same. The value in force when a call arrives applies to it.
+    pub hold_answers_ms: u64,
+    /// Reads are eventually consistent: a profile created less than this long ago is invisible to
+    /// DescribeSecurityProfile, ListSecurityProfiles, SearchSecurityProfiles, the List*Members operations
+    /// and ListTagsForResource (ResourceNotFoundException or left out), while writes (Create's name check
+    /// and quota, Update, Delete, TagResource, UntagResource) see it at once. 0: off.
+    pub read_lag_ms: u64,
     /// The next N successful CreateSecurityProfile calls create the profile, then drop the connection.
     pub lose_next_creates: u32,
     /// How long a lost create keeps the connection open (the call already in the log) before dropping
@@ -75,6 +96,8 @@ impl Default for Faults {
             throttle_burst: 5.0,
             error_rate: 0.0,
             latency_ms: 0,
+            hold_answers_ms: 0,
+            read_lag_ms: 0,
             lose_next_creates: 0,
             lost_response_hold_ms: 0,
             denied_roles: Vec::new(),
@@ -112,8 +135,12 @@ impl Default for EmulatorConfig {
 #[serde(rename_all = "camelCase")]
 pub struct CallRecord {
     pub seq: u64,
-    /// Milliseconds since the emulator started.
+    /// Milliseconds since the emulator started, when the call took effect (or was refused).
     pub at_ms: u64,
+    /// Milliseconds since the emulator started, when the request arrived (its token was taken then);
+    /// earlier than `at_ms` by the `holdAnswersMs` in force.
+    #[serde(default)]
+    pub arrived_ms: u64,
     pub operation: String,
     /// URI labels, query string and body, merged into one object.
     pub params: Value,
@@ -121,7 +148,7 @@ pub struct CallRecord {
     pub outcome: String,
     pub status: u16,
     /// Who called: the role ARN of a session the emulator's AssumeRole issued, else the access key ID
-    /// of the request's signature (empty when unsigned).
+    /// of the request's signature (empty when unsigned); `console` for a console edit.
     #[serde(default)]
     pub principal: String,
 }
@@ -132,11 +159,6 @@ impl CallRecord {
     }
 }
 
-struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-}
-
 /// Everything the server's tasks share.
 pub struct Shared {
     pub(crate) connect: Mutex<Connect>,
@@ -144,7 +166,7 @@ pub struct Shared {
     pub(crate) calls: Mutex<Vec<CallRecord>>,
     /// Access key IDs issued by AssumeRole, with the role each stands for.
     sessions: Mutex<std::collections::HashMap<String, String>>,
-    bucket: Mutex<TokenBucket>,
+    bucket: Mutex<throttle::TokenBucket>,
     started: Instant,
     default_profiles: bool,
 }
@@ -161,7 +183,11 @@ impl Shared {
         }
         Self {
             connect: Mutex::new(connect),
-            bucket: Mutex::new(TokenBucket { tokens: config.faults.throttle_burst, last: Instant::now() }),
+            bucket: Mutex::new(throttle::TokenBucket::new(
+                config.faults.throttle_rate,
+                config.faults.throttle_burst,
+                Instant::now(),
+            )),
             faults: Mutex::new(config.faults.clone()),
             calls: Mutex::new(Vec::new()),
             sessions: Mutex::new(std::collections::HashMap::new()),
@@ -170,31 +196,22 @@ impl Shared {
         }
     }
 
-    /// Takes a token; `false` means the caller is throttled.
-    fn admit(&self) -> bool {
-        let faults = self.faults.lock().expect("faults lock").clone();
-        if faults.throttle_rate <= 0.0 {
-            return true;
-        }
+    /// A Connect request has arrived: takes a token now; `false` means the caller is throttled (and
+    /// took nothing). The instant is read under the bucket's lock, so the bucket sees arrivals in order.
+    fn admit(&self) -> (bool, Instant) {
         let mut bucket = self.bucket.lock().expect("bucket lock");
         let now = Instant::now();
-        let refill = now.duration_since(bucket.last).as_secs_f64() * faults.throttle_rate;
-        bucket.tokens = (bucket.tokens + refill).min(faults.throttle_burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        (bucket.take(now), now)
     }
 
-    fn record(&self, operation: &str, principal: &str, params: Value, outcome: String, status: u16) {
+    fn record(&self, operation: &str, principal: &str, params: Value, outcome: String, status: u16, arrived: Instant) {
         let mut calls = self.calls.lock().expect("calls lock");
         let seq = calls.len() as u64 + 1;
         let at_ms = self.started.elapsed().as_millis() as u64;
+        let arrived_ms = arrived.saturating_duration_since(self.started).as_millis() as u64;
         let principal = principal.to_string();
-        calls.push(CallRecord { seq, at_ms, operation: operation.into(), params, outcome, status, principal });
+        let operation = operation.into();
+        calls.push(CallRecord { seq, at_ms, arrived_ms, operation, params, outcome, status, principal });
     }
 
     /// The principal behind a request signed with `access_key`.
@@ -203,11 +220,45 @@ impl Shared {
         sessions.get(access_key).cloned().unwrap_or_else(|| access_key.to_string())
     }
 
+    /// Replaces the faults. The bucket keeps its tokens (at most the new burst): new faults do not refill it.
     pub fn set_faults(&self, faults: Faults) {
         let mut bucket = self.bucket.lock().expect("bucket lock");
-        bucket.tokens = faults.throttle_burst;
-        bucket.last = Instant::now();
+        bucket.reconfigure(faults.throttle_rate, faults.throttle_burst, Instant::now());
         *self.faults.lock().expect("faults lock") = faults;
+    }
+
+    /// The tokens in the bucket now.
+    pub fn throttle_tokens(&self) -> f64 {
+        self.bucket.lock().expect("bucket lock").tokens(Instant::now())
+    }
+
+    /// A console edit (see [`Connect::console_edit`]), recorded as a `Console` call unless it only sets the
+    /// emulator-only flags; it takes no token.
+    pub fn console_edit(&self, instance_id: &str, profile_id: &str, edit: &input::Object) -> Result<Profile, ApiError> {
+        let arrived = Instant::now();
+        let result = self.connect.lock().expect("state lock").console_edit(instance_id, profile_id, edit, unix_now());
+        if edit.keys().any(|k| !service::console::FLAG_KEYS.contains(&k.as_str())) {
+            let params = serde_json::json!({"action": "edit", "labels": [instance_id, profile_id], "body": edit});
+            self.record_console(params, result.as_ref().map(|_| ()), arrived);
+        }
+        result
+    }
+
+    /// A console delete (see [`Connect::console_delete`]), recorded as a `Console` call; it takes no token.
+    pub fn console_delete(&self, instance_id: &str, profile_id: &str) -> Result<(), ApiError> {
+        let arrived = Instant::now();
+        let result = self.connect.lock().expect("state lock").console_delete(instance_id, profile_id);
+        let params = serde_json::json!({"action": "delete", "labels": [instance_id, profile_id]});
+        self.record_console(params, result.as_ref().map(|_| ()), arrived);
+        result
+    }
+
+    fn record_console(&self, params: Value, result: Result<(), &ApiError>, arrived: Instant) {
+        let (outcome, status) = match result {
+            Ok(()) => ("ok".to_string(), 200),
+            Err(e) => (e.code.to_string(), e.status),
+        };
+        self.record("Console", "console", params, outcome, status, arrived);
     }
 }
 
@@ -255,8 +306,29 @@ impl Emulator {
         self.shared.faults.lock().expect("faults lock").clone()
     }
 
+    /// Replaces the faults; the throttle's bucket keeps its tokens.
     pub fn set_faults(&self, faults: Faults) {
         self.shared.set_faults(faults);
+    }
+
+    /// The tokens in the throttle's bucket now.
+    pub fn throttle_tokens(&self) -> f64 {
+        self.shared.throttle_tokens()
+    }
+
+    /// Edits a profile as a person in the Connect console would (the control API's
+    /// `PATCH /_emulator/profiles/{instance}/{id}`; `edit` is its JSON body, see [`Connect::console_edit`]).
+    pub fn console_edit(&self, instance_id: &str, profile_id: &str, edit: Value) -> Result<Profile, ApiError> {
+        let edit = match edit {
+            Value::Object(o) => o,
+            _ => return Err(ApiError::serialization("a console edit is a JSON object")),
+        };
+        self.shared.console_edit(instance_id, profile_id, &edit)
+    }
+
+    /// Deletes a profile as a person in the Connect console would (`DELETE /_emulator/profiles/{instance}/{id}`).
+    pub fn console_delete(&self, instance_id: &str, profile_id: &str) -> Result<(), ApiError> {
+        self.shared.console_delete(instance_id, profile_id)
     }
 
     /// Applies `f` to the profile (e.g. to mark it in use); `false` if there is no such profile.
@@ -273,13 +345,5 @@ impl Emulator {
         let mut connect = self.shared.connect.lock().expect("state lock");
         connect.add_instance(id, default_profiles, unix_now());
         connect.instances.get_mut(id).expect("added").instance_status = status.into();
-    }
-}
-
-/// Sleeps for the configured latency; kept apart so the HTTP layer stays synchronous around the state lock.
-pub(crate) async fn injected_latency(shared: &Shared) {
-    let ms = shared.faults.lock().expect("faults lock").latency_ms;
-    if ms > 0 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }

@@ -41,9 +41,17 @@ struct Args {
     /// Fraction of calls answered with InternalServiceException (0..1).
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
-    /// Latency added to each call, in milliseconds.
+    /// Latency added to each answer, in milliseconds (the call takes effect on arrival).
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Hold every Connect answer this many milliseconds: the call takes effect, and is answered, only
+    /// then, even if the caller has given up (Connect not answering).
+    #[arg(long, default_value_t = 0)]
+    hold_answers_ms: u64,
+    /// Reads do not see a profile until this many milliseconds after its creation (eventual
+    /// consistency); writes see it at once.
+    #[arg(long, default_value_t = 0)]
+    read_lag_ms: u64,
     /// Lose the responses of the next N successful creates (the profile is created, the connection drops).
     #[arg(long, default_value_t = 0)]
     lose_next_creates: u32,
@@ -77,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
             throttle_burst: args.throttle_burst,
             error_rate: args.error_rate,
             latency_ms: args.latency_ms,
+            hold_answers_ms: args.hold_answers_ms,
+            read_lag_ms: args.read_lag_ms,
             lose_next_creates: args.lose_next_creates,
             lost_response_hold_ms: args.lost_response_hold_ms,
             denied_roles: Vec::new(),

@@ -12,47 +12,87 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_connect-emulator");
 
-#[test]
-fn the_binary_serves_the_configured_emulator_and_writes_its_address() {
-    let addr_file = std::env::temp_dir().join(format!("connect-emulator-binary-{}.addr", std::process::id()));
-    let _ = std::fs::remove_file(&addr_file);
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--addr-file", addr_file.to_str().unwrap()])
-        .args(["--throttle-rate", "0", "--latency-ms", "7", "--instance", "i-1", "--no-default-profiles"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start connect-emulator");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        if let Ok(addr) = std::fs::read_to_string(&addr_file)
-            && !addr.is_empty()
-        {
-            break addr;
-        }
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            panic!("connect-emulator did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let get = |path: &str| -> Value {
-        let mut stream = TcpStream::connect(&addr).expect("connect");
+/// A running `connect-emulator` with `args`, killed on drop.
+struct Running {
+    child: std::process::Child,
+    addr: String,
+    addr_file: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.addr_file);
+    }
+}
+
+impl Running {
+    fn start(name: &str, args: &[&str]) -> Self {
+        let addr_file =
+            std::env::temp_dir().join(format!("connect-emulator-binary-{name}-{}.addr", std::process::id()));
+        let _ = std::fs::remove_file(&addr_file);
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--addr-file", addr_file.to_str().unwrap()])
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start connect-emulator");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            if let Ok(addr) = std::fs::read_to_string(&addr_file)
+                && !addr.is_empty()
+            {
+                break addr;
+            }
+            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!("connect-emulator did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, addr, addr_file }
+    }
+
+    /// `GET /_emulator/{path}`, its JSON answer.
+    fn get(&self, path: &str) -> Value {
+        let addr = &self.addr;
+        let mut stream = TcpStream::connect(addr).expect("connect");
         write!(stream, "GET /_emulator/{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         serde_json::from_str(body).expect("JSON")
-    };
-    let faults = get("faults");
-    let state = get("state");
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_file(&addr_file);
+    }
+}
+
+#[test]
+fn the_binary_serves_the_configured_emulator_and_writes_its_address() {
+    let emulator = Running::start(
+        "configured",
+        &["--throttle-rate", "0", "--latency-ms", "7", "--instance", "i-1", "--no-default-profiles"],
+    );
+    let faults = emulator.get("faults");
+    let state = emulator.get("state");
+    drop(emulator);
     assert_eq!(faults["throttleRate"], 0.0);
     assert_eq!(faults["latencyMs"], 7);
     assert_eq!(state["instances"].as_object().map(|i| i.keys().cloned().collect::<Vec<_>>()), Some(vec!["i-1".into()]));
     assert_eq!(state["instances"]["i-1"]["Profiles"], serde_json::json!([]), "no default profiles");
+}
+
+#[test]
+fn the_binary_takes_its_fault_flags() {
+    let emulator = Running::start(
+        "faults",
+        &["--hold-answers-ms", "250", "--read-lag-ms", "3000", "--throttle-rate", "2", "--throttle-burst", "4"],
+    );
+    let faults = emulator.get("faults");
+    assert_eq!(faults["holdAnswersMs"], 250);
+    assert_eq!(faults["readLagMs"], 3000);
+    assert_eq!(faults["throttleBurst"], 4.0);
+    assert_eq!(emulator.get("throttle")["tokens"], 4.0, "the bucket starts full");
 }
 
 #[test]

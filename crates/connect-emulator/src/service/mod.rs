@@ -4,8 +4,16 @@
 //! This file holds the state ([`Connect`], [`Instance`]), the operation dispatch ([`Connect::call`]) and the
 //! profile operations; the private submodules hold the rest: `profile.rs` the [`Profile`] model and the
 //! members Create and Update share, `pages.rs` the pagination tokens, `search.rs` SearchSecurityProfiles
-//! and its criteria matching, `tags.rs` the tag operations.
+//! and its criteria matching, `tags.rs` the tag operations, `console.rs` the edits a person makes in the
+//! Connect console (the control API's, outside the Connect API).
+//!
+//! Reads are eventually consistent the way the `readLagMs` fault says ([`Request::read_lag`]): a profile
+//! created less than that long ago is not found by DescribeSecurityProfile, ListSecurityProfiles,
+//! SearchSecurityProfiles, the List*Members operations or ListTagsForResource. Writes see it at once:
+//! CreateSecurityProfile's name check (DuplicateResourceException) and quota, Update, Delete, TagResource
+//! and UntagResource, as a store whose writes go to the primary and whose reads to lagging replicas.
 
+pub(crate) mod console;
 mod pages;
 mod profile;
 mod search;
@@ -53,6 +61,21 @@ pub struct Request {
     pub labels: Vec<String>,
     pub query: BTreeMap<String, Vec<String>>,
     pub body: Object,
+    /// Seconds a new profile stays invisible to this request if it is a read (the `readLagMs` fault).
+    pub read_lag: f64,
+}
+
+/// What a read at `now` with `read_lag` sees: a profile created at least `read_lag` seconds before.
+#[derive(Clone, Copy)]
+struct ReadView {
+    now: f64,
+    read_lag: f64,
+}
+
+impl ReadView {
+    fn sees(self, p: &Profile) -> bool {
+        self.read_lag <= 0.0 || self.now - p.created_time >= self.read_lag
+    }
 }
 
 fn not_found(what: &str, id: &str) -> ApiError {
@@ -78,7 +101,8 @@ impl Connect {
         };
         if with_default_profiles {
             for name in DEFAULT_PROFILE_NAMES {
-                let profile = self.new_profile(&instance, name, now);
+                let mut profile = self.new_profile(&instance, name, now);
+                profile.created_time = 0.0; // there from the start: no read lag
                 instance.profiles.push(profile);
             }
         }
@@ -93,6 +117,7 @@ impl Connect {
             security_profile_name: name.into(),
             last_modified_time: now,
             last_modified_region: self.region.clone(),
+            created_time: now,
             ..Profile::default()
         }
     }
@@ -128,6 +153,12 @@ impl Connect {
             .ok_or_else(|| not_found("Security profile", profile_id))
     }
 
+    /// A profile as a read sees it: one created too recently is not found yet.
+    fn visible_profile(&self, instance_id: &str, profile_id: &str, view: ReadView) -> Result<&Profile, ApiError> {
+        self.profile(instance_id, profile_id)
+            .and_then(|p| if view.sees(p) { Ok(p) } else { Err(not_found("Security profile", profile_id)) })
+    }
+
     fn profile_mut(&mut self, instance_id: &str, profile_id: &str) -> Result<&mut Profile, ApiError> {
         self.profile(instance_id, profile_id)?;
         let instance = self.instances.get_mut(instance_id).expect("checked");
@@ -137,38 +168,41 @@ impl Connect {
     /// Runs one operation. `labels` are the URI labels in path order.
     pub fn call(&mut self, operation: &str, req: &Request, now: f64) -> Result<Value, ApiError> {
         let label = |i: usize| req.labels.get(i).map(String::as_str).unwrap_or_default();
+        let view = ReadView { now, read_lag: req.read_lag };
         match operation {
             "CreateSecurityProfile" => self.create_security_profile(label(0), &req.body, now),
             "DescribeSecurityProfile" => {
-                let p = self.profile(label(0), label(1))?;
+                let p = self.visible_profile(label(0), label(1), view)?;
                 Ok(json!({ "SecurityProfile": describe_json(label(0), p) }))
             }
             "UpdateSecurityProfile" => self.update_security_profile(label(0), label(1), &req.body, now),
             "DeleteSecurityProfile" => self.delete_security_profile(label(0), label(1)),
-            "ListSecurityProfiles" => self.list_security_profiles(label(0), &req.query),
+            "ListSecurityProfiles" => self.list_security_profiles(label(0), &req.query, view),
             "ListSecurityProfilePermissions" => {
-                self.list_profile_member(label(0), label(1), &req.query, "Permissions", |p| {
+                self.list_profile_member(label(0), label(1), &req.query, view, "Permissions", |p| {
                     p.permissions.iter().map(|s| json!(s)).collect()
                 })
             }
             "ListSecurityProfileApplications" => {
-                self.list_profile_member(label(0), label(1), &req.query, "Applications", |p| p.applications.clone())
+                self.list_profile_member(label(0), label(1), &req.query, view, "Applications", |p| {
+                    p.applications.clone()
+                })
             }
             "ListSecurityProfileFlowModules" => {
-                self.list_profile_member(label(0), label(1), &req.query, "AllowedFlowModules", |p| {
+                self.list_profile_member(label(0), label(1), &req.query, view, "AllowedFlowModules", |p| {
                     p.allowed_flow_modules.clone()
                 })
             }
             "ListSecurityProfileAIAgents" => {
-                self.list_profile_member(label(0), label(1), &req.query, "AllowedAIAgents", |p| {
+                self.list_profile_member(label(0), label(1), &req.query, view, "AllowedAIAgents", |p| {
                     p.allowed_ai_agents.clone()
                 })
             }
-            "SearchSecurityProfiles" => self.search_security_profiles(&req.body),
+            "SearchSecurityProfiles" => self.search_security_profiles(&req.body, view),
             "TagResource" => self.tag_resource(label(0), &req.body),
             "UntagResource" => self.untag_resource(label(0), &req.query),
             "ListTagsForResource" => {
-                let tags = self.tags_of(label(0))?;
+                let tags = self.visible_tags_of(label(0), view)?;
                 Ok(json!({ "tags": tags }))
             }
             "DescribeInstance" => {
@@ -274,6 +308,7 @@ impl Connect {
         &self,
         instance_id: &str,
         query: &BTreeMap<String, Vec<String>>,
+        view: ReadView,
     ) -> Result<Value, ApiError> {
         let instance = self.instance(instance_id)?;
         let max = input::max_results(query, "maxResults", c::LIST_MAX_RESULTS, 100)?;
@@ -281,6 +316,7 @@ impl Connect {
         let summaries: Vec<Value> = instance
             .profiles
             .iter()
+            .filter(|p| view.sees(p))
             .map(|p| {
                 json!({"Id": p.id, "Arn": p.arn, "Name": p.security_profile_name,
                 "LastModifiedTime": p.last_modified_time, "LastModifiedRegion": p.last_modified_region})
@@ -295,10 +331,11 @@ impl Connect {
         instance_id: &str,
         profile_id: &str,
         query: &BTreeMap<String, Vec<String>>,
+        view: ReadView,
         member: &str,
         items: impl Fn(&Profile) -> Vec<Value>,
     ) -> Result<Value, ApiError> {
-        let p = self.profile(instance_id, profile_id)?;
+        let p = self.visible_profile(instance_id, profile_id, view)?;
         let max = input::max_results(query, "maxResults", c::LIST_MAX_RESULTS, 100)?;
         let offset = decode_token(query.get("nextToken").and_then(|v| v.first()), member)?;
         let (items, next) = page(&items(p), offset, max, member);

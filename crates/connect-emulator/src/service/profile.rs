@@ -39,6 +39,10 @@ pub struct Profile {
     pub granular_access_control_configuration: Option<Value>,
     pub last_modified_time: f64,
     pub last_modified_region: String,
+    /// Emulator-only: when the profile was created (Unix seconds; 0 for an instance's default profiles,
+    /// which are there from the start). Reads do not see it until the `readLagMs` fault has passed.
+    #[serde(default)]
+    pub created_time: f64,
     /// Emulator-only: assigned to users, so DeleteSecurityProfile answers ResourceInUseException.
     #[serde(default)]
     pub in_use: bool,

@@ -3,13 +3,13 @@
 use serde_json::{Value, json};
 
 use super::pages::{decode_token, page};
-use super::{Connect, Profile};
+use super::{Connect, Profile, ReadView};
 use crate::ApiError;
 use crate::input::{self, Object};
 use crate::limits as c;
 
 impl Connect {
-    pub(super) fn search_security_profiles(&self, body: &Object) -> Result<Value, ApiError> {
+    pub(super) fn search_security_profiles(&self, body: &Object, view: ReadView) -> Result<Value, ApiError> {
         let instance_id = input::required_string(body, "InstanceId", 1, c::INSTANCE_ID_MAX)?;
         let instance = self.instance(&instance_id)?;
         let max = match body.get("MaxResults") {
@@ -28,7 +28,7 @@ impl Connect {
         let criteria = body.get("SearchCriteria");
         let tag_filter = body.get("SearchFilter").and_then(|f| f.get("TagFilter"));
         let mut hits = Vec::new();
-        for p in &instance.profiles {
+        for p in instance.profiles.iter().filter(|p| view.sees(p)) {
             let by_criteria = match criteria {
                 Some(c) => matches_criteria(c, p)?,
                 None => true,

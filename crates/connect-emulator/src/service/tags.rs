@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Connect, not_found};
+use super::{Connect, ReadView, not_found};
 use crate::ApiError;
 use crate::input::{self, Object};
 use crate::limits as c;
@@ -24,6 +24,16 @@ impl Connect {
             }
         }
         Err(not_found("Resource", arn))
+    }
+
+    /// The tags as a read sees them: a profile created too recently is not found yet.
+    pub(super) fn visible_tags_of(&self, arn: &str, view: ReadView) -> Result<&BTreeMap<String, String>, ApiError> {
+        let tags = self.tags_of(arn)?;
+        let profile = self.instances.values().flat_map(|i| &i.profiles).find(|p| p.arn == arn);
+        match profile {
+            Some(p) if !view.sees(p) => Err(not_found("Resource", arn)),
+            _ => Ok(tags),
+        }
     }
 
     fn tags_of_mut(&mut self, arn: &str) -> Result<&mut BTreeMap<String, String>, ApiError> {
