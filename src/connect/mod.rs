@@ -7,6 +7,7 @@ mod error;
 #[cfg(test)]
 pub mod fake;
 pub mod limiter;
+mod operations;
 mod sdk;
 
 use std::collections::BTreeMap;

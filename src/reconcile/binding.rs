@@ -10,6 +10,7 @@ use kube::core::{Selector, SelectorExt};
 use super::context::Context;
 use super::error::Error;
 use crate::api::{InstanceBinding, SecurityProfile};
+use crate::constraints::DEFAULT_PROFILE_NAMES;
 use crate::domain::{Priority, Target, session_name};
 
 /// What the binding grants one SecurityProfile.
@@ -78,6 +79,28 @@ fn unbound<C>(profile: &SecurityProfile, instance_id: &str, ctx: &Context<C>) ->
         allow_default_profiles: true,
         denied_permissions: BTreeSet::new(),
     })
+}
+
+impl<C> super::Step<'_, C> {
+    /// Refuses to take over the profile named `name` unless the binding allows it.
+    pub fn may_adopt(&self, name: &str) -> Result<(), Error> {
+        let what = |kind: &str| format!("{kind} {name:?} of instance {}", self.target.instance_id);
+        if DEFAULT_PROFILE_NAMES.contains(&name) && !self.grant.allow_default_profiles {
+            return Err(Error::AdoptionNotAllowed {
+                what: what("the default profile"),
+                binding: self.grant.binding_name(),
+                setting: "allowDefaultProfiles",
+            });
+        }
+        if !self.grant.allow_adoption {
+            return Err(Error::AdoptionNotAllowed {
+                what: what("the existing profile"),
+                binding: self.grant.binding_name(),
+                setting: "allowAdoption",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Whether the binding's namespaceSelector selects a namespace with `labels`. A selector that does not

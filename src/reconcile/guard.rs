@@ -9,6 +9,7 @@ use kube::runtime::controller::Action;
 use super::context::{Context, key};
 use super::status::{self, READY, SYNCED};
 use crate::api::{ADOPT_ANNOTATION, SecurityProfile};
+use crate::domain::Priority;
 
 /// `cached` with the status this process last wrote when the watch cache has not caught up with it.
 pub fn freshest<C>(cached: &SecurityProfile, ctx: &Context<C>) -> SecurityProfile {
@@ -57,4 +58,15 @@ fn not_due<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Duration> {
 
 pub fn wants_adoption(profile: &SecurityProfile) -> bool {
     profile.annotations().get(ADOPT_ANNOTATION).is_some_and(|v| v == "true")
+}
+
+/// A drift check of a profile that matched its spec is background work; anything a user asked for (a
+/// new resource, a spec change, an adoption, a failure being retried) goes first in the rate limiter.
+pub fn priority(profile: &SecurityProfile) -> Priority {
+    let status = profile.status.as_ref();
+    let settled = status
+        .is_some_and(|s| s.security_profile_id.is_some() && s.observed_generation == profile.metadata.generation)
+        && super::report::has_ready_profile(profile)
+        && profile.condition(SYNCED).is_some_and(|c| c.status == "True");
+    if settled { Priority::Background } else { Priority::User }
 }

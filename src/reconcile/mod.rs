@@ -46,13 +46,11 @@ pub use retry::{error_policy, retry_after};
 
 use crate::api::SecurityProfile;
 use crate::connect::ConnectApi;
-use crate::constraints::DEFAULT_PROFILE_NAMES;
 use crate::domain::validate;
-use crate::domain::{Expectation, Priority, Target, instance_of_arn, region_of_arn, tags_with_owner};
+use crate::domain::{Target, instance_of_arn, region_of_arn};
 use acquire::Acquired;
 use binding::Grant;
 use events::{EventType, publish};
-use kube::runtime::reflector::ObjectRef;
 use observe::Observation;
 
 /// What one reconcile of one valid, live resource is about.
@@ -72,26 +70,6 @@ impl<C> Step<'_, C> {
 
     pub fn uid(&self) -> String {
         self.profile.uid().unwrap_or_default()
-    }
-
-    /// Refuses to take over the profile named `name` unless the binding allows it.
-    pub fn may_adopt(&self, name: &str) -> Result<(), Error> {
-        let what = |kind: &str| format!("{kind} {name:?} of instance {}", self.target.instance_id);
-        if DEFAULT_PROFILE_NAMES.contains(&name) && !self.grant.allow_default_profiles {
-            return Err(Error::AdoptionNotAllowed {
-                what: what("the default profile"),
-                binding: self.grant.binding_name(),
-                setting: "allowDefaultProfiles",
-            });
-        }
-        if !self.grant.allow_adoption {
-            return Err(Error::AdoptionNotAllowed {
-                what: what("the existing profile"),
-                binding: self.grant.binding_name(),
-                setting: "allowAdoption",
-            });
-        }
-        Ok(())
     }
 }
 
@@ -133,30 +111,6 @@ async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Arc<Co
     result
 }
 
-/// Registers the in-sync profile `id` with its instance's observer: what a listing must show for it.
-fn watch<C: ConnectApi>(step: &Step<'_, C>, id: &str, last_modified: Option<String>) {
-    let expect = Expectation {
-        last_modified,
-        description: step.profile.spec.description.clone().unwrap_or_default(),
-        tags: tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid()),
-    };
-    let object = ObjectRef::from_obj(step.profile).erase();
-    let object = ObjectRef::new(&object.name).within(object.namespace.as_deref().unwrap_or_default());
-    step.ctx.observations.watch(&observer::InstanceKey::of(step.target), id, object, expect);
-    observer::ensure(step.ctx, step.target);
-}
-
-/// A drift check of a profile that matched its spec is background work; anything a user asked for (a
-/// new resource, a spec change, an adoption, a failure being retried) goes first in the rate limiter.
-fn priority(profile: &SecurityProfile) -> Priority {
-    let status = profile.status.as_ref();
-    let settled = status
-        .is_some_and(|s| s.security_profile_id.is_some() && s.observed_generation == profile.metadata.generation)
-        && report::has_ready_profile(profile)
-        && profile.condition(status::SYNCED).is_some_and(|c| c.status == "True");
-    if settled { Priority::Background } else { Priority::User }
-}
-
 /// validate -> bind -> observe -> acquire or plan+apply -> status.
 async fn sync<C: ConnectApi>(
     profile: &SecurityProfile,
@@ -170,7 +124,7 @@ async fn sync<C: ConnectApi>(
     })?;
     let mut grant = binding::resolve(profile, &profile.spec.instance_id, ctx).await?;
     binding::check_region(profile, &grant)?;
-    grant.target.priority = priority(profile);
+    grant.target.priority = guard::priority(profile);
     let denied = binding::denied(profile, &grant);
     if !denied.is_empty() {
         return Err(Error::PermissionNotAllowed { permissions: denied, binding: grant.binding_name() });
@@ -193,11 +147,11 @@ async fn sync<C: ConnectApi>(
         let acquired = match observe::observe(&step).await? {
             Observation::Present { id, observed, .. } => {
                 let last_modified = apply::apply(&step, &id, &observed).await?;
-                watch(&step, &id, last_modified.clone());
+                observer::watch(&step, &id, last_modified.clone());
                 return report::in_sync(&profile, api, ctx, &id, &observed.arn, last_modified).await;
             }
             Observation::Unchanged { id, arn, last_modified } => {
-                watch(&step, &id, last_modified.clone());
+                observer::watch(&step, &id, last_modified.clone());
                 return report::in_sync(&profile, api, ctx, &id, &arn, last_modified).await;
             }
             Observation::Waiting => return Ok(Action::requeue(observer::FIRST_LISTING_WAIT)),
@@ -211,7 +165,7 @@ async fn sync<C: ConnectApi>(
         match acquired {
             Acquired::Created(created) => {
                 let step = Step { profile: &profile, api, ctx, grant: &grant, target: &grant.target };
-                watch(&step, &created.id, None);
+                observer::watch(&step, &created.id, None);
                 return report::in_sync(&profile, api, ctx, &created.id, &created.arn, None).await;
             }
             Acquired::TakenOver(status) => profile.status = Some(status),

@@ -1,0 +1,209 @@
+//! The command line: subcommands, flags and their environment variables, and the parsing of values.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use connect_operator::connect::ConnectSettings;
+use connect_operator::connect::limiter::Rate;
+
+#[derive(Parser, Debug)]
+#[command(name = "connect-operator", version, about = "Kubernetes operator for Amazon Connect security profiles")]
+pub(crate) struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `connect_operator=debug`.
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
+    pub(crate) log_level: String,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub(crate) enum CrdKind {
+    All,
+    Securityprofile,
+    Instancebinding,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
+    Run(Box<RunArgs>),
+    /// Print the CustomResourceDefinitions as YAML: both (the default), or one kind.
+    Crd {
+        #[arg(value_enum, default_value_t = CrdKind::All)]
+        kind: CrdKind,
+    },
+    /// Write a SecurityProfile manifest (with the adopt annotation) for every profile of an instance.
+    Export(ExportArgs),
+    /// Check SecurityProfile manifests offline with the schema's, the CEL rules' and the controller's
+    /// rules; prints each problem with file, resource and field, exits 1 on any (2 on unreadable input).
+    Validate {
+        /// Files or directories (searched recursively for .yaml/.yml/.json); - reads stdin.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ExportArgs {
+    /// The Connect instance to read.
+    #[arg(long)]
+    pub(crate) instance_id: String,
+    /// Its Region (default: AWS_REGION, else the shared config profile's region); also written into each
+    /// manifest's spec.region when given.
+    #[arg(long)]
+    pub(crate) region: Option<String>,
+    /// Namespace to put into the manifests (default: none, so kubectl's current namespace applies).
+    #[arg(long)]
+    pub(crate) namespace: Option<String>,
+    /// A directory (one file per profile) or - for stdout.
+    #[arg(long, default_value = "-")]
+    pub(crate) output: String,
+    /// Also export the profiles every instance starts with (Admin, Agent, CallCenterManager, QualityAnalyst).
+    #[arg(long)]
+    pub(crate) include_defaults: bool,
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+}
+
+/// How `run` and `export` reach Connect.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ConnectArgs {
+    /// Client-side limit on Connect calls per second, per Region and credentials (0 disables).
+    /// Connect's own quota is about 2/s per account and Region, shared by every tool in the account.
+    #[arg(long, env = "CONNECT_RATE", default_value_t = 2.0)]
+    pub(crate) connect_rate: f64,
+    /// Burst size of the client-side limiter.
+    #[arg(long, env = "CONNECT_BURST", default_value_t = 5.0)]
+    pub(crate) connect_burst: f64,
+    /// Share (0..1] of the rate that background observation (instance listings, drift checks) may use;
+    /// the rest stays for work users asked for and for the account's other tools.
+    #[arg(long, env = "CONNECT_BACKGROUND_SHARE", default_value_t = 0.25)]
+    pub(crate) connect_background_share: f64,
+    /// How long establishing a connection to Connect may take, e.g. 5s.
+    #[arg(long, env = "CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: Duration,
+    /// How long one attempt of a Connect call may take, request to complete answer, e.g. 20s. A create
+    /// that times out has an unknown outcome and takes the crash-safe path.
+    #[arg(long, env = "CONNECT_ATTEMPT_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub(crate) connect_attempt_timeout: Duration,
+    /// IAM role to assume for Connect calls (multi-account). For `run`, an InstanceBinding's roleArn
+    /// overrides it for the profiles it binds.
+    #[arg(long, env = "CONNECT_ROLE_ARN")]
+    pub(crate) role_arn: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The client settings, with `max_attempts` per call inside the SDK; refuses a limiter that
+    /// could never admit a call.
+    pub(crate) fn settings(&self, max_attempts: u32) -> anyhow::Result<ConnectSettings> {
+        anyhow::ensure!(
+            self.connect_rate >= 0.0 && self.connect_burst >= 1.0 || self.connect_rate == 0.0,
+            "--connect-burst must be at least 1 (got {})",
+            self.connect_burst
+        );
+        anyhow::ensure!(
+            self.connect_background_share > 0.0 && self.connect_background_share <= 1.0,
+            "--connect-background-share must be in (0, 1] (got {})",
+            self.connect_background_share
+        );
+        Ok(ConnectSettings {
+            max_attempts: max_attempts.max(1),
+            rate: Rate {
+                per_second: self.connect_rate,
+                burst: self.connect_burst,
+                background_share: self.connect_background_share,
+            },
+            role_arn: self.role_arn.clone(),
+            connect_timeout: self.connect_timeout,
+            attempt_timeout: self.connect_attempt_timeout,
+        })
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct RunArgs {
+    /// Namespaces to watch (repeatable or comma-separated); all namespaces when empty.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub(crate) namespaces: Vec<String>,
+    /// Re-observe every profile this often, e.g. 10m, 30s.
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub(crate) resync: Duration,
+    /// First retry delay after a recoverable error (doubles per failure, with jitter).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) retry_base: Duration,
+    /// Longest retry delay after recoverable errors.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub(crate) retry_max: Duration,
+    /// Retry delay for quota (LimitExceeded) and unknown-instance errors.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub(crate) slow_retry: Duration,
+    /// Reconciles in parallel.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
+    pub(crate) concurrency: u16,
+    /// How often each instance is listed (ListSecurityProfiles) to find the profiles that changed,
+    /// vanished or differ; only those are read in full. See README "Spending the API quota".
+    #[arg(long, env = "OBSERVE_INTERVAL", default_value = "2m", value_parser = parse_duration)]
+    pub(crate) observe_interval: Duration,
+    /// Every how many listings descriptions and tags are read too (SearchSecurityProfiles).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) search_every: u32,
+    /// Single-team mode: act on SecurityProfiles that no InstanceBinding covers, in their spec's Region
+    /// (else AWS_REGION) with the operator's own identity. Off by default: every profile needs a binding.
+    #[arg(long, env = "ALLOW_UNBOUND")]
+    pub(crate) allow_unbound: bool,
+    /// Attempts per Connect call inside the AWS SDK (with its backoff) before the controller's own
+    /// backoff takes over. Retrying a read in place keeps a multi-call observation from starting over.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) sdk_max_attempts: u32,
+    #[command(flatten)]
+    pub(crate) connect: ConnectArgs,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub(crate) metrics_addr: std::net::SocketAddr,
+    /// Run only while holding a Lease, so that several replicas are safe.
+    #[arg(long, env = "LEADER_ELECT")]
+    pub(crate) leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "connect-operator")]
+    pub(crate) lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub(crate) lease_namespace: String,
+    /// How long a leader's Lease is valid without renewal: a standby takes over once it has seen no
+    /// renewal for this long (on its own clock); the leader renews every third of it and stops
+    /// leading when it could not renew for two thirds of it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub(crate) lease_duration: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DurationError {
+    #[error("{0:?} is not a duration such as 500ms, 30s, 10m, 1h30m or 2 hours")]
+    Invalid(String),
+    #[error("{0:?}: a duration cannot be negative")]
+    Negative(String),
+}
+
+/// Parses a duration with jiff's friendly or ISO 8601 format: `500ms`, `30s`, `1.5m`, `1h30m`,
+/// `2 hours`, `PT10M`. A bare number is seconds, as before units were required.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return s
+            .parse()
+            .ok()
+            .and_then(|n| Duration::try_from_secs_f64(n).ok())
+            .ok_or(DurationError::Invalid(s.into()));
+    }
+    let d: jiff::SignedDuration = s.parse().map_err(|_| DurationError::Invalid(s.into()))?;
+    Duration::try_from(d).map_err(|_| DurationError::Negative(s.into()))
+}
