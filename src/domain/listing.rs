@@ -63,6 +63,8 @@ impl Listing {
         match (&expect.last_modified, &p.last_modified) {
             (Some(recorded), Some(listed)) if recorded == listed => Verdict::Unchanged,
             (None, Some(listed)) if self.searched => Verdict::Baseline(listed.clone()),
+            // Just written by the operator: the next listing with descriptions and tags confirms it.
+            (None, Some(_)) => Verdict::Unchanged,
             _ => Verdict::Changed,
         }
     }
@@ -105,6 +107,10 @@ mod tests {
             Verdict::Baseline(t1.into()),
             "just created: the listing's time becomes the baseline"
         );
-        assert_eq!(listing(false, t1, "").verdict("sp-1", &expect(None)), Verdict::Changed, "not without a search");
+        assert_eq!(
+            listing(false, t1, "").verdict("sp-1", &expect(None)),
+            Verdict::Unchanged,
+            "no baseline without a search: the next searched listing takes it"
+        );
     }
 }

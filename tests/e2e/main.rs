@@ -6,6 +6,7 @@ mod core_loop;
 mod faults;
 mod harness;
 mod helm_install;
+mod instance_observation;
 mod leader_election_and_metrics;
 mod lifecycle;
 mod multitenancy;
