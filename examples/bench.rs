@@ -308,11 +308,32 @@ async fn main() {
         let other = "22222222-2222-4333-8444-555555555555";
         let mut env = TestEnv::new(
             "bench-restart",
-            &["--throttle-rate", "2", "--throttle-burst", "5", "--instance", harness::INSTANCE, "--instance", other],
+            &[
+                "--throttle-rate",
+                "2",
+                "--throttle-burst",
+                "5",
+                "--profile-limit",
+                "200",
+                "--instance",
+                harness::INSTANCE,
+                "--instance",
+                other,
+            ],
         )
         .await;
         let defaults = ["--connect-rate", "2", "--connect-burst", "5", "--observe-interval", "2m"];
-        env.start_operator(&defaults);
+        // Before the restart: listings with descriptions and tags every minute, to record the baselines soon.
+        env.start_operator(&[
+            "--connect-rate",
+            "2",
+            "--connect-burst",
+            "5",
+            "--observe-interval",
+            "60s",
+            "--search-every",
+            "1",
+        ]);
         let names: Vec<String> = (0..100).map(|i| format!("rst-{i:03}")).collect();
         create_all(&env.api(), &names).await;
         wait_ready(&env.api(), 100, Duration::from_secs(600)).await;
@@ -354,7 +375,9 @@ async fn main() {
             "<= 5 s".into(),
         ));
         // A console edit of one profile's description: time until the operator has restored it.
-        let id = api.get("rst-042").await.unwrap().status.unwrap().security_profile_id.unwrap();
+        let declared = api.get("rst-042").await.unwrap();
+        let description = declared.spec.description.clone().unwrap_or_default();
+        let id = declared.status.unwrap().security_profile_id.unwrap();
         let edited = Instant::now();
         env.emulator.control(
             "PATCH",
@@ -363,7 +386,7 @@ async fn main() {
         );
         loop {
             let held = env.emulator.profiles(harness::INSTANCE);
-            if held.iter().any(|p| p["Id"] == id.as_str() && p["Description"] == "bench 42") {
+            if held.iter().any(|p| p["Id"] == id.as_str() && p["Description"] == description.as_str()) {
                 break;
             }
             assert!(edited.elapsed() < Duration::from_secs(600), "console edit not repaired");
