@@ -70,6 +70,10 @@ pub(crate) struct ExportArgs {
     /// Also export the profiles every instance starts with (Admin, Agent, CallCenterManager, QualityAnalyst).
     #[arg(long)]
     pub(crate) include_defaults: bool,
+    /// Write `managementPolicy: Observe` into every manifest: applying them writes nothing to Connect,
+    /// and each resource shows how Connect differs from its spec (the zero-risk onboarding path).
+    #[arg(long)]
+    pub(crate) observe: bool,
     #[command(flatten)]
     pub(crate) connect: ConnectArgs,
 }
@@ -156,6 +160,10 @@ pub(crate) struct RunArgs {
     /// Every how many listings descriptions and tags are read too (SearchSecurityProfiles).
     #[arg(long, default_value_t = 2)]
     pub(crate) search_every: u32,
+    /// Treat every SecurityProfile as managementPolicy Observe: read and compare, never write to Connect
+    /// (pair it with the read-only IAM policy, deploy/iam-policy-readonly.json).
+    #[arg(long, env = "OBSERVE_ONLY")]
+    pub(crate) observe_only: bool,
     /// Single-team mode: act on SecurityProfiles that no InstanceBinding covers, in their spec's Region
     /// (else AWS_REGION) with the operator's own identity. Off by default: every profile needs a binding.
     #[arg(long, env = "ALLOW_UNBOUND")]

@@ -17,6 +17,8 @@ pub struct ExportOptions {
     pub namespace: Option<String>,
     pub region: Option<String>,
     pub include_defaults: bool,
+    /// Write `managementPolicy: Observe`: applying the manifests changes nothing in Connect.
+    pub observe: bool,
 }
 
 /// One exported manifest: its file name (without extension) and YAML.
@@ -108,6 +110,7 @@ pub fn spec_of(instance_id: &str, region: Option<&str>, observed: &ObservedProfi
         region: region.map(str::to_string),
         // The profile existed before the operator: pruning the manifest must not delete it.
         deletion_policy: Some(crate::api::DeletionPolicy::Retain),
+        management_policy: None,
     }
 }
 
@@ -165,7 +168,10 @@ pub async fn export<C: ConnectApi>(
     for (i, ProfileSummary { id, name, .. }) in selected.iter().enumerate() {
         progress.show(i, name);
         let observed = connect.observe_profile(target, id, true).await?;
-        let spec = spec_of(&target.instance_id, opts.region.as_deref(), &observed);
+        let mut spec = spec_of(&target.instance_id, opts.region.as_deref(), &observed);
+        if opts.observe {
+            spec.management_policy = Some(crate::api::ManagementPolicy::Observe);
+        }
         let object_name = names[id].clone();
         out.push(Manifest { yaml: manifest_yaml(&object_name, opts.namespace.as_deref(), &spec), name: object_name });
     }
@@ -230,7 +236,8 @@ mod tests {
             session_name: None,
             ..Default::default()
         };
-        let opts = ExportOptions { namespace: Some("cc".into()), region: None, include_defaults: false };
+        let opts =
+            ExportOptions { namespace: Some("cc".into()), region: None, include_defaults: false, observe: false };
 
         let manifests = export(&fake, &target, &opts).await.expect("exported");
         assert_eq!(manifests.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["tier-1", "tier-2"]);

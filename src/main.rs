@@ -83,6 +83,7 @@ async fn export(args: ExportArgs, log_format: LogFormat, log_level: &str) -> any
         namespace: args.namespace.clone(),
         region: args.region.clone(),
         include_defaults: args.include_defaults,
+        observe: args.observe,
     };
     let manifests = connect_operator::export::export(&connect, &target, &options)
         .await
@@ -169,6 +170,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
         slow_retry: args.slow_retry,
         concurrency: args.concurrency.max(1),
         allow_unbound: args.allow_unbound,
+        observe_only: args.observe_only,
         observe_interval: args.observe_interval,
         search_every: args.search_every.max(1),
     };

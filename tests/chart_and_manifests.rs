@@ -954,3 +954,41 @@ fn the_operator_binary_accepts_the_args_and_environment_the_chart_gives_it() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The observe-only installation's policy (deploy/iam-policy-readonly.json) allows reading only: the
+/// read and find actions of the full policy, on the same resources, and not a single write.
+#[test]
+fn the_read_only_iam_policy_allows_only_reads() {
+    let policy: Value = serde_json::from_str(&read("deploy/iam-policy-readonly.json")).expect("JSON");
+    let mut actions = BTreeSet::new();
+    for st in policy["Statement"].as_array().unwrap() {
+        assert_eq!(st["Effect"], "Allow");
+        for r in st["Resource"]
+            .as_str()
+            .into_iter()
+            .chain(st["Resource"].as_array().into_iter().flatten().filter_map(Value::as_str))
+        {
+            assert!([PROFILE_ARN, INSTANCE_ARN].contains(&r), "{r}");
+        }
+        for a in st["Action"].as_array().unwrap() {
+            actions.insert(a.as_str().unwrap().trim_start_matches("connect:").to_string());
+        }
+    }
+    let expected: BTreeSet<String> = [
+        "ListSecurityProfiles",
+        "SearchSecurityProfiles",
+        "DescribeSecurityProfile",
+        "ListSecurityProfilePermissions",
+        "ListSecurityProfileApplications",
+        "ListSecurityProfileFlowModules",
+        "ListSecurityProfileAIAgents",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(actions, expected);
+    // The chart value that selects the observe-only mode reaches the operator.
+    let docs = render(&["--set", "observeOnly=true"]);
+    let env = one(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    assert!(env.as_array().unwrap().iter().any(|e| e["name"] == "OBSERVE_ONLY" && e["value"] == "true"), "{env}");
+}

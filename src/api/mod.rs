@@ -43,9 +43,12 @@ pub const ADOPT_ANNOTATION: &str = "connect.cloud-operators.dev/adopt";
     cel,
     doc = "An Amazon Connect security profile, managed by connect-operator.",
     printcolumn = r#"{"name":"Profile","type":"string","jsonPath":".spec.securityProfileName"}"#,
+    printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.managementPolicy"}"#,
     printcolumn = r#"{"name":"ID","type":"string","jsonPath":".status.securityProfileId"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"InSync","type":"string","jsonPath":".status.conditions[?(@.type==\"InSync\")].status"}"#,
+    printcolumn = r#"{"name":"Diffs","type":"integer","priority":1,"jsonPath":".status.diffCount"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -131,6 +134,34 @@ pub struct SecurityProfileSpec {
     /// What happens to the Connect profile when this resource is deleted: Delete (default) or Retain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Manage (default): the operator brings the profile to this spec. Observe: it only reads the
+    /// profile (found by the ID in status, else by exact name) and shows in status.diff how it differs
+    /// from this spec; it never creates, changes, tags or deletes it. Switching to Manage applies the diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_policy: Option<ManagementPolicy>,
+}
+
+/// Whether the operator writes to Connect for this resource.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ManagementPolicy {
+    /// Create the profile, keep it as the spec says, delete it per deletionPolicy.
+    #[default]
+    Manage,
+    /// Read only: report the difference between Connect and the spec, write nothing.
+    Observe,
+}
+
+/// One field in which Connect and the spec differ.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffEntry {
+    /// The spec field (`description`, `permissions`, `tags[team]`, ...).
+    pub field: String,
+    /// What Connect holds (JSON, shortened).
+    pub connect: String,
+    /// What the spec says (JSON, shortened).
+    pub spec: String,
 }
 
 /// A resource type tag restrictions apply to.
@@ -291,8 +322,16 @@ pub struct SecurityProfileStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// How many fields differ between Connect and the spec (after the last read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_count: Option<i32>,
+    /// The fields that differ, field by field (at most 20, values shortened); in Observe the pending
+    /// change that switching to Manage would apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diff: Vec<DiffEntry>,
     /// Ready: the profile exists in Connect and matches the spec of observedGeneration.
     /// Synced: whether the last reconcile succeeded; its reason names the error when it did not.
+    /// InSync: whether Connect holds what the spec says (reason InSync or Drifted; see diff).
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

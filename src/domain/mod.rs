@@ -2,6 +2,7 @@
 //! ([`crate::connect`]) and the reconciler ([`crate::reconcile`]) both depend on this module; it depends
 //! only on the API types ([`crate::api`]) and the model's limits ([`crate::constraints`]).
 
+pub mod diff;
 pub mod listing;
 pub mod plan;
 pub mod profile;

@@ -6,7 +6,7 @@ use super::error::Error;
 use super::events::{EventType, publish};
 use super::{Step, audit};
 use crate::connect::ConnectApi;
-use crate::domain::{ObservedProfile, plan_tags, plan_update, tags_with_owner};
+use crate::domain::{ObservedProfile, diff, plan_tags, plan_update, tags_with_owner};
 
 /// Brings `observed` (the profile `id`) to the spec. Returns the LastModifiedTime the status records:
 /// Connect's when nothing was written, else none (read in full next time).
@@ -15,8 +15,11 @@ pub async fn apply<C: ConnectApi>(
     id: &str,
     observed: &ObservedProfile,
 ) -> Result<Option<String>, Error> {
+    let desired_tags = tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid());
     let update = plan_update(&step.profile.spec, &observed.state);
-    let tags = plan_tags(&tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid()), &observed.tags);
+    let tags = plan_tags(&desired_tags, &observed.tags);
+    // What is about to change, field by field (Connect's value -> the spec's), for the Event.
+    let changes = diff::diff(&step.profile.spec, &desired_tags, observed);
     if update.is_empty() && tags.is_empty() {
         return Ok(observed.last_modified.clone());
     }
@@ -35,12 +38,10 @@ pub async fn apply<C: ConnectApi>(
         let result = connect.untag_profile(step.target, &observed.arn, &tags.remove).await;
         audit::write(step.profile, step.target, "UntagResource", id, result).map_err(Error::Untag)?;
     }
-    let mut fields: Vec<String> = update.changed.iter().map(|f| f.to_string()).collect();
-    fields.extend(tags.set.keys().chain(tags.remove.iter()).map(|k| format!("tags[{k}]")));
     let status = step.profile.status.clone().unwrap_or_default();
     let drift = status.observed_generation == step.profile.metadata.generation;
     let (reason, what) = if drift { ("DriftRepaired", "Restored") } else { ("Updated", "Updated") };
-    let note = format!("{what} {} of profile {id}", fields.join(", "));
+    let note = format!("{what} profile {id}: {}", diff::describe(&changes));
     publish(step.ctx, step.profile, EventType::Normal, reason, note).await;
     Ok(None)
 }

@@ -26,8 +26,10 @@ pub async fn cleanup<C: ConnectApi>(
         return Ok(Action::await_change());
     }
     let status = profile.status.clone().unwrap_or_default();
-    if let (Some(id), DeletionPolicy::Delete) =
-        (status.security_profile_id, profile.spec.deletion_policy.unwrap_or_default())
+    // Observe never writes: deleting the resource only removes the finalizer.
+    let observing = super::observing::is_observing(profile, ctx);
+    if let (Some(id), DeletionPolicy::Delete, false) =
+        (status.security_profile_id, profile.spec.deletion_policy.unwrap_or_default(), observing)
     {
         let arn = status.security_profile_arn.unwrap_or_default();
         delete_owned(profile, ctx, &id, &arn).await?;

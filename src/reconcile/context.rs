@@ -33,6 +33,8 @@ pub struct Settings {
     pub observe_interval: Duration,
     /// Every how many listings one also reads descriptions and tags (SearchSecurityProfiles).
     pub search_every: u32,
+    /// Every SecurityProfile is treated as managementPolicy Observe: nothing is ever written to Connect.
+    pub observe_only: bool,
     /// Single-team mode: a SecurityProfile that no InstanceBinding covers is still acted on, in its
     /// spec's Region (else the operator's) with the operator's own identity.
     pub allow_unbound: bool,
@@ -49,6 +51,7 @@ impl Default for Settings {
             observe_interval: Duration::from_secs(120),
             search_every: 2,
             allow_unbound: false,
+            observe_only: false,
         }
     }
 }

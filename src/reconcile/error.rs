@@ -125,6 +125,9 @@ pub enum Error {
     DeleteBlocked { id: String, source: ConnectError },
     #[error("cannot delete security profile {id}: {source}")]
     Delete { id: String, source: ConnectError },
+    /// Observe: no profile of the spec's name (or the status's ID) exists; nothing is created.
+    #[error("no security profile named {name:?} exists in instance {instance}")]
+    ObservedProfileNotFound { name: String, instance: String },
     /// The profile kept changing in Connect (taken over, then gone) within one reconcile.
     #[error("the profile kept changing in Connect during the reconcile")]
     Unsettled,
@@ -139,6 +142,7 @@ pub mod reason {
     pub const DELETE_BLOCKED: &str = "DeleteBlocked";
     pub const NO_REGION: &str = "RegionNotConfigured";
     pub const UNSETTLED: &str = "ProfileUnsettled";
+    pub const PROFILE_NOT_FOUND: &str = "ProfileNotFound";
     pub const NAMESPACE_UNREADABLE: &str = "NamespaceUnreadable";
     pub const NO_INSTANCE_BINDING: &str = "NoInstanceBinding";
     pub const AMBIGUOUS_INSTANCE_BINDING: &str = "AmbiguousInstanceBinding";
@@ -169,7 +173,10 @@ impl Error {
             | Error::RenamedInConnect { .. }
             | Error::OwnedElsewhere { .. }
             | Error::NameTaken { .. } => Retry::WhenSpecChanges,
-            Error::NoRegion | Error::InstanceNotFound { .. } | Error::QuotaReached { .. } => Retry::Slowly,
+            Error::NoRegion
+            | Error::InstanceNotFound { .. }
+            | Error::QuotaReached { .. }
+            | Error::ObservedProfileNotFound { .. } => Retry::Slowly,
             Error::NameNotYetSearchable { .. }
             | Error::DeleteBlocked { .. }
             | Error::Delete { .. }
@@ -227,6 +234,7 @@ impl Error {
                 | Error::NoInstanceBinding { .. }
                 | Error::AmbiguousInstanceBinding { .. }
                 | Error::RegionNotBound { .. }
+                | Error::ObservedProfileNotFound { .. }
         )
     }
 
@@ -253,6 +261,7 @@ impl Error {
             Error::NameNotYetSearchable { .. } => reason::NAME_NOT_YET_SEARCHABLE,
             Error::DeleteBlocked { .. } => reason::DELETE_BLOCKED,
             Error::Unsettled => reason::UNSETTLED,
+            Error::ObservedProfileNotFound { .. } => reason::PROFILE_NOT_FOUND,
             Error::NameTaken { .. } => "DuplicateResourceException",
             Error::InstanceNotFound { source, .. }
             | Error::QuotaReached { source, .. }
@@ -302,6 +311,10 @@ impl Error {
             Error::DefaultProfileNotAllowed { .. } => format!(
                 "{}: a cluster admin must set spec.allowDefaultProfiles on the binding. Nothing was changed in Connect.",
                 self
+            ),
+            Error::ObservedProfileNotFound { .. } => format!(
+                "{}: managementPolicy Observe never creates one; fix securityProfileName, or switch to Manage to create it.",
+                capitalise(&self.to_string())
             ),
             Error::OwnedElsewhere { .. } => {
                 format!(

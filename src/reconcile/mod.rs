@@ -25,6 +25,7 @@ pub mod guard;
 pub mod invalid;
 pub mod observe;
 pub mod observer;
+pub mod observing;
 pub mod report;
 pub mod retry;
 pub mod status;
@@ -61,6 +62,8 @@ pub struct Step<'a, C> {
     /// What the InstanceBinding grants; `target` is its Target.
     pub grant: &'a Grant,
     pub target: &'a Target,
+    /// managementPolicy Observe (or `--observe-only`): read, compare, never write.
+    pub observing: bool,
 }
 
 impl<C> Step<'_, C> {
@@ -140,11 +143,28 @@ async fn sync<C: ConnectApi>(
             region: grant.target.region.clone(),
         });
     }
+    let observing = observing::is_observing(profile, ctx);
+    if observing && profile.status.as_ref().is_some_and(|s| s.security_profile_id.is_some()) {
+        grant.target.priority = crate::domain::Priority::Background;
+    }
     let mut profile = profile.clone();
     // At most: take over a profile, observe it, and find it gone since (then create).
     for _ in 0..3 {
-        let step = Step { profile: &profile, api, ctx, grant: &grant, target: &grant.target };
+        let step = Step { profile: &profile, api, ctx, grant: &grant, target: &grant.target, observing };
         let acquired = match observe::observe(&step).await? {
+            Observation::Present { id, observed, .. } if observing => {
+                return observing::report(&step, &id, &observed).await;
+            }
+            Observation::Absent { adoptable } if observing => {
+                profile.status = Some(observing::record(&step, adoptable).await?);
+                continue;
+            }
+            Observation::Gone { .. } if observing => {
+                return Err(Error::ObservedProfileNotFound {
+                    name: profile.spec.security_profile_name.clone(),
+                    instance: grant.target.instance_id.clone(),
+                });
+            }
             Observation::Present { id, observed, .. } => {
                 let last_modified = apply::apply(&step, &id, &observed).await?;
                 observer::watch(&step, &id, last_modified.clone());
@@ -164,7 +184,7 @@ async fn sync<C: ConnectApi>(
         };
         match acquired {
             Acquired::Created(created) => {
-                let step = Step { profile: &profile, api, ctx, grant: &grant, target: &grant.target };
+                let step = Step { profile: &profile, api, ctx, grant: &grant, target: &grant.target, observing };
                 observer::watch(&step, &created.id, None);
                 return report::in_sync(&profile, api, ctx, &created.id, &created.arn, None).await;
             }

@@ -33,15 +33,19 @@ pub enum Observation {
 pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, Error> {
     let status = step.profile.status.clone().unwrap_or_default();
     let Some(id) = status.security_profile_id.clone() else {
-        if !wants_adoption(step.profile) {
+        if step.observing {
+            // Observe: find the profile of this name, whoever owns it; nothing is taken over.
+        } else if wants_adoption(step.profile) {
+            // Refused by the binding before any call.
+            step.may_adopt(step.name())?;
+        } else {
             return Ok(Observation::Absent { adoptable: None });
         }
-        // Refused by the binding before any call.
-        step.may_adopt(step.name())?;
         let found = step.ctx.connect.find_profile_by_name(step.target, step.name()).await.map_err(Error::Lookup)?;
         return Ok(Observation::Absent { adoptable: found });
     };
-    let listed_as_changed = if step.target.priority == Priority::Background {
+    let drifted = status.diff_count.unwrap_or(0) > 0;
+    let listed_as_changed = if step.target.priority == Priority::Background && !(step.observing && drifted) {
         match from_listing(step, &id, &status) {
             Listed::Seen(seen) => return Ok(seen),
             Listed::Changed => true,
@@ -53,6 +57,7 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
     // A full read when the listing says the profile changed, the spec changed, or nothing records what
     // Connect held at the last full read.
     let mut full = listed_as_changed
+        || step.observing
         || status.observed_generation != step.profile.metadata.generation
         || status.connect_last_modified_time.is_none();
     let mut observed = match step.ctx.connect.observe_profile(step.target, &id, full).await {
@@ -65,6 +70,7 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
     }
     if let Some(owner) = observed.owner()
         && owner != step.uid()
+        && !step.observing
     {
         return Err(Error::OwnedElsewhere {
             name: step.name().to_string(),
@@ -73,7 +79,13 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
             owner: owner.to_string(),
         });
     }
-    if DEFAULT_PROFILE_NAMES.contains(&observed.name.as_str()) && !step.grant.allow_default_profiles {
+    if observed.owner().is_none() && !step.observing {
+        // A profile no resource owns (one observed before, then switched to Manage): taking it over is an
+        // adoption, under the binding's rules.
+        step.may_adopt(&observed.name)?;
+    }
+    if DEFAULT_PROFILE_NAMES.contains(&observed.name.as_str()) && !step.grant.allow_default_profiles && !step.observing
+    {
         return Err(Error::DefaultProfileNotAllowed { name: observed.name, id, binding: step.grant.binding_name() });
     }
     if !full && observed.last_modified != status.connect_last_modified_time {

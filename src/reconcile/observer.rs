@@ -208,6 +208,11 @@ pub fn watch<C: ConnectApi>(step: &super::Step<'_, C>, id: &str, last_modified: 
         description: step.profile.spec.description.clone().unwrap_or_default(),
         tags: tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid()),
     };
+    watch_as(step, id, expect);
+}
+
+/// Registers profile `id` with what a listing must show for it to count as unchanged.
+pub fn watch_as<C: ConnectApi>(step: &super::Step<'_, C>, id: &str, expect: Expectation) {
     let object = ObjectRef::from_obj(step.profile).erase();
     let object = ObjectRef::new(&object.name).within(object.namespace.as_deref().unwrap_or_default());
     step.ctx.observations.watch(&InstanceKey::of(step.target), id, object, expect);

@@ -835,3 +835,75 @@ async fn a_listing_requeues_only_the_profiles_that_changed() {
     s.connect.profiles.lock().unwrap().clear();
     assert_eq!(s.list().await, [NAME]);
 }
+
+fn observing(object: &mut SecurityProfile) {
+    object.spec.management_policy = Some(crate::api::ManagementPolicy::Observe);
+}
+
+#[tokio::test]
+async fn observe_finds_by_name_reads_in_full_and_writes_nothing() {
+    let mut object = resource(true);
+    observing(&mut object);
+    let s = Scenario::new(&object);
+    // A profile no resource owns, differing from the spec in its description and a tag.
+    let mut held = object.spec.clone();
+    held.description = Some("from the console".into());
+    s.connect.insert("sp-9", &held, BTreeMap::from([("team".into(), "ops".into())]));
+
+    s.reconcile(&object).await.expect("observed");
+    let calls = s.connect.calls();
+    assert_eq!(calls, ["SearchSecurityProfiles", "DescribeSecurityProfile", "ListSecurityProfilePermissions"]);
+    let status = s.written_status();
+    assert_eq!(status.security_profile_id.as_deref(), Some("sp-9"));
+    assert_eq!(status.diff_count, Some(2));
+    let fields: Vec<&str> = status.diff.iter().map(|d| d.field.as_str()).collect();
+    assert_eq!(fields, ["description", "tags[team]"], "the owner tag is not expected in Observe");
+    let in_sync = condition(&status, "InSync");
+    assert_eq!((in_sync.status.as_str(), in_sync.reason.as_str()), ("False", "Drifted"));
+    assert_eq!(condition(&status, "Ready").reason, "Drifted");
+    assert!(!s.connect.profiles.lock().unwrap()["sp-9"].tags.contains_key(OWNER_UID_TAG), "never tagged");
+}
+
+#[tokio::test]
+async fn observe_never_creates_and_deleting_only_releases_the_finalizer() {
+    let mut object = resource(true);
+    observing(&mut object);
+    let s = Scenario::new(&object);
+    let err = s.reconcile(&object).await.expect_err("nothing to observe");
+    assert_eq!(s.connect.calls(), ["SearchSecurityProfiles"], "no create");
+    assert_eq!(condition(&s.written_status(), "Synced").reason, "ProfileNotFound");
+    assert_eq!(err.retry(), Retry::Slowly);
+
+    let mut gone = deleting("Delete", Some("sp-7"));
+    observing(&mut gone);
+    let s = Scenario::new(&gone);
+    s.connect.insert("sp-7", &gone.spec, owner_tags());
+    s.reconcile(&gone).await.expect("released");
+    assert!(s.connect.calls().is_empty(), "Observe never deletes: {:?}", s.connect.calls());
+    assert_eq!(s.connect.profiles.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn switching_to_manage_takes_an_unowned_profile_only_under_the_adoption_rules() {
+    // Observed before: the status names a profile no resource owns.
+    let mut object = resource(true);
+    object.status = Some(ready_status("sp-9"));
+    object.metadata.generation = Some(2);
+    let s = Scenario::new(&object);
+    let mut held = object.spec.clone();
+    held.description = Some("from the console".into());
+    s.connect.insert("sp-9", &held, BTreeMap::from([("team".into(), "support".into())]));
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {}}));
+    s.reconcile(&object).await.expect_err("refused");
+    assert_eq!(condition(&s.written_status(), "Synced").reason, "AdoptionNotAllowed");
+    assert!(!s.connect.calls().iter().any(|c| c == "UpdateSecurityProfile" || c == "TagResource"));
+
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaceSelector": {}, "allowAdoption": true}));
+    let mut retried = object.clone();
+    retried.status = Some(s.written_status());
+    s.reconcile(&retried).await.expect("managed");
+    let calls = s.connect.calls();
+    let writes: Vec<&String> = calls.iter().filter(|c| *c == "TagResource" || *c == "UpdateSecurityProfile").collect();
+    assert_eq!(writes, ["TagResource", "UpdateSecurityProfile"], "the owner tag first, then the spec");
+    assert_eq!(s.events().last().map(String::as_str), Some("DriftRepaired"), "the Event names what changed");
+}

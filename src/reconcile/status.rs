@@ -7,6 +7,7 @@ use crate::api::SecurityProfileStatus;
 
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
+pub const IN_SYNC: &str = "InSync";
 
 /// Reasons of the in-sync and progressing outcomes (failure reasons come from [`super::error::Error`]).
 pub mod reason {
@@ -15,6 +16,9 @@ pub mod reason {
     pub const PROGRESSING: &str = "Progressing";
     pub const ADOPTING: &str = "Adopting";
     pub const RECOVERING: &str = "Recovering";
+    pub const IN_SYNC: &str = "InSync";
+    pub const DRIFTED: &str = "Drifted";
+    pub const OBSERVING: &str = "Observing";
 }
 
 /// What a reconcile concluded, in the terms of the two conditions: in sync, progressing (a step of a
@@ -28,6 +32,9 @@ pub struct Outcome {
     pub synced: &'static str,
     pub synced_reason: String,
     pub synced_message: String,
+    /// What Connect holds compared with the spec: Some(diff) records it (empty: in sync) and sets the
+    /// InSync condition; None keeps what the status says.
+    pub diff: Option<Vec<crate::api::DiffEntry>>,
 }
 
 impl Outcome {
@@ -40,6 +47,27 @@ impl Outcome {
             synced: "True",
             synced_reason: reason::RECONCILE_SUCCEEDED.into(),
             synced_message: "The last reconcile succeeded".into(),
+            diff: Some(Vec::new()),
+        }
+    }
+
+    /// Observe: the profile was read; `diff` says how it differs from the spec (nothing was written).
+    pub fn observed(name: &str, id: &str, generation: i64, diff: Vec<crate::api::DiffEntry>) -> Self {
+        if diff.is_empty() {
+            return Self::in_sync(name, id, generation);
+        }
+        let message = format!(
+            "Security profile {name:?} ({id}) differs from generation {generation} in {} field(s), see status.diff; Observe writes nothing: switch managementPolicy to Manage to apply the spec",
+            diff.len()
+        );
+        Self {
+            ready: false,
+            ready_reason: reason::DRIFTED.into(),
+            ready_message: message,
+            synced: "True",
+            synced_reason: reason::RECONCILE_SUCCEEDED.into(),
+            synced_message: "The last reconcile succeeded".into(),
+            diff: Some(diff),
         }
     }
 
@@ -52,6 +80,7 @@ impl Outcome {
             synced: "Unknown",
             synced_reason: reason::PROGRESSING.into(),
             synced_message: message.into(),
+            diff: None,
         }
     }
 
@@ -68,6 +97,7 @@ impl Outcome {
             synced: "False",
             synced_reason: reason.into(),
             synced_message: message.into(),
+            diff: None,
         }
     }
 
@@ -125,6 +155,26 @@ pub fn next_status(
         ),
         condition(SYNCED, outcome.synced, &outcome.synced_reason, &outcome.synced_message, generation, &now),
     ];
+    let (diff_count, diff) = match &outcome.diff {
+        Some(diff) => {
+            let (status, reason, message) = if diff.is_empty() {
+                ("True", reason::IN_SYNC, "Connect holds what the spec says".to_string())
+            } else {
+                (
+                    "False",
+                    reason::DRIFTED,
+                    format!("{} field(s) differ between Connect and the spec, see status.diff", diff.len()),
+                )
+            };
+            conditions.push(condition(IN_SYNC, status, reason, &message, generation, &now));
+            let listed = diff.iter().take(crate::domain::diff::MAX_ENTRIES).cloned().collect();
+            (Some(diff.len() as i32), listed)
+        }
+        None => {
+            conditions.extend(current.conditions.iter().find(|c| c.type_ == IN_SYNC).cloned());
+            (current.diff_count, current.diff.clone())
+        }
+    };
     for c in &mut conditions {
         if let Some(old) = current.conditions.iter().find(|o| o.type_ == c.type_)
             && old.status == c.status
@@ -137,6 +187,8 @@ pub fn next_status(
         security_profile_arn: arn,
         connect_last_modified_time: last_modified,
         observed_generation: generation,
+        diff_count,
+        diff,
         conditions,
     }
 }

@@ -10,6 +10,7 @@ mod instance_observation;
 mod leader_election_and_metrics;
 mod lifecycle;
 mod multitenancy;
+mod observe_mode;
 mod onboarding;
 mod roles;
 #[path = "../support/mod.rs"]

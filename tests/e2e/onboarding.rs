@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::harness::{INSTANCE, TestEnv};
 
 /// Runs `connect-operator export` against the test's emulator.
-fn export(env: &TestEnv, args: &[&str]) -> std::process::Output {
+pub fn export(env: &TestEnv, args: &[&str]) -> std::process::Output {
     Command::new(crate::harness::bin("connect-operator"))
         .args(["export", "--instance-id", INSTANCE, "--connect-rate", "0"])
         .args(args)
