@@ -99,6 +99,15 @@ async fn count_baselined(api: &Api<SecurityProfile>) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits until `n` profiles have their baseline recorded.
+async fn wait_baselined(api: &Api<SecurityProfile>, n: usize, timeout: Duration) {
+    let start = Instant::now();
+    while count_baselined(api).await < n {
+        assert!(start.elapsed() < timeout, "no baseline for every profile within {timeout:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 async fn wait_ready(api: &Api<SecurityProfile>, n: usize, timeout: Duration) -> Duration {
     let start = Instant::now();
     while count_ready(api).await < n {
@@ -178,11 +187,7 @@ async fn main() {
         ));
         rows.push(("CPU seconds during that rollout".into(), format!("{cpu:.2}"), "-".into()));
         // Until the instance listing has recorded what Connect holds for every new profile.
-        let baseline = Instant::now();
-        while count_baselined(&env.api()).await < 100 {
-            assert!(baseline.elapsed() < Duration::from_secs(600), "no baseline for every profile");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        wait_baselined(&env.api(), 100, Duration::from_secs(600)).await;
         let calls = env.emulator.calls();
         let reads = calls.iter().filter(|c| c.operation == "DescribeSecurityProfile").count();
         rows.push((
@@ -252,11 +257,7 @@ async fn main() {
         let cpu_rollout = cpu_seconds(pid) - cpu0;
         // Settle until every profile's baseline is recorded (one searched listing per instance), then
         // measure a window of two observation intervals.
-        let settle = Instant::now();
-        while count_baselined(&env.api()).await < 1000 {
-            assert!(settle.elapsed() < Duration::from_secs(900), "no baseline for every profile");
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
+        wait_baselined(&env.api(), 1000, Duration::from_secs(900)).await;
         env.emulator.control("DELETE", "calls", None);
         let m0 = scrape(port).await;
         let cpu1 = cpu_seconds(pid);
@@ -337,9 +338,7 @@ async fn main() {
         let names: Vec<String> = (0..100).map(|i| format!("rst-{i:03}")).collect();
         create_all(&env.api(), &names).await;
         wait_ready(&env.api(), 100, Duration::from_secs(600)).await;
-        while count_baselined(&env.api()).await < 100 {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
+        wait_baselined(&env.api(), 100, Duration::from_secs(600)).await;
         env.operator.take().expect("operator").kill();
         tokio::time::sleep(Duration::from_secs(3)).await; // the quota's burst refills
         env.emulator.control("DELETE", "calls", None);

@@ -53,7 +53,10 @@ pub enum Verdict {
 impl Listing {
     pub fn verdict(&self, id: &str, expect: &Expectation) -> Verdict {
         let Some(p) = self.profiles.get(id) else { return Verdict::Missing };
-        if self.searched {
+        // Searched and found by the search: its description and tags are known. (A search's pages can
+        // miss a profile while profiles are being created: then nothing is said about them.)
+        let searched = self.searched && p.description.is_some();
+        if searched {
             let description = p.description.clone().unwrap_or_default();
             let tags = p.tags.clone().unwrap_or_default();
             if description != expect.description || tags != expect.tags {
@@ -62,7 +65,7 @@ impl Listing {
         }
         match (&expect.last_modified, &p.last_modified) {
             (Some(recorded), Some(listed)) if recorded == listed => Verdict::Unchanged,
-            (None, Some(listed)) if self.searched => Verdict::Baseline(listed.clone()),
+            (None, Some(listed)) if searched => Verdict::Baseline(listed.clone()),
             // Just written by the operator: the next listing with descriptions and tags confirms it.
             (None, Some(_)) => Verdict::Unchanged,
             _ => Verdict::Changed,
@@ -102,6 +105,13 @@ mod tests {
         assert_eq!(listing(true, t2, "agents").verdict("sp-1", &expect(Some(t1))), Verdict::Changed, "modified");
         assert_eq!(listing(true, t1, "edited").verdict("sp-1", &expect(Some(t1))), Verdict::Changed, "description");
         assert_eq!(listing(true, t1, "agents").verdict("sp-2", &expect(Some(t1))), Verdict::Missing);
+        let mut missed_by_search = listing(true, t1, "agents");
+        missed_by_search.profiles.get_mut("sp-1").unwrap().description = None;
+        assert_eq!(
+            missed_by_search.verdict("sp-1", &expect(None)),
+            Verdict::Unchanged,
+            "no baseline without a search hit"
+        );
         assert_eq!(
             listing(true, t1, "agents").verdict("sp-1", &expect(None)),
             Verdict::Baseline(t1.into()),

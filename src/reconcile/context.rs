@@ -13,6 +13,9 @@ use kube::runtime::reflector::{self, Store, store::Writer};
 use crate::api::{InstanceBinding, SecurityProfileStatus};
 use crate::runtime::Metrics;
 
+/// How long the status this process wrote stands in for the watch cache's copy.
+pub const LAST_STATUS_TTL: Duration = Duration::from_secs(30);
+
 /// Field manager of the operator's writes.
 pub const MANAGER: &str = "connect-operator";
 
@@ -89,7 +92,9 @@ pub struct Context<C> {
     pub(crate) next_observe: Mutex<HashMap<String, Instant>>,
     /// The status this process last wrote, by object UID. The watch cache can lag behind our own
     /// writes; the operator is the only writer of status, so its last write is the freshest view.
-    pub(crate) last_status: Mutex<HashMap<String, SecurityProfileStatus>>,
+    /// Kept for [`LAST_STATUS_TTL`] at most: the cache catches up within a moment, and an idle
+    /// operator holds no copy of a thousand statuses.
+    pub(crate) last_status: Mutex<HashMap<String, (SecurityProfileStatus, Instant)>>,
     /// Labels of namespaces (for the bindings' selectors), read at most once a minute each.
     namespace_labels: Mutex<HashMap<String, (Labels, Instant)>>,
     /// The instances' listings (instance-level observation).
@@ -163,6 +168,13 @@ impl<C> Context<C> {
             }
         }
         self.observations.send(objects);
+    }
+
+    /// Records the status this process just wrote for the object `uid`, and drops expired copies.
+    pub(crate) fn remember_status(&self, uid: String, status: SecurityProfileStatus) {
+        let mut last = self.last_status.lock().expect("last_status lock");
+        last.retain(|_, (_, at)| at.elapsed() < LAST_STATUS_TTL);
+        last.insert(uid, (status, Instant::now()));
     }
 
     /// Forgets everything remembered about the object `key` (it is gone).

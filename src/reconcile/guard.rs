@@ -15,8 +15,10 @@ use crate::domain::Priority;
 pub fn freshest<C>(cached: &SecurityProfile, ctx: &Context<C>) -> SecurityProfile {
     let fresher = cached.uid().and_then(|uid| {
         let mut last = ctx.last_status.lock().expect("last_status lock");
-        let ours = last.get(&uid)?;
-        if cached.status.as_ref().is_some_and(|c| status::unchanged(Some(c), ours)) {
+        let (ours, at) = last.get(&uid)?;
+        if at.elapsed() >= super::context::LAST_STATUS_TTL
+            || cached.status.as_ref().is_some_and(|c| status::unchanged(Some(c), ours))
+        {
             // The cache has caught up with our last write: it needs no copy any more.
             last.remove(&uid);
             return None;

@@ -32,7 +32,7 @@ pub async fn write_status<C>(
     apply_status(api, &profile.name_any(), &next).await?;
     ctx.metrics.status_write();
     if let Some(uid) = profile.uid() {
-        ctx.last_status.lock().expect("last_status lock").insert(uid, next.clone());
+        ctx.remember_status(uid, next.clone());
     }
     if outcome.is_failure() && old_reason.as_deref() != Some(outcome.synced_reason.as_str()) {
         publish(ctx, profile, EventType::Warning, &outcome.synced_reason, outcome.synced_message.clone()).await;
