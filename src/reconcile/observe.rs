@@ -48,8 +48,14 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
     let listed_as_changed = if step.target.priority == Priority::Background && !(step.observing && drifted) {
         match from_listing(step, &id, &status) {
             Listed::Seen(seen) => return Ok(seen),
-            Listed::Changed => true,
-            Listed::Missing => false,
+            Listed::Changed => {
+                tracing::debug!(id, "the instance listing shows the profile changed: reading it");
+                true
+            }
+            Listed::Missing => {
+                tracing::debug!(id, "the profile is not in the instance listing: looking it up");
+                false
+            }
         }
     } else {
         false
@@ -133,6 +139,18 @@ fn from_listing<C: ConnectApi>(step: &Step<'_, C>, id: &str, status: &SecurityPr
             Listed::Seen(Observation::Unchanged { id: id.to_string(), arn, last_modified: Some(t) })
         }
         Verdict::Changed => Listed::Changed,
+        // Not listed, but written (created) after the listing began: it cannot be in it yet.
+        Verdict::Missing if expect.last_modified.is_none() && written_after(step, snapshot.taken_at) => {
+            Listed::Seen(Observation::Unchanged { id: id.to_string(), arn, last_modified: None })
+        }
         Verdict::Missing => Listed::Missing,
     }
+}
+
+/// Whether the status's Ready condition turned True after `taken_at` (with a margin for clock skew
+/// between this process and the API server).
+fn written_after<C>(step: &Step<'_, C>, taken_at: jiff::Timestamp) -> bool {
+    step.profile
+        .condition(crate::reconcile::status::READY)
+        .is_some_and(|c| c.last_transition_time.0 + jiff::SignedDuration::from_secs(5) >= taken_at)
 }

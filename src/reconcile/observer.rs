@@ -46,7 +46,8 @@ impl InstanceKey {
 #[derive(Debug)]
 pub struct Snapshot {
     pub listing: Listing,
-    pub taken: Instant,
+    /// When the listing's first call was made: a profile created after it cannot be in it.
+    pub taken_at: jiff::Timestamp,
 }
 
 type Object = ObjectRef<DeserializeGuard<SecurityProfile>>;
@@ -124,7 +125,12 @@ impl Observations {
     }
 
     /// Stores a new listing; returns the objects to requeue and how many were confirmed unchanged.
-    pub(crate) fn record(&self, key: &InstanceKey, listing: Listing) -> (Vec<Object>, usize) {
+    pub(crate) fn record(
+        &self,
+        key: &InstanceKey,
+        listing: Listing,
+        taken_at: jiff::Timestamp,
+    ) -> (Vec<Object>, usize) {
         let mut instances = self.instances.lock().expect("observations lock");
         let instance = instances.entry(key.clone()).or_default();
         let mut requeue = Vec::new();
@@ -139,7 +145,7 @@ impl Observations {
                 Verdict::Baseline(_) | Verdict::Changed | Verdict::Missing => requeue.push(w.object.clone()),
             }
         }
-        instance.latest = Some(Arc::new(Snapshot { listing, taken: Instant::now() }));
+        instance.latest = Some(Arc::new(Snapshot { listing, taken_at }));
         (requeue, unchanged)
     }
 
@@ -181,9 +187,10 @@ async fn observe_instance<C: ConnectApi>(ctx: Arc<Context<C>>, key: InstanceKey,
     let mut round: u64 = 0;
     loop {
         let search = round.is_multiple_of(u64::from(every));
+        let taken_at = jiff::Timestamp::now();
         match ctx.connect.list_instance(&target, search).await {
             Ok(listing) => {
-                let (requeue, unchanged) = ctx.observations.record(&key, listing);
+                let (requeue, unchanged) = ctx.observations.record(&key, listing, taken_at);
                 debug!(instance = %key.instance_id, requeued = requeue.len(), unchanged, search, "instance listed");
                 ctx.metrics.reads_saved(unchanged as u64);
                 ctx.metrics.instance_listed(&key.region, &key.instance_id);

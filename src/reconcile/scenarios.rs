@@ -168,7 +168,7 @@ impl Scenario {
         };
         let listing = self.connect.list_instance(&target, true).await.expect("listed");
         let key = observer::InstanceKey::of(&target);
-        let requeue = self.ctx.observations.record(&key, listing).0;
+        let requeue = self.ctx.observations.record(&key, listing, jiff::Timestamp::now()).0;
         let names = requeue.iter().map(|o| o.name.clone()).collect();
         self.ctx.requeue_observed(requeue);
         names
