@@ -48,11 +48,7 @@ pub fn skip<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Action> {
 
 /// How long until an in-sync profile is due for its next observation, if it is not due yet.
 fn not_due<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Duration> {
-    let status = profile.status.as_ref()?;
-    let current = status.security_profile_id.is_some()
-        && status.observed_generation == profile.metadata.generation
-        && profile.condition(READY).is_some_and(|c| c.status == "True")
-        && profile.condition(SYNCED).is_some_and(|c| c.status == "True");
+    let current = settled(profile);
     let due = *ctx.next_observe.lock().expect("next_observe lock").get(&key(&profile.metadata))?;
     let now = Instant::now();
     (current && due > now).then(|| due - now)
@@ -65,10 +61,16 @@ pub fn wants_adoption(profile: &SecurityProfile) -> bool {
 /// A drift check of a profile that matched its spec is background work; anything a user asked for (a
 /// new resource, a spec change, an adoption, a failure being retried) goes first in the rate limiter.
 pub fn priority(profile: &SecurityProfile) -> Priority {
-    let status = profile.status.as_ref();
-    let settled = status
+    if settled(profile) { Priority::Background } else { Priority::User }
+}
+
+/// The status names a profile that matched this generation of the spec at the last reconcile, which
+/// succeeded.
+fn settled(profile: &SecurityProfile) -> bool {
+    profile
+        .status
+        .as_ref()
         .is_some_and(|s| s.security_profile_id.is_some() && s.observed_generation == profile.metadata.generation)
-        && super::report::has_ready_profile(profile)
-        && profile.condition(SYNCED).is_some_and(|c| c.status == "True");
-    if settled { Priority::Background } else { Priority::User }
+        && profile.condition(READY).is_some_and(|c| c.status == "True")
+        && profile.condition(SYNCED).is_some_and(|c| c.status == "True")
 }

@@ -74,6 +74,16 @@ impl<C> Step<'_, C> {
     pub fn uid(&self) -> String {
         self.profile.uid().unwrap_or_default()
     }
+
+    /// What an instance listing must show for the profile to match the spec, with Connect's
+    /// LastModifiedTime as recorded.
+    pub fn expectation(&self, last_modified: Option<String>) -> crate::domain::Expectation {
+        crate::domain::Expectation {
+            last_modified,
+            description: self.profile.spec.description.clone().unwrap_or_default(),
+            tags: crate::domain::tags_with_owner(self.profile.spec.tags.as_ref(), &self.uid()),
+        }
+    }
 }
 
 /// Entry point for one object.

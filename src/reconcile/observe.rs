@@ -10,9 +10,7 @@ use super::observer::{self, InstanceKey};
 use crate::api::SecurityProfileStatus;
 use crate::connect::{ConnectApi, ErrorClass};
 use crate::constraints::DEFAULT_PROFILE_NAMES;
-use crate::domain::{
-    Expectation, FoundProfile, ObservedProfile, Priority, Verdict, plan_tags, plan_update, tags_with_owner,
-};
+use crate::domain::{FoundProfile, ObservedProfile, Priority, Verdict, plan_tags, plan_update, tags_with_owner};
 
 /// What the observe step found.
 #[derive(Debug)]
@@ -125,11 +123,7 @@ fn from_listing<C: ConnectApi>(step: &Step<'_, C>, id: &str, status: &SecurityPr
         observer::ensure(step.ctx, step.target);
         return Listed::Seen(Observation::Waiting);
     };
-    let expect = Expectation {
-        last_modified: status.connect_last_modified_time.clone(),
-        description: step.profile.spec.description.clone().unwrap_or_default(),
-        tags: tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid()),
-    };
+    let expect = step.expectation(status.connect_last_modified_time.clone());
     let arn = status.security_profile_arn.clone().unwrap_or_default();
     match snapshot.listing.verdict(id, &expect) {
         Verdict::Unchanged => {

@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use super::context::Context;
 use crate::api::SecurityProfile;
 use crate::connect::ConnectApi;
-use crate::domain::{Expectation, Listing, Priority, Target, Verdict, tags_with_owner};
+use crate::domain::{Expectation, Listing, Priority, Target, Verdict};
 
 /// The observers are per Region, instance and identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -210,12 +210,7 @@ async fn observe_instance<C: ConnectApi>(ctx: Arc<Context<C>>, key: InstanceKey,
 
 /// Registers the in-sync profile `id` with its instance's observer: what a listing must show for it.
 pub fn watch<C: ConnectApi>(step: &super::Step<'_, C>, id: &str, last_modified: Option<String>) {
-    let expect = Expectation {
-        last_modified,
-        description: step.profile.spec.description.clone().unwrap_or_default(),
-        tags: tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid()),
-    };
-    watch_as(step, id, expect);
+    watch_as(step, id, step.expectation(last_modified));
 }
 
 /// Registers profile `id` with what a listing must show for it to count as unchanged.
