@@ -8,7 +8,7 @@ use super::{ConnectApi, ConnectError, ErrorClass};
 use crate::api::SecurityProfileSpec;
 use crate::domain::{
     FoundProfile, ListedProfile, Listing, ObservedProfile, ProfileRef, ProfileState, ProfileSummary, ProfileUpdate,
-    Target,
+    Target, content_digest,
 };
 
 /// The instance every fake profile lives in.
@@ -126,12 +126,8 @@ impl ConnectApi for FakeConnect {
         let profiles = self.profiles.lock().unwrap();
         let listed = profiles.iter().map(|(id, p)| {
             let listed = ListedProfile {
-                id: id.clone(),
-                arn: p.arn.clone(),
-                name: p.name.clone(),
                 last_modified: p.last_modified.clone(),
-                description: search.then(|| p.state.description.clone()),
-                tags: search.then(|| p.tags.clone()),
+                content: search.then(|| content_digest(&p.state.description, &p.tags)),
             };
             (id.clone(), listed)
         });

@@ -11,7 +11,7 @@ use super::{ConnectApi, ConnectError, ErrorClass, convert};
 use crate::api::SecurityProfileSpec;
 use crate::domain::{
     FoundProfile, ListedMembers, ListedProfile, Listing, ObservedProfile, ProfileRef, ProfileSummary, ProfileUpdate,
-    Target,
+    Target, content_digest,
 };
 
 impl SdkConnect {
@@ -61,18 +61,16 @@ impl ConnectApi for SdkConnect {
                 let req = c.list_security_profiles().instance_id(inst).max_results(1000);
                 let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
                 let items = page.security_profile_summary_list.unwrap_or_default().into_iter().filter_map(|s| {
-                    Some(ListedProfile {
+                    let listed = ListedProfile {
                         last_modified: s.last_modified_time.and_then(|t| t.fmt(DateTimeFormat::DateTime).ok()),
-                        id: s.id?,
-                        arn: s.arn?,
-                        name: s.name?,
-                        ..Default::default()
-                    })
+                        content: None,
+                    };
+                    Some((s.id?, listed))
                 });
                 Ok((items.collect::<Vec<_>>(), page.next_token))
             })
             .await?;
-        let mut profiles: HashMap<String, ListedProfile> = summaries.into_iter().map(|p| (p.id.clone(), p)).collect();
+        let mut profiles: HashMap<String, ListedProfile> = summaries.into_iter().collect();
         if search {
             let found = self
                 .all_pages(target, "SearchSecurityProfiles", |c, token| async move {
@@ -82,15 +80,17 @@ impl ConnectApi for SdkConnect {
                         .security_profiles
                         .unwrap_or_default()
                         .into_iter()
-                        .filter_map(|p| Some((p.id?, p.description, p.tags)))
+                        .filter_map(|p| {
+                            let tags = p.tags.unwrap_or_default().into_iter().collect();
+                            Some((p.id?, content_digest(p.description.as_deref().unwrap_or_default(), &tags)))
+                        })
                         .collect::<Vec<_>>();
                     Ok((items, page.next_token))
                 })
                 .await?;
-            for (id, description, tags) in found {
+            for (id, content) in found {
                 if let Some(p) = profiles.get_mut(&id) {
-                    p.description = Some(description.unwrap_or_default());
-                    p.tags = Some(tags.unwrap_or_default().into_iter().collect());
+                    p.content = Some(content);
                 }
             }
         }

@@ -9,7 +9,7 @@ pub mod profile;
 pub mod state;
 pub mod validate;
 
-pub use listing::{Expectation, ListedProfile, Listing, Verdict};
+pub use listing::{Expectation, ListedProfile, Listing, Verdict, content_digest};
 pub use plan::{ProfileUpdate, TagPlan, UpdatePlan, plan_tags, plan_update};
 pub use profile::{
     FoundProfile, ObservedProfile, Priority, ProfileRef, ProfileSummary, Target, instance_of_arn, region_of_arn,

@@ -177,6 +177,16 @@ impl<C> Context<C> {
         last.insert(uid, (status, Instant::now()));
     }
 
+    /// Drops the status copies older than [`LAST_STATUS_TTL`]; the controller calls it periodically,
+    /// so that the copies of a rollout's last writes do not outlive it when no reconcile follows.
+    pub(crate) fn forget_expired_statuses(&self) {
+        let mut last = self.last_status.lock().expect("last_status lock");
+        last.retain(|_, (_, at)| at.elapsed() < LAST_STATUS_TTL);
+        if last.is_empty() {
+            last.shrink_to_fit();
+        }
+    }
+
     /// Forgets everything remembered about the object `key` (it is gone).
     pub(crate) fn forget(&self, key: &str, uid: Option<&str>) {
         if let Some(uid) = uid {

@@ -113,6 +113,14 @@ pub async fn run<C: ConnectApi>(
             }
         }
     });
+    let housekeeping = ctx.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(super::context::LAST_STATUS_TTL);
+        loop {
+            every.tick().await;
+            housekeeping.forget_expired_statuses();
+        }
+    });
     if bindings_installed {
         tokio::spawn(binding_watch::run(ctx.clone(), namespaces.clone(), requeue, stores));
         // Reconciling before the bindings are listed would refuse every profile for a moment.

@@ -78,11 +78,11 @@ impl<C> Step<'_, C> {
     /// What an instance listing must show for the profile to match the spec, with Connect's
     /// LastModifiedTime as recorded.
     pub fn expectation(&self, last_modified: Option<String>) -> crate::domain::Expectation {
-        crate::domain::Expectation {
+        crate::domain::Expectation::new(
             last_modified,
-            description: self.profile.spec.description.clone().unwrap_or_default(),
-            tags: crate::domain::tags_with_owner(self.profile.spec.tags.as_ref(), &self.uid()),
-        }
+            self.profile.spec.description.as_deref().unwrap_or_default(),
+            &crate::domain::tags_with_owner(self.profile.spec.tags.as_ref(), &self.uid()),
+        )
     }
 }
 

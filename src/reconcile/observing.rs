@@ -37,11 +37,7 @@ fn expected_tags<C>(step: &Step<'_, C>, observed: &ObservedProfile) -> std::coll
 pub async fn report<C: ConnectApi>(step: &Step<'_, C>, id: &str, observed: &ObservedProfile) -> Result<Action, Error> {
     let entries = diff(&step.profile.spec, &expected_tags(step, observed), observed);
     // The observer requeues the profile when Connect changes it (not when it differs from the spec).
-    let expect = Expectation {
-        last_modified: observed.last_modified.clone(),
-        description: observed.state.description.clone(),
-        tags: observed.tags.clone(),
-    };
+    let expect = Expectation::new(observed.last_modified.clone(), &observed.state.description, &observed.tags);
     observer::watch_as(step, id, expect);
     let generation = step.profile.metadata.generation.unwrap_or_default();
     let outcome = Outcome::observed(step.name(), id, generation, entries);

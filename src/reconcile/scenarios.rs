@@ -907,3 +907,18 @@ async fn switching_to_manage_takes_an_unowned_profile_only_under_the_adoption_ru
     assert_eq!(writes, ["TagResource", "UpdateSecurityProfile"], "the owner tag first, then the spec");
     assert_eq!(s.events().last().map(String::as_str), Some("DriftRepaired"), "the Event names what changed");
 }
+
+#[tokio::test]
+async fn the_copy_of_a_written_status_does_not_outlive_its_ttl_when_no_reconcile_follows() {
+    let object = resource(false);
+    let s = Scenario::new(&object);
+    s.reconcile(&object).await.expect("reconcile succeeds");
+    assert_eq!(s.ctx.last_status.lock().unwrap().len(), 1, "the written status is remembered");
+    s.ctx.forget_expired_statuses();
+    assert_eq!(s.ctx.last_status.lock().unwrap().len(), 1, "kept while the watch cache may lag");
+    for (_, at) in s.ctx.last_status.lock().unwrap().values_mut() {
+        *at -= super::context::LAST_STATUS_TTL;
+    }
+    s.ctx.forget_expired_statuses();
+    assert!(s.ctx.last_status.lock().unwrap().is_empty(), "an idle operator keeps no copy");
+}
