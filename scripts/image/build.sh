@@ -81,7 +81,7 @@ operator_base_rootfs() {
   # package ships, in C-locale order, each ending in a newline. Then only the bundle stays.
   mkdir -p "$root/etc/ssl/certs"
   while read -r f; do
-    sed -e '$a\' "$root/usr/share/ca-certificates/$f"
+    awk 1 "$root/usr/share/ca-certificates/$f"
   done < <(cd "$root/usr/share/ca-certificates" && find . -name '*.crt' -printf '%P\n' | LC_ALL=C sort) \
     >"$root/etc/ssl/certs/ca-certificates.crt"
   chmod 0644 "$root/etc/ssl/certs/ca-certificates.crt"
@@ -199,12 +199,9 @@ kube_source() {
   if [[ ! -f "$dir/build/pause/linux/pause.c" ]]; then
     image_log "fetching the Kubernetes source (Debian's kubernetes source package) into $dir"
     "$IMAGE_REPO_ROOT/tests/cluster/install-deps.sh" >/dev/null
-    (
-      # shellcheck source=tests/cluster/build-apiserver.sh
-      source "$IMAGE_REPO_ROOT/tests/cluster/build-apiserver.sh"
-      _wait_for_other_writers
-      _fetch_source
-    ) >&2
+    # shellcheck disable=SC2016  # expanded by the inner bash
+    bash -c 'source "$1" && _wait_for_other_writers && _fetch_source' _ \
+      "$IMAGE_REPO_ROOT/tests/cluster/build-apiserver.sh" >&2
   fi
   [[ -f "$dir/build/pause/linux/pause.c" ]] || image_die "no build/pause/linux/pause.c in $dir"
   echo "$dir"
