@@ -404,6 +404,9 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 clusterDomain: cluster.local
+# Status is computed this often but only posted when it changed (or every
+# nodeStatusReportFrequency, 5m): a new node turns Ready sooner than with 10s.
+nodeStatusUpdateFrequency: 3s
 resolvConf: /etc/resolv.conf
 maxPods: 110
 EOF
@@ -699,6 +702,20 @@ node_start() {
   node_image_present "$PAUSE_IMAGE" ||
     fail_with_logs "the pause image $PAUSE_IMAGE is not in containerd: set TEST_CLUSTER_PAUSE_IMAGE_TAR"
 
+  # kube-proxy needs neither kubelet nor the node object (--bind-address gives the node IP).
+  start kube-proxy "$KUBE_BIN_DIR/kube-proxy" \
+    --kubeconfig="$KUBECONFIG_FILE" \
+    --proxy-mode=iptables \
+    --cluster-cidr="$POD_CIDR" \
+    --hostname-override="$NODE_NAME" \
+    --bind-address="$HOST_IP" \
+    --healthz-bind-address= \
+    --metrics-bind-address= \
+    --conntrack-max-per-core=0 \
+    --conntrack-tcp-timeout-established=0 \
+    --conntrack-tcp-timeout-close-wait=0 \
+    --v=1
+
   KUBELET_PORT="${TEST_CLUSTER_KUBELET_PORT:-${KUBELET_PORT:-10250}}"
   KUBELET_HEALTHZ_PORT="${TEST_CLUSTER_KUBELET_HEALTHZ_PORT:-${KUBELET_HEALTHZ_PORT:-10248}}"
   exec 9>"$PORTS_LOCK"
@@ -728,19 +745,6 @@ node_start() {
   printf 'KUBELET_PORT=%s\nKUBELET_HEALTHZ_PORT=%s\n' "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT" >>"$PORTS_FILE"
   flock -u 9
   exec 9>&-
-
-  start kube-proxy "$KUBE_BIN_DIR/kube-proxy" \
-    --kubeconfig="$KUBECONFIG_FILE" \
-    --proxy-mode=iptables \
-    --cluster-cidr="$POD_CIDR" \
-    --hostname-override="$NODE_NAME" \
-    --bind-address="$HOST_IP" \
-    --healthz-bind-address= \
-    --metrics-bind-address= \
-    --conntrack-max-per-core=0 \
-    --conntrack-tcp-timeout-established=0 \
-    --conntrack-tcp-timeout-close-wait=0 \
-    --v=1
 
   wait_for "node $NODE_NAME Ready (and untainted)" "$READY_TIMEOUT" node_ready
   wait_for "the kubernetes service's endpoints to be $HOST_IP" 60 kubernetes_endpoints_are_host

@@ -371,6 +371,7 @@ if ((NODE)); then
   )
   KCM_MODE_ARGS=(
     "--controllers=*"
+    --node-monitor-period=2s
     --cluster-signing-cert-file="$PKI/ca.crt"
     --cluster-signing-key-file="$PKI/ca.key"
   )
