@@ -156,6 +156,7 @@ replaced() { local p; p="$(ready_pod | head -n1)"; [[ -n "$p" && "$p" != "$POD" 
 wait_until "a new Ready pod replacing $POD" 120 replaced
 NEW_POD="$(ready_pod | head -n1)"
 kubectl get pods -n "$NS" -o wide >&2
+step "$NEW_POD Ready; waiting for $POD to be gone"
 wait_until "$POD to be gone" 60 sh -c "! kubectl get pod -n '$NS' '$POD' >/dev/null 2>&1"
 
 step "node smoke test passed (new pod $NEW_POD)"

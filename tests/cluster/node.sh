@@ -569,20 +569,30 @@ node_down() {
   fi
 }
 
-# Pod logs of this cluster's pods in the host-global /var/log/pods and /var/log/containers.
+# Pod logs of this cluster's pods in the host-global /var/log/pods and /var/log/containers
+# (kubelet 1.20 hard-codes them): the pods containerd ever ran a sandbox for (its log
+# names each one's uid) and those kubelet still has.
 node_purge_pod_logs() {
-  local uid poddir d l
-  for poddir in "$KUBELET_ROOT"/pods/*/; do
-    uid="$(basename "$poddir")"
-    [[ "$uid" =~ ^[0-9a-f-]{36}$ ]] || continue
+  local uid d l uids=()
+  mapfile -t uids < <({
+    if [[ -f "$CLUSTER_DIR/containerd.log" ]]; then
+      grep -o 'PodSandboxMetadata{[^}]*Uid:[0-9a-f-]\{36\}' "$CLUSTER_DIR/containerd.log" | sed 's/.*Uid://'
+    fi
+    for d in "$KUBELET_ROOT"/pods/*/; do
+      if [[ -d "$d" ]]; then basename "$d"; fi
+    done
+  } | grep -xE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' | sort -u)
+  for uid in "${uids[@]}"; do
     for d in /var/log/pods/*_"$uid"; do
       [[ -d "$d" ]] || continue
       for l in /var/log/containers/*.log; do
-        [[ -L "$l" && "$(readlink "$l")" == "$d/"* ]] && rm -f "$l"
+        if [[ -L "$l" && "$(readlink "$l")" == "$d/"* ]]; then rm -f "$l"; fi
       done
       rm -rf "$d"
     done
   done
+  # Empty ones only (kubelet made them).
+  rmdir /var/log/containers /var/log/pods 2>/dev/null || true
 }
 
 # --- starting (up.sh) -----------------------------------------------------
