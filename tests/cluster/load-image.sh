@@ -20,11 +20,7 @@ case "${1:-}" in
     ;;
 esac
 (($# <= 2)) || die "too many arguments (try --help)"
-name="${2:-}"
-if [[ -z "$name" ]]; then
-  name="$(archive_image_name "$1")" || die "cannot read $1 (a docker-save or OCI layout tar?)"
-fi
 start=$SECONDS
-ref="$(node_import_image "$1" "$name")"
+ref="$(node_import_image "$1" "${2:-}")"
 log "imported $1 as $ref in $((SECONDS - start))s"
 echo "$ref"

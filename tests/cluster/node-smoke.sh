@@ -121,7 +121,10 @@ spec:
         imagePullPolicy: Never
         command: ["/bin/sh", "-c", "trap 'exit 0' TERM; echo node-smoke-started; while true; do sleep 1; done"]
 EOF
-kubectl rollout status -n "$NS" deployment/node-smoke --timeout=120s >&2
+if ! kubectl rollout status -n "$NS" deployment/node-smoke --timeout=120s >&2; then
+  kubectl describe pods -n "$NS" >&2 || true
+  die "the deployment's pod did not become Ready (see the events above; logs in $CLUSTER_DIR/kubelet.log, containerd.log)"
+fi
 
 ready_pod() {
   # shellcheck disable=SC2016  # a Go template

@@ -432,25 +432,31 @@ normalize_image_ref() {
 
 # node_import_image TAR [NAME]: import an image archive (docker save or OCI layout tar)
 # into the node's containerd (namespace k8s.io) and print the image's normalized name:
-# NAME when given (the first imported image is tagged so when the archive calls it
-# otherwise), else the archive's first image name.
+# NAME when given (the imported image is tagged so when the archive calls it
+# otherwise), else the archive's own name. ctr's made-up names are avoided (an OCI
+# archive with only a tag is imported under NAME's repository) rather than removed
+# afterwards: removing a name the CRI plugin has seen can leave it resolving the
+# image to that name ("image ... not found" on the next sandbox).
 node_import_image() {
-  local tar="$1" want="${2:-}" out names=() first
+  local tar="$1" want="${2:-}" own out names=() base=()
   [[ -f "$tar" ]] || die "image archive not found: $tar"
   containerd_up || die "the node's containerd is not running ($CTR_SOCK): start the cluster with up.sh --node"
-  out="$(ctr_ images import --all-platforms "$tar" 2>&1)" || die "ctr images import $tar failed: $out"
+  own="$(archive_image_name "$tar")" || die "cannot read $tar (a docker-save or OCI layout tar?)"
+  if [[ -z "$own" ]]; then
+    [[ -n "$want" ]] || die "$tar does not name its image (no RepoTags, no full ref name): give the image name"
+    want="$(normalize_image_ref "$want")"
+    base=(--base-name "${want%:*}")
+  fi
+  out="$(ctr_ images import --all-platforms "${base[@]}" "$tar" 2>&1)" || die "ctr images import $tar failed: $out"
   mapfile -t names < <(sed -n 's/^unpacking \([^ ]*\) (sha256:.*/\1/p' <<<"$out")
   ((${#names[@]} > 0)) || die "ctr images import $tar imported no named image: $out"
-  first="${names[0]}"
   if [[ -z "$want" ]]; then
-    [[ "$first" != import-* ]] ||
-      die "$tar names no image (ctr called it $first): give the image name (e.g. TEST_CLUSTER_PAUSE_IMAGE)"
-    echo "$first"
+    echo "${names[0]}"
     return 0
   fi
   want="$(normalize_image_ref "$want")"
   if ! printf '%s\n' "${names[@]}" | grep -qxF -- "$want"; then
-    ctr_ images tag --force "$first" "$want" >/dev/null || die "ctr images tag $first $want failed"
+    ctr_ images tag --force "${names[0]}" "$want" >/dev/null || die "ctr images tag ${names[0]} $want failed"
   fi
   echo "$want"
 }
