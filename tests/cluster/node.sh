@@ -474,7 +474,7 @@ mounts_under_cluster_dir() {
         m = substr(m, 1, RSTART - 1) c substr(m, RSTART + 4)
       }
       if (index(m "/", dir) == 1) print length(m) "\t" m
-    }' /proc/self/mountinfo | sort -t$'\t' -k1,1nr -u | cut -f2-
+    }' /proc/self/mountinfo | sort -u | sort -t$'\t' -s -k1,1nr | cut -f2-
 }
 
 node_unmount_all() {
@@ -554,12 +554,17 @@ node_down() {
       kill -KILL "$pid" 2>/dev/null || true
     fi
   done
-  if [[ -d "$RUNC_ROOT/k8s.io" ]]; then
-    for id in $(runc --root "$RUNC_ROOT/k8s.io" list -q 2>/dev/null); do
-      log "deleting leftover runc container $id"
+  # Containers whose shim is gone (e.g. containerd was killed): by our runc root.
+  for ((waited = 0; waited < 5; waited++)); do
+    [[ -d "$RUNC_ROOT/k8s.io" ]] || break
+    mapfile -t ids < <(runc --root "$RUNC_ROOT/k8s.io" list -q 2>/dev/null)
+    ((${#ids[@]} > 0)) || break
+    ((waited == 0)) && log "deleting ${#ids[@]} leftover runc container(s)"
+    for id in "${ids[@]}"; do
       runc --root "$RUNC_ROOT/k8s.io" delete --force "$id" >/dev/null 2>&1 || true
     done
-  fi
+    sleep 0.5
+  done
 
   node_unmount_all || log "some mounts under $CLUSTER_DIR could not be unmounted"
   if ip link show "$NODE_BRIDGE" >/dev/null 2>&1; then
