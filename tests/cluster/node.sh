@@ -13,8 +13,11 @@
 #    memory, pids, devices, freezer (kubelet 1.20 does not support the unified
 #    cgroup v2 hierarchy; a hybrid setup with cgroup2 on /sys/fs/cgroup/unified is fine)
 #  - Debian packages containerd (1.6), runc, containernetworking-plugins, iptables
-#    (install-deps.sh --node installs them; no containerd service is needed: up.sh
-#    runs its own containerd with root, state and socket under $CLUSTER_DIR)
+#    (install-deps.sh --node installs them; the system's containerd service is not
+#    used: up.sh runs its own containerd with root, state and socket under
+#    $CLUSTER_DIR, runc state under it too, network namespaces under its state)
+#  - CAP_SYS_RESOURCE is optional (without it containerd's restrict_oom_score_adj is
+#    set, and kubelet logs that it cannot set rlimits/oom_score_adj)
 #  - a pause image archive (TEST_CLUSTER_PAUSE_IMAGE_TAR): images are imported
 #    into containerd, never pulled
 #
@@ -27,9 +30,11 @@
 # /var/log/pods and /var/log/containers (kubelet 1.20 hard-codes these; removed
 # by down.sh --purge for this cluster's pods).
 #
-# Host-global names and ports are configurable for running two node clusters on one
-# machine (ports are picked free anyway): TEST_CLUSTER_NODE_BRIDGE,
-# TEST_CLUSTER_POD_CIDR, TEST_CLUSTER_NODE_CGROUP_ROOT, TEST_CLUSTER_NODE_NAME.
+# One node cluster per machine: the host-global names are configurable
+# (TEST_CLUSTER_NODE_BRIDGE, TEST_CLUSTER_POD_CIDR, TEST_CLUSTER_NODE_CGROUP_ROOT; ports
+# are picked free), but every kubelet 1.20 deletes the /var/log/pods directories of pods
+# it does not know, so a second node would break the first one's `kubectl logs`.
+# Default-mode clusters (other CLUSTER_DIRs) run beside a node cluster fine.
 
 NODE_DIR="$CLUSTER_DIR/node"
 NODE_ENV_FILE="$CLUSTER_DIR/node.env"
