@@ -78,7 +78,7 @@ if ((PURGE)) && [[ -e "$CLUSTER_DIR" ]]; then
   if [[ -n "$(mounts_under_cluster_dir)" ]]; then
     die "refusing to delete $CLUSTER_DIR: something is still mounted under it: $(mounts_under_cluster_dir | head -n3 | tr '\n' ' ')"
   fi
-  node_purge_pod_logs
+  if [[ -f "$NODE_ENV_FILE" ]]; then node_purge_pod_logs; fi
   log "deleting $CLUSTER_DIR"
   rm -rf "$CLUSTER_DIR"
 fi
