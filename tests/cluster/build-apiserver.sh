@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build kube-apiserver (and kube-controller-manager) v1.20.2 from Debian
-# bookworm's `kubernetes` source package into $CACHE/kube-v1.20.2/bin/.
+# Build kube-apiserver (and kube-controller-manager; for up.sh --node also
+# kubelet, kube-proxy and kube-scheduler) v1.20.2 from Debian bookworm's
+# `kubernetes` source package into $CACHE/kube-v1.20.2/bin/.
 #
 # Source it and call build_kube_binaries, or run it directly. It does nothing
 # when the binaries already exist. A cold build takes ~4-8 min on 2 cores and
@@ -10,6 +11,8 @@
 # Env:
 #   CONNECT_OPERATOR_CACHE  cache dir (default ~/.cache/connect-operator)
 #   KUBE_BUILD_KCM=0        skip kube-controller-manager (default 1: build it)
+#   KUBE_BUILD_NODE=1       also build kubelet, kube-proxy and kube-scheduler
+#                           (default 0; up.sh --node sets it; ~4 min more cold)
 #   KUBE_KEEP_TREE_MIN_GB   delete the build tree afterwards when less than this
 #                           many GB stay free (default 10)
 set -euo pipefail
@@ -145,7 +148,7 @@ _make_targets() {
   if ! (cd "$KUBE_SRC_DIR" &&
     env GOPROXY=off CGO_ENABLED=0 \
       KUBE_GIT_VERSION="$KUBE_VERSION" KUBE_GIT_MAJOR=1 KUBE_GIT_MINOR=20 \
-      KUBE_GIT_TREE_STATE=clean \
+      KUBE_GIT_TREE_STATE=clean KUBE_STATIC_OVERRIDES=kubelet \
       make WHAT="$what") >"$log_file" 2>&1; then
     tail -n 40 "$log_file" >&2
     die "building $what failed (full log: $log_file)"
@@ -167,10 +170,13 @@ _maybe_delete_tree() {
   fi
 }
 
-# Build whichever of kube-apiserver / kube-controller-manager is missing.
+# Build whichever of the wanted binaries is missing (kube-apiserver, kube-controller-manager
+# unless KUBE_BUILD_KCM=0, and kubelet, kube-proxy, kube-scheduler with KUBE_BUILD_NODE=1).
+# kubelet is built static too (KUBE_STATIC_OVERRIDES), like the others.
 build_kube_binaries() {
   local wanted=(kube-apiserver) missing=() t
   if [[ "${KUBE_BUILD_KCM:-1}" != 0 ]]; then wanted+=(kube-controller-manager); fi
+  if [[ "${KUBE_BUILD_NODE:-0}" == 1 ]]; then wanted+=(kube-scheduler kubelet kube-proxy); fi
   for t in "${wanted[@]}"; do [[ -x "$KUBE_BIN_DIR/$t" ]] || missing+=("$t"); done
   ((${#missing[@]} == 0)) && return 0
 

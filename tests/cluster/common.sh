@@ -24,9 +24,9 @@ CLUSTER_DIR="$(realpath -m "${CLUSTER_DIR:-$REPO_ROOT/target/test-cluster}")"
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 
-# True when something accepts TCP connections on 127.0.0.1:$1.
+# True when something accepts TCP connections on 127.0.0.1:$1 (or on $2:$1).
 port_in_use() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null
 }
 
 # pid_matches PID PATTERN: the process exists and its command line contains PATTERN.

@@ -3,13 +3,24 @@
 # and only when the process's command line still is that component of this
 # CLUSTER_DIR. Waits for them to exit and removes the pid files.
 #
+# A node (up.sh --node) goes first: kube-proxy, kubelet, kube-scheduler; the pod
+# containers are killed (through containerd, then leftover shims and runc
+# containers of this cluster's runc root), containerd stops, mounts under
+# $CLUSTER_DIR are unmounted, the CNI bridge and the cgroups go, and (unless
+# another kubelet/kube-proxy runs on this host) the KUBE-* iptables chains and the
+# sysctls up.sh found are restored. Container metadata and images stay (kubelet
+# cleans up the dead pods on the next start) unless --purge.
+#
 # Usage: tests/cluster/down.sh [--purge]
-#   --purge   also delete $CLUSTER_DIR (etcd data, certs, logs, kubeconfig);
-#             the cache (kubectl, helm, built binaries) is kept
+#   --purge   also delete $CLUSTER_DIR (etcd data, certs, logs, kubeconfig,
+#             containerd's images and containers) and this cluster's pod logs
+#             in /var/log/pods; the cache (kubectl, helm, built binaries) is kept
 set -euo pipefail
 
 # shellcheck source=tests/cluster/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+# shellcheck source=tests/cluster/node.sh
+source "$CLUSTER_SCRIPTS_DIR/node.sh"
 
 PURGE=0
 for arg in "$@"; do
@@ -53,7 +64,8 @@ stop() {
 }
 
 if [[ -d "$CLUSTER_DIR" ]]; then
-  # Clients first, etcd last.
+  # The node (if any) first, then clients, etcd last.
+  node_down
   for component in kube-controller-manager kube-apiserver etcd; do
     stop "$component"
   done
@@ -63,6 +75,10 @@ if ((PURGE)) && [[ -e "$CLUSTER_DIR" ]]; then
   if [[ ! -f "$CLUSTER_DIR/.connect-operator-test-cluster" ]]; then
     die "refusing to delete $CLUSTER_DIR: it has no .connect-operator-test-cluster marker (not made by up.sh)"
   fi
+  if [[ -n "$(mounts_under_cluster_dir)" ]]; then
+    die "refusing to delete $CLUSTER_DIR: something is still mounted under it: $(mounts_under_cluster_dir | head -n3 | tr '\n' ' ')"
+  fi
+  if [[ -f "$NODE_ENV_FILE" ]]; then node_purge_pod_logs; fi
   log "deleting $CLUSTER_DIR"
   rm -rf "$CLUSTER_DIR"
 fi

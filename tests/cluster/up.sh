@@ -2,9 +2,11 @@
 # Start a real Kubernetes v1.20.2 control plane on 127.0.0.1 for the tests:
 # etcd (Debian's etcd-server) + kube-apiserver (+ kube-controller-manager for
 # namespace deletion and ownerReference GC), built from Debian's source package.
+# With --node also a node that runs pods (see "Node mode" below).
 #
-# Usage: tests/cluster/up.sh [--fresh]
+# Usage: tests/cluster/up.sh [--fresh] [--node]
 #   --fresh   wipe the cluster's data (down.sh --purge) before starting
+#   --node    node mode (also TEST_CLUSTER_NODE=1)
 #
 # Stdout carries only the lines the tests need, so this works:
 #   eval "$(tests/cluster/up.sh)"
@@ -22,17 +24,46 @@
 #                               is retried on the next free ports)
 #   TEST_CLUSTER_KCM=0          do not run kube-controller-manager
 #   TEST_CLUSTER_SKIP_DEPS=1    do not run install-deps.sh first
+#
+# Node mode (root only; tests/cluster/node.sh lists what the machine needs):
+# kube-apiserver also listens on the host's address (bind 0.0.0.0, advertised as
+# the host's primary IPv4 address, which its certificate names) with the
+# ServiceAccount admission plugin; kube-controller-manager runs all controllers;
+# kube-scheduler; containerd (root, state and socket under $CLUSTER_DIR/node,
+# runc, CNI bridge), kubelet and kube-proxy (iptables mode), so pods run and reach
+# the apiserver at https://10.96.0.1:443 and the host's address. Images are
+# imported (tests/cluster/load-image.sh), never pulled. kubelet, kube-proxy and
+# kube-scheduler are built like kube-apiserver (once, into the cache).
+#   TEST_CLUSTER_PAUSE_IMAGE_TAR  pause image archive (docker save or OCI layout
+#                               tar), imported into containerd; needed on the
+#                               first start (afterwards the imported one is used)
+#   TEST_CLUSTER_PAUSE_IMAGE    its name (default: the name in the archive)
+#   TEST_CLUSTER_HOST_IP        the host address pods use (default: the source
+#                               address of the default route)
+#   TEST_CLUSTER_NODE_NAME      (default: the short host name)
+#   TEST_CLUSTER_POD_CIDR       (default 10.88.0.0/16)
+#   TEST_CLUSTER_NODE_BRIDGE    CNI bridge (default cotest0)
+#   TEST_CLUSTER_NODE_CGROUP_ROOT  kubelet --cgroup-root (default /connect-operator-test)
+#   TEST_CLUSTER_KUBELET_PORT (default 10250), TEST_CLUSTER_KUBELET_HEALTHZ_PORT
+#                               (default 10248): preferred, the next free is taken
+# A default-mode up.sh accepts a running node-mode cluster; up.sh --node restarts
+# a running default-mode control plane in node mode (the data stays).
 set -euo pipefail
 
 # shellcheck source=tests/cluster/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # shellcheck source=tests/cluster/build-apiserver.sh
 source "$CLUSTER_SCRIPTS_DIR/build-apiserver.sh"
+# shellcheck source=tests/cluster/node.sh
+source "$CLUSTER_SCRIPTS_DIR/node.sh"
 
 FRESH=0
+NODE=0
+if [[ "${TEST_CLUSTER_NODE:-0}" == 1 ]]; then NODE=1; fi
 for arg in "$@"; do
   case "$arg" in
     --fresh) FRESH=1 ;;
+    --node) NODE=1 ;;
     -h | --help)
       sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
       exit 0
@@ -52,6 +83,8 @@ READY_TIMEOUT=120
 RUN_KCM=0
 PORTS_LOCK="$CACHE/ports.lock"
 PORT_TRIES=5
+# Components whose death fails the start (node mode adds its own).
+COMPONENTS=(etcd kube-apiserver kube-controller-manager)
 
 print_env() {
   local lines
@@ -95,7 +128,8 @@ already_up() {
     running_pid kube-controller-manager >/dev/null || return 1
   fi
   [[ -n "$TOKEN" && -n "$APISERVER_PORT" && -f "$KUBECONFIG_FILE" ]] || return 1
-  [[ "$(api /readyz 2>/dev/null)" == ok ]]
+  [[ "$(api /readyz 2>/dev/null)" == ok ]] || return 1
+  if ((NODE)); then node_already_up; fi
 }
 
 # pick_port PREFERRED: PREFERRED, or the next port up that nobody listens on.
@@ -119,14 +153,19 @@ make_pki() {
       -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
     rm -f "$PKI/apiserver.crt"
   fi
+  # Node mode: pods reach the apiserver at the host's address, which the certificate must name.
+  if ((NODE)) && [[ -f "$PKI/apiserver.crt" ]] && ! cert_has apiserver "IP Address:$HOST_IP,"; then
+    log "the apiserver certificate lacks IP:$HOST_IP: regenerating it"
+    rm -f "$PKI/apiserver.crt"
+  fi
   if [[ ! -f "$PKI/apiserver.crt" || ! -f "$PKI/apiserver.key" ]]; then
     log "generating apiserver serving certificate"
     local ext="$PKI/apiserver.ext"
-    cat >"$ext" <<'EOF'
+    cat >"$ext" <<EOF
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local${API_EXTRA_SANS:-}
 EOF
     openssl req -new -newkey rsa:2048 -nodes -sha256 -keyout "$PKI/apiserver.key" \
       -out "$PKI/apiserver.csr" -subj "/CN=kube-apiserver" 2>/dev/null
@@ -192,7 +231,7 @@ start() {
 fail_with_logs() {
   local name
   log "$1"
-  for name in etcd kube-apiserver kube-controller-manager; do
+  for name in "${COMPONENTS[@]}"; do
     if [[ -f "$CLUSTER_DIR/$name.log" ]]; then
       printf '\n----- last lines of %s -----\n' "$CLUSTER_DIR/$name.log" >&2
       tail -n 30 "$CLUSTER_DIR/$name.log" >&2
@@ -208,7 +247,7 @@ wait_for() {
   shift 2
   until "$@" >/dev/null 2>&1; do
     ((SECONDS - start < timeout)) || fail_with_logs "timed out after ${timeout}s waiting for $what"
-    for name in etcd kube-apiserver kube-controller-manager; do
+    for name in "${COMPONENTS[@]}"; do
       if [[ -f "$CLUSTER_DIR/$name.pid" ]] && ! running_pid "$name" >/dev/null; then
         fail_with_logs "$name exited while waiting for $what"
       fi
@@ -250,7 +289,18 @@ api_ok() { api "$1" -f -o /dev/null; }
 # --- main -----------------------------------------------------------------
 
 if [[ "${TEST_CLUSTER_SKIP_DEPS:-0}" != 1 ]]; then
-  "$CLUSTER_SCRIPTS_DIR/install-deps.sh" >/dev/null
+  if ((NODE)); then
+    "$CLUSTER_SCRIPTS_DIR/install-deps.sh" --node >/dev/null
+  else
+    "$CLUSTER_SCRIPTS_DIR/install-deps.sh" >/dev/null
+  fi
+fi
+
+if ((NODE)); then
+  # Checks before anything starts or is deleted; sets HOST_IP, NODE_NAME, PAUSE_IMAGE...
+  node_prepare "$FRESH"
+  COMPONENTS+=(kube-scheduler containerd kubelet kube-proxy)
+  API_EXTRA_SANS=",IP:$HOST_IP"
 fi
 
 if ((FRESH)); then
@@ -269,7 +319,8 @@ fi
 "$CLUSTER_SCRIPTS_DIR/down.sh" >&2
 
 if [[ "${TEST_CLUSTER_KCM:-1}" != 0 ]]; then RUN_KCM=1; fi
-KUBE_BUILD_KCM="$RUN_KCM" build_kube_binaries
+if ((NODE)); then RUN_KCM=1; fi
+KUBE_BUILD_KCM="$RUN_KCM" KUBE_BUILD_NODE="$NODE" build_kube_binaries
 [[ -x "$ETCD_BIN" ]] || die "$ETCD_BIN missing: run tests/cluster/install-deps.sh"
 
 # Ports: TEST_CLUSTER_*_PORT, else the previous ones (stable kubeconfig); the next
@@ -281,6 +332,7 @@ ETCD_PORT="${TEST_CLUSTER_ETCD_PORT:-${ETCD_PORT:-22379}}"
 ETCD_PEER_PORT="${TEST_CLUSTER_ETCD_PEER_PORT:-${ETCD_PEER_PORT:-22380}}"
 APISERVER_PORT="${TEST_CLUSTER_APISERVER_PORT:-${APISERVER_PORT:-26443}}"
 make_pki
+if ((NODE)); then node_make_pki; fi
 started=$SECONDS
 mkdir -p "$CACHE"
 exec 9>"$PORTS_LOCK"
@@ -305,6 +357,32 @@ for ((try = 1; ; try++)); do
   ETCD_PORT=$((ETCD_PORT + 1)) ETCD_PEER_PORT=$((ETCD_PEER_PORT + 1))
 done
 
+# Node mode: reachable from pods (bind all, advertise the host address; the `kubernetes`
+# service's endpoint), ServiceAccount admission (token volumes), apiserver -> kubelet
+# (logs, exec) with a client cert, verifying the kubelet's serving cert.
+if ((NODE)); then
+  APISERVER_MODE_ARGS=(
+    --bind-address=0.0.0.0
+    --advertise-address="$HOST_IP"
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+    --kubelet-certificate-authority="$PKI/ca.crt"
+    "--kubelet-preferred-address-types=InternalIP,Hostname"
+  )
+  KCM_MODE_ARGS=(
+    "--controllers=*"
+    --node-monitor-period=2s
+    --cluster-signing-cert-file="$PKI/ca.crt"
+    --cluster-signing-key-file="$PKI/ca.key"
+  )
+else
+  APISERVER_MODE_ARGS=(
+    --bind-address=127.0.0.1
+    --advertise-address=127.0.0.1
+    --disable-admission-plugins=ServiceAccount
+  )
+  KCM_MODE_ARGS=("--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token")
+fi
 for ((try = 1; ; try++)); do
   ((try <= PORT_TRIES)) || fail_with_logs "kube-apiserver found its port taken $PORT_TRIES times"
   APISERVER_PORT="$(pick_port "$APISERVER_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT")"
@@ -313,8 +391,7 @@ for ((try = 1; ; try++)); do
   write_kubeconfig
   start kube-apiserver "$KUBE_BIN_DIR/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 \
-    --advertise-address=127.0.0.1 \
+    "${APISERVER_MODE_ARGS[@]}" \
     --secure-port="$APISERVER_PORT" \
     --insecure-port=0 \
     --cert-dir="$PKI" \
@@ -326,8 +403,7 @@ for ((try = 1; ; try++)); do
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/12 \
-    --disable-admission-plugins=ServiceAccount \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
     --allow-privileged=true \
     --profiling=false
   # Once it answers on its port (any TLS answer) the port is its own: the lock can go.
@@ -344,10 +420,17 @@ if ((RUN_KCM)); then
     --leader-elect=false \
     --port=0 \
     --secure-port=0 \
-    --controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token \
+    "${KCM_MODE_ARGS[@]}" \
     --service-account-private-key-file="$PKI/sa.key" \
     --root-ca-file="$PKI/ca.crt" \
     --use-service-account-credentials=false
+fi
+if ((NODE)); then
+  start kube-scheduler "$KUBE_BIN_DIR/kube-scheduler" \
+    --kubeconfig="$KUBECONFIG_FILE" \
+    --leader-elect=false \
+    --port=0 \
+    --secure-port=0
 fi
 
 # Usable for the tests: default namespace, CRD API, and (with the controller
@@ -356,6 +439,10 @@ wait_for "namespace default" 60 api_ok /api/v1/namespaces/default
 wait_for "the apiextensions.k8s.io/v1 API" 60 api_ok /apis/apiextensions.k8s.io/v1
 if ((RUN_KCM)); then
   wait_for "service account default/default" 60 api_ok /api/v1/namespaces/default/serviceaccounts/default
+fi
+if ((NODE)); then
+  node_start
+  log "node $NODE_NAME Ready: kubelet $HOST_IP:$KUBELET_PORT, containerd $CTR_SOCK, pods $POD_CIDR on $NODE_BRIDGE"
 fi
 
 log "cluster ready in $((SECONDS - started))s: apiserver https://127.0.0.1:$APISERVER_PORT, etcd 127.0.0.1:$ETCD_PORT"
