@@ -14,7 +14,7 @@ ARG RUST_VERSION=1
 FROM --platform=linux/amd64 rust:${RUST_VERSION}-bookworm AS build
 ENV CARGO_TERM_COLOR=never
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 # The workspace's other members (the Connect emulator): cargo reads their manifests to load the
 # workspace; `--bin connect-operator` does not compile them.

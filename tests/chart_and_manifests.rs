@@ -867,9 +867,11 @@ fn the_dockerfile_builds_a_glibc_binary_into_a_nonroot_distroless_cc_image() {
     // The build context: sources in, build output and logs out.
     let ignore = read(".dockerignore");
     let rules: Vec<&str> = ignore.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
-    for rule in ["*", "!Cargo.toml", "!Cargo.lock", "!src/", "**/target"] {
+    for rule in ["*", "!Cargo.toml", "!Cargo.lock", "!build.rs", "!src/", "**/target"] {
         assert!(rules.contains(&rule), ".dockerignore lacks {rule}");
     }
+    // The package's build script (link flags) is part of the build.
+    assert!(lines.iter().any(|l| l.starts_with("COPY ") && l.contains(" build.rs")), "the Dockerfile copies build.rs");
     // Every path the Dockerfile copies from the context is let through.
     for l in lines.iter().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
         for src in l.split_whitespace().skip(1).collect::<Vec<_>>().split_last().unwrap().1 {
