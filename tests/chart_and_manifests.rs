@@ -844,19 +844,27 @@ fn the_iam_policy_allows_only_the_connect_actions_the_operator_calls() {
 // --- the image -------------------------------------------------------------------------------------
 
 #[test]
-fn the_dockerfile_builds_a_glibc_binary_into_a_nonroot_distroless_cc_image() {
+fn the_dockerfile_builds_the_static_release_binary_into_a_nonroot_distroless_cc_image() {
     let dockerfile = read("Dockerfile");
     let lines: Vec<&str> = dockerfile.lines().map(str::trim).collect();
     let has = |needle: &str| dockerfile.contains(needle);
     let from: Vec<&&str> = lines.iter().filter(|l| l.starts_with("FROM ")).collect();
     assert_eq!(from.len(), 2, "a builder and a final stage");
     // The same kind of binary and base as scripts/image/build.sh (`make image`): glibc from bookworm
-    // (Debian 12), the repository's release profile, libc + libgcc_s + CA certificates at run time.
+    // (Debian 12) linked in statically with the Makefile's flags and target, the repository's release
+    // profile; CA certificates and nonroot at run time.
     assert!(from[0].contains("rust:${RUST_VERSION}-bookworm") && has("ARG RUST_VERSION=1"));
     assert!(from[1].contains("gcr.io/distroless/cc-debian12:nonroot"));
-    assert!(has("cargo build --release --locked --bin connect-operator \\"));
-    assert!(!has("--target") && !has("ARG TARGET"), "the host (glibc) target, as make image");
-    assert!(has("ldd /connect-operator"), "the build checks the libraries the binary needs");
+    let makefile = read("Makefile");
+    let triple = makefile.lines().find_map(|l| l.strip_prefix("RELEASE_TRIPLE := ")).expect("RELEASE_TRIPLE");
+    let env = makefile
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("RELEASE_BUILD = "))
+        .and_then(|l| l.strip_suffix(" \\"))
+        .expect("RELEASE_BUILD = VAR=\"flags\" \\");
+    assert!(has(&format!("ENV {env}")), "the Dockerfile sets {env} as the Makefile does");
+    assert!(has(&format!("cargo build --release --locked --bin connect-operator --target {triple}")));
+    assert!(has("ldd /connect-operator 2>&1 | grep -Eq 'statically linked"), "the build checks the binary is static");
     assert!(lines.contains(&"USER 65532:65532"));
     assert!(lines.contains(&"ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"));
     assert_eq!(

@@ -2,7 +2,7 @@
 # Build container images without a container engine (no Docker daemon, no BuildKit), reproducibly:
 #
 #   operator  ghcr.io/cloud-operators/connect-operator:<chart appVersion>: the release binary of
-#             connect-operator (glibc, dynamically linked) on a distroless-style base made of the
+#             connect-operator (glibc, static-pie) on a distroless-style base made of the
 #             files of pinned Debian bookworm packages (scripts/image/debs.lock: libc6, libgcc-s1,
 #             ca-certificates' bundle, netbase, base-files; docs, man pages, locales and gconv
 #             trimmed), /etc/passwd and /etc/group with root and nonroot (65532), /etc/nsswitch.conf,
@@ -13,7 +13,7 @@
 #
 # Usage: scripts/image/build.sh [operator|pause|all] [--binary PATH] [--out DIR]
 #        scripts/image/build.sh pin     # move debs.lock to the Debian versions apt serves now
-#   --binary PATH  the operator binary (default: $CARGO_TARGET_DIR/release/connect-operator, with
+#   --binary PATH  the operator binary (default: $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/connect-operator, with
 #                  CARGO_TARGET_DIR defaulting to ~/.cache/connect-operator/cargo-target as in .ci/run)
 #   --out DIR      where the images go (default: target/image)
 # Writes, per image NAME (connect-operator, pause): DIR/NAME.oci.tar (OCI archive), DIR/NAME.docker.tar
@@ -130,11 +130,17 @@ EOF
   [[ ! -e "$root/bin/sh" && ! -e "$root/usr/bin/sh" ]] || image_die "a shell got into the base layer"
 }
 
-# check_libraries ROOT BINARY: the binary's ELF interpreter and every library it needs are in ROOT.
+# check_libraries ROOT BINARY: the binary's ELF interpreter and every library it needs are in ROOT. The
+# binary `make image` builds is static-pie (no interpreter, no library); the base keeps libc6 and
+# libgcc-s1 all the same, so that a dynamically linked build (--binary from a plain `cargo build
+# --release`) runs in it too.
 check_libraries() {
   local root="$1" bin="$2" interp lib
   interp="$(readelf -l "$bin" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')"
-  [[ -n "$interp" ]] || image_die "$bin has no ELF interpreter: expected a dynamically linked glibc binary"
+  if [[ -z "$interp" ]]; then
+    ! readelf -d "$bin" | grep -q '(NEEDED)' || image_die "$bin needs libraries but names no ELF interpreter"
+    return 0
+  fi
   [[ -e "$root$interp" || -L "$root$interp" ]] || image_die "$bin needs $interp, which the base lacks"
   while read -r lib; do
     [[ -e "$root/lib/x86_64-linux-gnu/$lib" || -e "$root/usr/lib/x86_64-linux-gnu/$lib" ]] ||
@@ -148,9 +154,8 @@ build_operator() {
     p && $1 == "version" { gsub(/"/, "", $3); print $3; exit }' "$IMAGE_REPO_ROOT/Cargo.toml")"
   [[ "$version" == "$OPERATOR_VERSION" ]] ||
     image_die "Cargo.toml's version $version differs from the chart's appVersion $OPERATOR_VERSION: the image tag must be both"
-  binary="${binary:-${CARGO_TARGET_DIR:-$IMAGE_CACHE/cargo-target}/release/connect-operator}"
-  [[ -f "$binary" ]] ||
-    image_die "no operator binary at $binary: run 'cargo build --release --locked --bin connect-operator' (make image does), or pass --binary PATH"
+  binary="${binary:-$IMAGE_DEFAULT_BINARY}"
+  [[ -f "$binary" ]] || image_die "no operator binary at $binary: $IMAGE_BUILD_HINT"
   readelf -h "$binary" 2>/dev/null | grep -q 'Machine:.*X86-64' || image_die "$binary is not an x86-64 ELF binary"
   bin_version="$("$binary" --version)" || image_die "$binary --version failed"
   [[ "$bin_version" == "connect-operator $version" ]] ||

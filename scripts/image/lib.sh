@@ -16,6 +16,12 @@ IMAGE_CACHE="${CONNECT_OPERATOR_CACHE:-$HOME/.cache/connect-operator}"
 # Downloaded .debs (never committed): scripts/image/debs.lock names them, with their SHA-256.
 IMAGE_DEB_CACHE="$IMAGE_CACHE/image-debs"
 IMAGE_DEBS_LOCK="$IMAGE_SCRIPTS_DIR/debs.lock"
+# The operator binary `make image` builds (the Makefile's RELEASE_BUILD: static-pie, --target); for
+# build.sh and test.sh.
+# shellcheck disable=SC2034
+IMAGE_DEFAULT_BINARY="${CARGO_TARGET_DIR:-$IMAGE_CACHE/cargo-target}/x86_64-unknown-linux-gnu/release/connect-operator"
+# shellcheck disable=SC2034
+IMAGE_BUILD_HINT="run 'make image' (it builds the release binary), or pass --binary PATH"
 
 image_log() { printf '[image] %s\n' "$*" >&2; }
 image_die() {

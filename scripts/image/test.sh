@@ -20,7 +20,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scripts/image/names.sh
 source "$IMAGE_SCRIPTS_DIR/names.sh"
 
-binary="${CARGO_TARGET_DIR:-$IMAGE_CACHE/cargo-target}/release/connect-operator"
+binary="$IMAGE_DEFAULT_BINARY"
 case "${1:-}" in
   --binary) binary="${2:?--binary needs a path}" ;;
   --binary=*) binary="${1#*=}" ;;
@@ -28,7 +28,7 @@ case "${1:-}" in
   *) echo "usage: $0 [--binary PATH]" >&2 && exit 2 ;;
 esac
 [[ $EUID -eq 0 ]] || image_die "run as root (containerd and runc)"
-[[ -f "$binary" ]] || image_die "no operator binary at $binary: build it (cargo build --release --locked --bin connect-operator) or pass --binary PATH"
+[[ -f "$binary" ]] || image_die "no operator binary at $binary: $IMAGE_BUILD_HINT"
 need_tools containerd:containerd ctr:containerd containerd-shim-runc-v2:containerd runc:runc \
   skopeo:skopeo python3:python3
 
