@@ -4,7 +4,7 @@ CACHE ?= $(or $(CONNECT_OPERATOR_CACHE),$(HOME)/.cache/connect-operator)
 CLUSTER_ENV := target/test-cluster/env
 export PATH := $(CACHE)/bin:$(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps cluster-up cluster-down build test unit-test lint crd demo demo-down bench
+.PHONY: help deps cluster-up cluster-down build test unit-test lint crd demo demo-down bench image image-test
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -47,3 +47,15 @@ demo-down: ## stop what `make demo` started (the cluster stays; `make cluster-do
 bench: cluster-up ## the benchmark (release build): prints a table and writes BENCHMARKS.md
 	cargo build --release --locked --workspace --bins --example bench
 	source $(CLUSTER_ENV) && CONNECT_OPERATOR_BIN_DIR=$${CARGO_TARGET_DIR:-target}/release $${CARGO_TARGET_DIR:-target}/release/examples/bench
+
+# The release binary for the image is built where scripts/image/build.sh looks for it: CARGO_TARGET_DIR,
+# else the cache's cargo-target (as in .ci/run).
+image image-test: export CARGO_TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CACHE)/cargo-target)
+
+image: ## container images without Docker: target/image/{connect-operator,pause}.{oci,docker}.tar (release build)
+	cargo build --release --locked --bin connect-operator
+	scripts/image/build.sh all
+
+image-test: ## build the images twice (same digest?), check their contents, run them with containerd
+	cargo build --release --locked --bin connect-operator
+	scripts/image/test.sh
