@@ -1,6 +1,6 @@
 //! End to end: the Helm chart installs into the real apiserver, and its RBAC is exactly enough.
-//! The plain test cluster has no kubelet or scheduler, so the chart's Deployment never runs a pod: the
-//! operator binary runs on the host instead, authenticated with a token of the chart's ServiceAccount.
+//! The chart's Deployment runs no pod here (replicaCount 0; the plain test cluster has no kubelet anyway):
+//! the operator binary runs on the host instead, authenticated with a token of the chart's ServiceAccount.
 //! tests/e2e/node.rs runs the chart's pod on the node (make e2e-node).
 
 use std::process::Command;
@@ -16,6 +16,9 @@ use crate::harness::{Release, TestEnv, client_for_kubeconfig, kubectl, manifest,
 use crate::support::GROUP;
 
 const T: Duration = Duration::from_secs(30);
+/// No pod of the chart's Deployment: on a cluster with a node (make e2e-node leaves one running, with the
+/// image imported) it would run beside the operator process these tests start, contending for its Lease.
+const NO_POD: &str = "replicaCount=0";
 
 /// One access question: (namespace or "", verb, group, resource[/subresource], name or "").
 type Access<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
@@ -96,7 +99,7 @@ async fn the_chart_installs_and_its_namespaced_rbac_is_enough_for_the_operator_a
     let release = Release::install(
         format!("co-{suffix}"),
         format!("{}-op", env.ns),
-        &["--set", &format!("watchNamespaces={{{}}}", env.ns)],
+        &["--set", NO_POD, "--set", &format!("watchNamespaces={{{}}}", env.ns)],
     );
     let fullname = release.fullname();
 
@@ -257,7 +260,7 @@ async fn the_chart_installs_and_its_namespaced_rbac_is_enough_for_the_operator_a
 async fn the_chart_for_all_namespaces_upgrades_to_namespaced_takes_over_the_crd_and_keeps_it_on_uninstall() {
     let env = TestEnv::new("packaging-cluster", &["--throttle-rate", "0"]).await;
     let suffix = env.ns.rsplit('-').next().unwrap().to_string();
-    let mut release = Release::install(format!("cw-{suffix}"), format!("{}-op", env.ns), &[]);
+    let mut release = Release::install(format!("cw-{suffix}"), format!("{}-op", env.ns), &["--set", NO_POD]);
     let fullname = release.fullname();
     for kind in ["clusterrole", "clusterrolebinding"] {
         ok(kubectl(&["get", kind, &fullname, "-o", "name"], None), &format!("kubectl get {kind} {fullname}"));
