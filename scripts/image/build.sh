@@ -22,8 +22,8 @@
 #
 # Reproducible: all timestamps are SOURCE_DATE_EPOCH (default: the commit time of HEAD), so the same
 # commit, binary and debs.lock give the same digest (lib.sh says how; scripts/image/test.sh checks).
-# Needs (installed with apt-get when missing and running as root): umoci skopeo dpkg python3, and for
-# the pause image gcc libc6-dev binutils.
+# Runs as root (files owned by 65532 go into the layer). Needs, installed with apt-get when missing:
+# umoci skopeo dpkg python3 binutils git, and for the pause image gcc libc6-dev.
 set -euo pipefail
 umask 022
 

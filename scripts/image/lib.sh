@@ -4,7 +4,7 @@
 # An image is assembled with umoci (OCI layout: one layer per rootfs directory, the config) and
 # exported with skopeo (docker-archive) and GNU tar (OCI archive), all from Debian bookworm. Their
 # output is reproducible when their input is: umoci writes the layer tar in name order with the
-# files' own uid/gid/mode/mtime and gzips it without a timestamp, and takes every `created` from
+# files' own uid/gid/mode/mtime and gzips it with a fixed header, and takes every `created` from
 # its flags; skopeo's docker-archive has fixed mtimes and order. Only skopeo's oci-archive writer
 # stamps the current time on its tar entries, so the OCI archive is tarred here with fixed
 # metadata instead. So: set every mtime in the rootfs to SOURCE_DATE_EPOCH and pass it as

@@ -4,7 +4,8 @@
 #  - contents: no shell or package manager, the binary and the base files in place, the config
 #    (user 65532:65532 / 65535:65535, entrypoint, cmd, port, labels), a docker-archive with RepoTags;
 #  - containerd imports both archive formats under their names, and runs them read-only as the
-#    image's user: `/connect-operator --version`, `/pause -v`, and /pause as uid 65535 until SIGTERM.
+#    image's user: `/connect-operator --version` and `crd`, `/pause -v`, and /pause as uid 65535
+#    until SIGTERM.
 # containerd runs privately for the test (its own root, state, socket and runc root under a temp
 # dir), never touching a system containerd, and is stopped at the end.
 #
@@ -208,6 +209,11 @@ operator_version() {
   [[ "$out" == "connect-operator $version" ]]
 }
 check "ctr run --read-only $OPERATOR_IMAGE /connect-operator --version" operator_version
+operator_crd() {
+  ctr_ "${RUN[@]}" --rm --read-only "$OPERATOR_IMAGE" image-test-crd /connect-operator crd >"$T/crd.yaml"
+  grep -q '^kind: CustomResourceDefinition' "$T/crd.yaml"
+}
+check "ctr run --read-only $OPERATOR_IMAGE /connect-operator crd (prints the CRD)" operator_crd
 operator_spec() {
   ctr_ containers create --read-only "$OPERATOR_IMAGE" image-test-spec >/dev/null
   ctr_ containers info image-test-spec >"$T/spec.json"
