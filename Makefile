@@ -63,8 +63,10 @@ image-test: ## build the images twice (same digest?), check their contents, run 
 # The end-to-end tests on a real node (tests/e2e/node.rs, ignored by `make test`): the images (release
 # build), the cluster of target/test-cluster in node mode (root; a running plain one is restarted in
 # node mode, and it is left running: `make cluster-down`), the operator image imported, then the tests
-# with --ignored. One cargo invocation for both binaries, as in `make test` (same features: warm).
+# with --ignored. The tests are built as `make test` builds them (the same invocation, so warm after it),
+# which also builds the connect-emulator binary (`--test e2e` alone does not: it is another package's).
 e2e-node: image ## the chart's pod on a real node (root): images, up.sh --node, import, tests/e2e/node.rs
+	cargo test --locked --workspace --lib --bins --tests --no-run
 	TEST_CLUSTER_PAUSE_IMAGE_TAR=target/image/pause.oci.tar tests/cluster/up.sh --node >/dev/null
 	tests/cluster/load-image.sh target/image/connect-operator.oci.tar >/dev/null
-	source $(CLUSTER_ENV) && cargo test --locked --workspace --bins --test e2e -- --ignored node:: --test-threads=4
+	source $(CLUSTER_ENV) && cargo test --locked --workspace --test e2e -- --ignored node:: --test-threads=4
