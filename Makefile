@@ -4,10 +4,10 @@ CACHE ?= $(or $(CONNECT_OPERATOR_CACHE),$(HOME)/.cache/connect-operator)
 CLUSTER_ENV := target/test-cluster/env
 export PATH := $(CACHE)/bin:$(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help deps cluster-up cluster-down build test unit-test lint crd demo demo-down bench image image-test
+.PHONY: help deps cluster-up cluster-down build test unit-test lint crd demo demo-down bench image image-test e2e-node
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 deps: ## install what the tests need (Debian packages, kubectl, helm)
 	tests/cluster/install-deps.sh
@@ -59,7 +59,7 @@ bench: cluster-up ## the benchmark (release build): prints a table and writes BE
 
 # The release binary for the image is built where scripts/image/build.sh looks for it: CARGO_TARGET_DIR,
 # else the cache's cargo-target (as in .ci/run).
-image image-test: export CARGO_TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CACHE)/cargo-target)
+image image-test e2e-node: export CARGO_TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CACHE)/cargo-target)
 
 image: ## container images without Docker: target/image/{connect-operator,pause}.{oci,docker}.tar (release build)
 	$(RELEASE_BUILD) --bin connect-operator
@@ -68,3 +68,14 @@ image: ## container images without Docker: target/image/{connect-operator,pause}
 image-test: ## build the images twice (same digest?), check their contents, run them with containerd
 	$(RELEASE_BUILD) --bin connect-operator
 	scripts/image/test.sh
+
+# The end-to-end tests on a real node (tests/e2e/node.rs, ignored by `make test`): the images (release
+# build), the cluster of target/test-cluster in node mode (root; a running plain one is restarted in
+# node mode, and it is left running: `make cluster-down`), the operator image imported, then the tests
+# with --ignored. The tests are built as `make test` builds them (the same invocation, so warm after it),
+# which also builds the connect-emulator binary (`--test e2e` alone does not: it is another package's).
+e2e-node: image ## the chart's pod on a real node (root): images, up.sh --node, import, tests/e2e/node.rs
+	cargo test --locked --workspace --lib --bins --tests --no-run
+	TEST_CLUSTER_PAUSE_IMAGE_TAR=target/image/pause.oci.tar tests/cluster/up.sh --node >/dev/null
+	tests/cluster/load-image.sh target/image/connect-operator.oci.tar >/dev/null
+	source $(CLUSTER_ENV) && cargo test --locked --workspace --test e2e -- --ignored node:: --test-threads=4

@@ -1,7 +1,8 @@
 #![allow(dead_code)]
 //! End-to-end harness: the real kube-apiserver (tests/cluster/up.sh), the `connect-emulator` and
 //! `connect-operator` binaries as processes, kubectl for user actions. Each test gets its own namespace,
-//! emulator (on a free port) and operator (watching only that namespace).
+//! emulator (on a free port) and operator (watching only that namespace). The node tests (node.rs) run
+//! the operator from the chart in a pod instead, with the emulator on the host's address.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -132,13 +133,21 @@ pub struct EmulatorProc {
 }
 
 impl EmulatorProc {
+    /// On 127.0.0.1.
     pub fn start(name: &str, extra: &[&str]) -> Self {
+        Self::start_on(name, "127.0.0.1", extra)
+    }
+
+    /// On `host` (an address of this machine), e.g. the node's host address that pods reach
+    /// ([`TestNode::host_ip`]).
+    pub fn start_on(name: &str, host: &str, extra: &[&str]) -> Self {
         let dir = log_dir();
         let addr_file = dir.join(format!("{name}-emulator.addr"));
         let _ = std::fs::remove_file(&addr_file);
         let log = dir.join(format!("{name}-emulator.log"));
+        let listen = format!("{host}:0");
         let child = Command::new(bin("connect-emulator"))
-            .args(["--listen", "127.0.0.1:0", "--addr-file", addr_file.to_str().unwrap()])
+            .args(["--listen", &listen, "--addr-file", addr_file.to_str().unwrap()])
             .args(extra)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::inherit())
@@ -205,6 +214,11 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh namespace `e2e-<name>-<random>` and an emulator started with `emulator_args`.
     pub async fn new(name: &str, emulator_args: &[&str]) -> Self {
+        Self::new_with_emulator_on(name, "127.0.0.1", emulator_args).await
+    }
+
+    /// Like [`TestEnv::new`], with the emulator listening on `host`.
+    pub async fn new_with_emulator_on(name: &str, host: &str, emulator_args: &[&str]) -> Self {
         let config = kubeconfig();
         install_crd();
         let options = kube::config::KubeConfigOptions::default();
@@ -215,7 +229,7 @@ impl TestEnv {
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
         namespaces.create(&PostParams::default(), &namespace).await.expect("create namespace");
-        let emulator = EmulatorProc::start(&ns, emulator_args);
+        let emulator = EmulatorProc::start_on(&ns, host, emulator_args);
         Self { ns, client, emulator, operator: None }
     }
 
@@ -245,20 +259,8 @@ impl TestEnv {
     }
 
     /// Polls until `check` returns `Some`, or fails after `timeout` with the operator's log tail.
-    pub async fn wait_for<T>(&self, what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}\n--- operator log tail ---\n{}",
-                    self.operator_log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    pub async fn wait_for<T>(&self, what: &str, timeout: Duration, check: impl AsyncFnMut() -> Option<T>) -> T {
+        wait_until(what, timeout, check, || format!("--- operator log tail ---\n{}", self.operator_log_tail())).await
     }
 
     pub fn operator_log_tail(&self) -> String {
@@ -290,6 +292,32 @@ impl TestEnv {
         })
         .await
     }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`; after `timeout` fails, naming `what` and adding
+/// what `diagnose` says (e.g. the operator's log tail).
+pub async fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+    diagnose: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", diagnose());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of the first sample of a Prometheus text exposition whose line starts with `series`
+/// (0 when there is none).
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
 }
 
 /// `extra` flags, plus each default flag that `extra` does not set.
@@ -407,5 +435,164 @@ pub struct BindingGuard(pub String);
 impl Drop for BindingGuard {
     fn drop(&mut self) {
         let _ = kubectl(&["delete", "instancebinding", &self.0, "--ignore-not-found", "--wait=false"], None);
+    }
+}
+
+// --- Helm releases of the chart (tests/e2e/helm_install.rs, tests/e2e/node.rs) -----------------------
+
+/// `helm ARGS` against the test cluster, from the repository root.
+pub fn helm(args: &[&str]) -> Output {
+    Command::new("helm")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .current_dir(repo_root())
+        .output()
+        .expect("helm on PATH (tests/cluster/install-deps.sh puts it in ~/.cache/connect-operator/bin)")
+}
+
+/// The stdout of a command that must have succeeded (else fails with its output, naming `what`).
+pub fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A Helm release of charts/connect-operator in its own namespace; uninstalled (and the namespace
+/// deleted) on drop.
+pub struct Release {
+    pub name: String,
+    pub ns: String,
+    uninstalled: bool,
+}
+
+impl Release {
+    /// `helm install NAME charts/connect-operator -n NS --create-namespace --set crds.install=false
+    /// VALUES...`: the harness installs the CRDs (kubectl apply), a second owner would conflict.
+    pub fn install(name: String, ns: String, values: &[&str]) -> Self {
+        let mut args = vec![
+            "install",
+            name.as_str(),
+            "charts/connect-operator",
+            "--namespace",
+            ns.as_str(),
+            "--create-namespace",
+            "--set",
+            "crds.install=false",
+        ];
+        args.extend_from_slice(values);
+        let out = helm(&args);
+        let release = Self { name: name.clone(), ns: ns.clone(), uninstalled: false };
+        ok(out, "helm install");
+        release
+    }
+
+    /// `helm upgrade --reuse-values VALUES...`.
+    pub fn upgrade(&self, values: &[&str]) {
+        let mut args = vec![
+            "upgrade",
+            self.name.as_str(),
+            "charts/connect-operator",
+            "--namespace",
+            self.ns.as_str(),
+            "--reuse-values",
+        ];
+        args.extend_from_slice(values);
+        ok(helm(&args), "helm upgrade");
+    }
+
+    /// The chart's full name of this release: its Deployment, ServiceAccount, Lease.
+    pub fn fullname(&self) -> String {
+        format!("{}-connect-operator", self.name)
+    }
+
+    pub fn service_account(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.ns, self.fullname())
+    }
+
+    /// The label selector of the release's pods.
+    pub fn pod_selector(&self) -> String {
+        format!("app.kubernetes.io/name=connect-operator,app.kubernetes.io/instance={}", self.name)
+    }
+
+    /// A kubeconfig that authenticates as the chart's ServiceAccount (a TokenRequest token).
+    pub fn service_account_kubeconfig(&self) -> PathBuf {
+        let token = ok(
+            kubectl(&["create", "token", &self.fullname(), "-n", &self.ns, "--duration=1h"], None),
+            "kubectl create token",
+        );
+        let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
+        let cluster = &admin["clusters"][0]["cluster"];
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {
+                "server": cluster["server"],
+                "certificate-authority-data": cluster["certificate-authority-data"],
+            }}],
+            "users": [{"name": "operator", "user": {"token": token.trim()}}],
+            "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator", "namespace": self.ns}}],
+            "current-context": "operator",
+        });
+        let path = e2e_log_dir().join(format!("{}-sa.kubeconfig", self.ns));
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
+    }
+
+    /// `helm uninstall`; returns its output.
+    pub fn uninstall(&mut self) -> String {
+        self.uninstalled = true;
+        let out = ok(helm(&["uninstall", &self.name, "--namespace", &self.ns]), "helm uninstall");
+        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false"], None);
+        out
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if self.uninstalled {
+            return;
+        }
+        let out = helm(&["uninstall", &self.name, "--namespace", &self.ns]);
+        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false"], None);
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("helm uninstall failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+// --- The test cluster's node (tests/e2e/node.rs; tests/cluster/up.sh --node, make e2e-node) ----------
+
+/// What `tests/cluster/up.sh --node` recorded about the node it runs (`node.env` beside the kubeconfig).
+pub struct TestNode {
+    /// The host's address, which pods reach (the kubelet's node IP; where the emulator listens).
+    pub host_ip: String,
+    /// kubelet's --cgroup-root: the pods' cgroups are under it in every hierarchy.
+    pub cgroup_root: String,
+}
+
+impl TestNode {
+    /// The running node of the test cluster; fails, saying how to start one, when there is none.
+    pub fn get() -> Self {
+        let kubeconfig = PathBuf::from(kubeconfig());
+        let env_file = kubeconfig.parent().expect("the cluster dir").join("node.env");
+        let text = std::fs::read_to_string(&env_file).unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: these tests need the test cluster's node (needs a node: make e2e-node, or \
+                 tests/cluster/up.sh --node)",
+                env_file.display()
+            )
+        });
+        // Lines NAME=value as bash's printf %q writes them (the values have no quoting to undo).
+        let get = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .map(|v| v.trim_matches('\'').to_string())
+                .unwrap_or_else(|| panic!("{name} is missing in {}", env_file.display()))
+        };
+        Self { host_ip: get("HOST_IP"), cgroup_root: get("NODE_CGROUP_ROOT") }
     }
 }

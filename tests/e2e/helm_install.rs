@@ -1,9 +1,9 @@
 //! End to end: the Helm chart installs into the real apiserver, and its RBAC is exactly enough.
-//! The test cluster has no kubelet or scheduler, so the chart's Deployment never runs a pod: the operator
-//! binary runs on the host instead, authenticated with a token of the chart's ServiceAccount.
+//! The chart's Deployment runs no pod here (replicaCount 0; the plain test cluster has no kubelet anyway):
+//! the operator binary runs on the host instead, authenticated with a token of the chart's ServiceAccount.
+//! tests/e2e/node.rs runs the chart's pod on the node (make e2e-node).
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
@@ -12,125 +12,13 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::harness::{TestEnv, client_for_kubeconfig, e2e_log_dir, kubeconfig, kubectl, manifest, repo_path};
+use crate::harness::{Release, TestEnv, client_for_kubeconfig, kubectl, manifest, ok, repo_path};
 use crate::support::GROUP;
 
 const T: Duration = Duration::from_secs(30);
-
-fn helm(args: &[&str]) -> Output {
-    Command::new("helm")
-        .args(args)
-        .env("KUBECONFIG", kubeconfig())
-        .current_dir(repo_path(""))
-        .output()
-        .expect("helm on PATH (tests/cluster/install-deps.sh puts it in ~/.cache/connect-operator/bin)")
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A Helm release of the chart in its own namespace; uninstalled (and the namespace deleted) on drop.
-struct Release {
-    name: String,
-    ns: String,
-    uninstalled: bool,
-}
-
-impl Release {
-    fn install(name: String, ns: String, values: &[&str]) -> Self {
-        let mut args = vec![
-            "install",
-            name.as_str(),
-            "charts/connect-operator",
-            "--namespace",
-            ns.as_str(),
-            "--create-namespace",
-            // The harness installs the CRD (kubectl apply); a second owner would conflict.
-            "--set",
-            "crds.install=false",
-        ];
-        args.extend_from_slice(values);
-        let out = helm(&args);
-        let release = Self { name: name.clone(), ns: ns.clone(), uninstalled: false };
-        ok(out, "helm install");
-        release
-    }
-
-    fn upgrade(&self, values: &[&str]) {
-        let mut args = vec![
-            "upgrade",
-            self.name.as_str(),
-            "charts/connect-operator",
-            "--namespace",
-            self.ns.as_str(),
-            "--reuse-values",
-        ];
-        args.extend_from_slice(values);
-        ok(helm(&args), "helm upgrade");
-    }
-
-    fn fullname(&self) -> String {
-        format!("{}-connect-operator", self.name)
-    }
-
-    fn service_account(&self) -> String {
-        format!("system:serviceaccount:{}:{}", self.ns, self.fullname())
-    }
-
-    /// A kubeconfig that authenticates as the chart's ServiceAccount (a TokenRequest token).
-    fn service_account_kubeconfig(&self) -> PathBuf {
-        let token = ok(
-            kubectl(&["create", "token", &self.fullname(), "-n", &self.ns, "--duration=1h"], None),
-            "kubectl create token",
-        );
-        let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
-        let cluster = &admin["clusters"][0]["cluster"];
-        let config = json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {
-                "server": cluster["server"],
-                "certificate-authority-data": cluster["certificate-authority-data"],
-            }}],
-            "users": [{"name": "operator", "user": {"token": token.trim()}}],
-            "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator", "namespace": self.ns}}],
-            "current-context": "operator",
-        });
-        let path = e2e_log_dir().join(format!("{}-sa.kubeconfig", self.ns));
-        std::fs::write(&path, config.to_string()).unwrap();
-        path
-    }
-}
-
-impl Release {
-    /// `helm uninstall`; returns its output.
-    fn uninstall(&mut self) -> String {
-        self.uninstalled = true;
-        let out = ok(helm(&["uninstall", &self.name, "--namespace", &self.ns]), "helm uninstall");
-        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false"], None);
-        out
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        if self.uninstalled {
-            return;
-        }
-        let out = helm(&["uninstall", &self.name, "--namespace", &self.ns]);
-        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false"], None);
-        if !out.status.success() && !std::thread::panicking() {
-            panic!("helm uninstall failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
-}
+/// No pod of the chart's Deployment: on a cluster with a node (make e2e-node leaves one running, with the
+/// image imported) it would run beside the operator process these tests start, contending for its Lease.
+const NO_POD: &str = "replicaCount=0";
 
 /// One access question: (namespace or "", verb, group, resource[/subresource], name or "").
 type Access<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
@@ -211,7 +99,7 @@ async fn the_chart_installs_and_its_namespaced_rbac_is_enough_for_the_operator_a
     let release = Release::install(
         format!("co-{suffix}"),
         format!("{}-op", env.ns),
-        &["--set", &format!("watchNamespaces={{{}}}", env.ns)],
+        &["--set", NO_POD, "--set", &format!("watchNamespaces={{{}}}", env.ns)],
     );
     let fullname = release.fullname();
 
@@ -372,7 +260,7 @@ async fn the_chart_installs_and_its_namespaced_rbac_is_enough_for_the_operator_a
 async fn the_chart_for_all_namespaces_upgrades_to_namespaced_takes_over_the_crd_and_keeps_it_on_uninstall() {
     let env = TestEnv::new("packaging-cluster", &["--throttle-rate", "0"]).await;
     let suffix = env.ns.rsplit('-').next().unwrap().to_string();
-    let mut release = Release::install(format!("cw-{suffix}"), format!("{}-op", env.ns), &[]);
+    let mut release = Release::install(format!("cw-{suffix}"), format!("{}-op", env.ns), &["--set", NO_POD]);
     let fullname = release.fullname();
     for kind in ["clusterrole", "clusterrolebinding"] {
         ok(kubectl(&["get", kind, &fullname, "-o", "name"], None), &format!("kubectl get {kind} {fullname}"));

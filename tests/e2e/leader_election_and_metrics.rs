@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{TestEnv, manifest};
+use crate::harness::{TestEnv, manifest, metric_value};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -17,10 +17,6 @@ async fn scrape(port: u16) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).await.ok()?;
     Some(out)
-}
-
-fn value(metrics: &str, series: &str) -> f64 {
-    metrics.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -51,7 +47,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_with_metrics_moving
         &[("POD_NAME", "replica-b")],
         "operator-b",
     );
-    let leader_of = async |port: u16| scrape(port).await.map(|m| value(&m, "connect_operator_leader "));
+    let leader_of = async |port: u16| scrape(port).await.map(|m| metric_value(&m, "connect_operator_leader "));
     env.wait_for("replica a leads, b stands by", Duration::from_secs(20), async || {
         (leader_of(port_a).await == Some(1.0) && leader_of(port_b).await == Some(0.0)).then_some(())
     })
@@ -61,19 +57,20 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_with_metrics_moving
     env.wait_condition("led", "Ready", "True", Duration::from_secs(30)).await;
     let after = scrape(port_a).await.unwrap();
     let create = "connect_operator_connect_calls_total{operation=\"CreateSecurityProfile\",outcome=\"ok\"}";
-    assert_eq!(value(&after, create) - value(&before, create), 1.0, "the create is counted");
+    assert_eq!(metric_value(&after, create) - metric_value(&before, create), 1.0, "the create is counted");
     assert!(
-        value(&after, "connect_operator_reconciles_total{result=\"success\"")
-            > value(&before, "connect_operator_reconciles_total{result=\"success\"")
+        metric_value(&after, "connect_operator_reconciles_total{result=\"success\"")
+            > metric_value(&before, "connect_operator_reconciles_total{result=\"success\"")
     );
     assert!(
-        value(&after, "connect_operator_status_writes_total") > value(&before, "connect_operator_status_writes_total")
+        metric_value(&after, "connect_operator_status_writes_total")
+            > metric_value(&before, "connect_operator_status_writes_total")
     );
     assert!(after.contains("connect_operator_reconcile_duration_seconds_count"));
     let standby = scrape(port_b).await.unwrap();
-    assert_eq!(value(&standby, "connect_operator_connect_calls_total"), 0.0, "the standby made no Connect call");
+    assert_eq!(metric_value(&standby, "connect_operator_connect_calls_total"), 0.0, "the standby made no Connect call");
     assert_eq!(
-        value(&standby, "connect_operator_reconcile_duration_seconds_count"),
+        metric_value(&standby, "connect_operator_reconcile_duration_seconds_count"),
         0.0,
         "the standby did not reconcile"
     );
@@ -132,7 +129,7 @@ async fn a_standby_times_the_lease_on_its_own_clock() {
     let mut all = args.to_vec();
     all.extend(["--metrics-addr", metrics_addr.as_str()]);
     let standby = env.spawn_operator(&all, &[("POD_NAME", "replica-b")], "operator");
-    let leader_of = async || scrape(port).await.map(|m| value(&m, "connect_operator_leader "));
+    let leader_of = async || scrape(port).await.map(|m| metric_value(&m, "connect_operator_leader "));
     env.wait_for("the operator serves metrics", Duration::from_secs(20), async || leader_of().await).await;
 
     // "elsewhere" renews every 300ms with its clock a quarter of a century behind: never taken.

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real kube-apiserver, the Connect emulator and the operator binary.
-//! Needs the test cluster: `tests/cluster/up.sh` and KUBECONFIG (see README.md), or `make test`.
+//! Needs the test cluster: `tests/cluster/up.sh` and KUBECONFIG (see README.md), or `make test`. The
+//! tests of node.rs need its node and are ignored unless asked for: `make e2e-node`.
 
 mod bad_input;
 mod core_loop;
@@ -10,6 +11,7 @@ mod instance_observation;
 mod leader_election_and_metrics;
 mod lifecycle;
 mod multitenancy;
+mod node;
 mod observe_mode;
 mod onboarding;
 mod roles;
