@@ -224,6 +224,15 @@ start() {
   # fd 9 (the ports lock) stays with this script.
   setsid "$bin" "$@" </dev/null >>"$CLUSTER_DIR/$name.log" 2>&1 9>&- &
   pid=$!
+  # Until the child has exec'd, /proc/PID/cmdline is this script's, and running_pid would take the
+  # component for exited (seen on a loaded machine: kubelet "exited" with an empty log). Wait for the
+  # exec (or the exit) before anyone looks.
+  local i
+  for ((i = 0; i < 100; i++)); do
+    pid_matches "$pid" "$bin" && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
   echo "$pid" >"$CLUSTER_DIR/$name.pid"
   log "started $name (pid $pid, log $CLUSTER_DIR/$name.log)"
 }
