@@ -172,13 +172,13 @@ impl<C> Context<C> {
 
     /// Records the status this process just wrote for the object `uid`, and drops expired copies.
     pub(crate) fn remember_status(&self, uid: String, status: SecurityProfileStatus) {
-        let mut last = self.last_status.lock().expect("last_status lock");
-        last.retain(|_, (_, at)| at.elapsed() < LAST_STATUS_TTL);
-        last.insert(uid, (status, Instant::now()));
+        self.forget_expired_statuses();
+        self.last_status.lock().expect("last_status lock").insert(uid, (status, Instant::now()));
     }
 
-    /// Drops the status copies older than [`LAST_STATUS_TTL`]; the controller calls it periodically,
-    /// so that the copies of a rollout's last writes do not outlive it when no reconcile follows.
+    /// Drops the status copies older than [`LAST_STATUS_TTL`]; the controller also calls it
+    /// periodically, so that the copies of a rollout's last writes do not outlive it when no reconcile
+    /// follows.
     pub(crate) fn forget_expired_statuses(&self) {
         let mut last = self.last_status.lock().expect("last_status lock");
         last.retain(|_, (_, at)| at.elapsed() < LAST_STATUS_TTL);
