@@ -93,7 +93,7 @@ rm -f "$DEMO_DIR/emulator.addr"
   >"$DEMO_DIR/emulator.log" 2>&1 &
 echo $! >"$DEMO_DIR/emulator.pid"
 wait_until "the Connect emulator to listen" 30 test -s "$DEMO_DIR/emulator.addr"
-kubectl apply --validate=false -f crds/ >/dev/null
+kubectl apply -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd/securityprofiles.connect.cloud-operators.dev crd/instancebindings.connect.cloud-operators.dev >/dev/null
 AWS_ENDPOINT_URL_CONNECT="http://127.0.0.1:$port" AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true \

@@ -7,8 +7,9 @@
 #             ca-certificates' bundle, netbase, base-files; docs, man pages, locales and gconv
 #             trimmed), /etc/passwd and /etc/group with root and nonroot (65532), /etc/nsswitch.conf,
 #             /tmp (1777). No shell, no package manager. Runs as 65532:65532: /connect-operator run.
-#   pause     registry.local/pause:3.4 (scripts/image/names.sh): the kubelet's pod sandbox image,
-#             /pause compiled statically from the Kubernetes v1.20.2 source (build/pause/linux/pause.c)
+#   pause     registry.local/pause:3.10.2 (scripts/image/names.sh): the kubelet's pod sandbox image,
+#             /pause compiled statically from the test cluster's Kubernetes source (the k8s.io/kubernetes
+#             Go module's build/pause/linux/pause.c)
 #             the test cluster builds from; runs as 65535:65535.
 #
 # Usage: scripts/image/build.sh [operator|pause|all] [--binary PATH] [--out DIR]
@@ -197,17 +198,14 @@ build_operator() {
   oci_export "$layout" "$tag" "$OPERATOR_IMAGE" "$out" connect-operator
 }
 
-# The Kubernetes source tree of the test cluster (tests/cluster/common.sh), fetched when missing.
+# The Kubernetes source of the test cluster's version (tests/cluster/common.sh K8S_VERSION): the
+# k8s.io/kubernetes Go module, in the cluster's module cache (downloaded when missing).
 kube_source() {
   local dir
-  dir="$(source "$IMAGE_REPO_ROOT/tests/cluster/common.sh" && echo "$KUBE_SRC_DIR")"
-  if [[ ! -f "$dir/build/pause/linux/pause.c" ]]; then
-    image_log "fetching the Kubernetes source (Debian's kubernetes source package) into $dir"
-    "$IMAGE_REPO_ROOT/tests/cluster/install-deps.sh" >/dev/null
-    # shellcheck disable=SC2016  # expanded by the inner bash
-    bash -c 'source "$1" && _wait_for_other_writers && _fetch_source' _ \
-      "$IMAGE_REPO_ROOT/tests/cluster/build-apiserver.sh" >&2
-  fi
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  dir="$(bash -c 'source "$1" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
+    python3 -c "import json, sys; print(json.load(sys.stdin)[\"Dir\"])"' _ "$IMAGE_REPO_ROOT/tests/cluster/common.sh")" ||
+    image_die "cannot download the k8s.io/kubernetes module (Go module proxy)"
   [[ -f "$dir/build/pause/linux/pause.c" ]] || image_die "no build/pause/linux/pause.c in $dir"
   echo "$dir"
 }
@@ -216,7 +214,7 @@ build_pause() {
   local src kube_version tag layout="$WORK/pause.oci" built_with
   need_tools gcc:gcc /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev strip:binutils
   src="$(kube_source)/build/pause"
-  kube_version="$(source "$IMAGE_REPO_ROOT/tests/cluster/common.sh" && echo "$KUBE_VERSION")"
+  kube_version="v$(source "$IMAGE_REPO_ROOT/tests/cluster/common.sh" && echo "$K8S_VERSION")"
   tag="$(awk '$1 == "TAG" && $2 == "=" { print $3; exit }' "$src/Makefile")"
   [[ "$tag" == "$PAUSE_VERSION" ]] ||
     image_die "$src/Makefile says TAG = $tag, scripts/image/names.sh says PAUSE_VERSION=$PAUSE_VERSION"

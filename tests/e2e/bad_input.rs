@@ -1,11 +1,15 @@
-//! The bad-input corpus (tests/corpus/invalid) against the real API server, one operator and one emulator:
-//! every `schema` case is refused by `kubectl apply` naming the field, every `controller` case is accepted
-//! and ends with a terminal `Synced=False` condition naming the field, every `offline` case is accepted
-//! with the offending value silently dropped (only `connect-operator validate` sees it), the valid
-//! manifests applied alongside become Ready, and no corpus case ever reaches Connect.
-//!
-//! `kubectl apply` runs with `--validate=false`, so that what is tested is the API server's verdict, not
-//! kubectl's client-side schema check (whose coverage and wording vary with the kubectl version).
+//! The bad-input corpus (tests/corpus/invalid) against the real API server, one operator and one emulator.
+//! Each case says which layer refuses it (`rejected-by`), and the test checks that this layer does:
+//! - `schema`: the API server's OpenAPI schema check refuses `kubectl apply`, naming the field;
+//! - `cel`: one of the CRD's CEL rules (x-kubernetes-validations) refuses it, with the rule's message;
+//! - `fields`: strict field validation (kubectl's default since 1.27) refuses a field the schema lacks;
+//! - `controller`: the API server accepts it and the operator ends with a terminal `Synced=False` naming
+//!   the field;
+//! - `offline`: the API server accepts it with the value silently dropped (only `connect-operator validate`
+//!   sees it).
+//! The valid manifests applied alongside become Ready, and no corpus case ever reaches Connect. `kubectl
+//! apply` runs as users run it, with kubectl's default validation. The table of what refused each case
+//! goes to target/e2e-logs/bad-input-corpus.md.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -81,42 +85,58 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
     let outputs = parallel(&cases, |c| {
         let path = c.path.to_str().unwrap();
         match c.by.as_str() {
-            "offline" => {
-                kubectl(&["apply", "--validate=false", "--dry-run=server", "-o", "json", "-n", &ns, "-f", path], None)
-            }
-            _ => kubectl(&["apply", "--validate=false", "-n", &ns, "-f", path], None),
+            "offline" => kubectl(&["apply", "--dry-run=server", "-o", "json", "-n", &ns, "-f", path], None),
+            _ => kubectl(&["apply", "-n", &ns, "-f", path], None),
         }
     });
+    let rules = cel_messages();
     let mut failures = Vec::new();
+    let mut table = vec!["| Case | Refused by | Message |".to_string(), "|---|---|---|".to_string()];
     for (c, out) in cases.iter().zip(&outputs) {
-        match c.by.as_str() {
-            "schema" => {
+        let err = stderr(out);
+        // Which layer refused it, from what the API server said.
+        let by = if out.status.success() {
+            c.by.as_str()
+        } else if err.contains("unknown field") {
+            "fields"
+        } else if rules.iter().any(|r| err.contains(r.as_str())) {
+            "cel"
+        } else {
+            "schema"
+        };
+        if by != c.by {
+            failures.push(format!("{}: refused by {by}, the case says {}: {err}", c.stem, c.by));
+            continue;
+        }
+        match by {
+            "schema" | "cel" | "fields" => {
                 let expect = c.expect_apiserver.as_deref().unwrap_or(&c.expect);
-                if out.status.success() {
-                    failures.push(format!("{}: the API server accepted it", c.stem));
-                } else if !stderr(out).contains(expect) {
-                    failures.push(format!("{}: kubectl's error should contain {expect:?}: {}", c.stem, stderr(out)));
+                if !err.contains(expect) {
+                    failures.push(format!("{}: kubectl's error should contain {expect:?}: {err}", c.stem));
                 }
+                let message = apiserver_message(&err).replace('|', "\\|");
+                let layer = match by {
+                    "schema" => "API server: OpenAPI schema",
+                    "cel" => "API server: CEL rule",
+                    _ => "API server: strict field validation",
+                };
+                table.push(format!("| {} | {layer} | {message} |", c.stem));
             }
-            "controller" => {
-                if !out.status.success() {
-                    failures.push(format!("{}: the API server refused it: {}", c.stem, stderr(out)));
-                }
-            }
+            "controller" => table.push(format!("| {} | controller (`Synced=False`) | {} |", c.stem, c.expect)),
             _ => {
                 // Accepted, and the value the expect annotation names is gone from what would be stored.
-                if !out.status.success() {
-                    failures.push(format!("{}: the API server refused it: {}", c.stem, stderr(out)));
-                    continue;
-                }
                 let stored: Value = serde_json::from_slice(&out.stdout).expect("dry-run output is JSON");
                 if stored["spec"] == c.manifest["spec"] {
                     failures.push(format!("{}: the API server kept the spec unchanged: {}", c.stem, stored["spec"]));
                 }
+                table.push(format!("| {} | `connect-operator validate` only (the API server drops the value) | {} |", c.stem, c.expect));
             }
         }
     }
     assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    let report = crate::harness::e2e_log_dir().join("bad-input-corpus.md");
+    std::fs::write(&report, table.join("\n") + "\n").unwrap();
+    eprintln!("corpus table: {}", report.display());
 
     // Valid manifests alongside: the operator keeps serving while it refuses the controller cases.
     let mut valid: Vec<PathBuf> = yaml_files(&repo_root().join("tests/corpus/valid"));
@@ -128,7 +148,7 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
             .filter(|f| !std::fs::read_to_string(f).unwrap().contains("kind: InstanceBinding")),
     );
     for file in &valid {
-        let out = kubectl(&["apply", "--validate=false", "-n", &ns, "-f", file.to_str().unwrap()], None);
+        let out = kubectl(&["apply", "-n", &ns, "-f", file.to_str().unwrap()], None);
         assert!(out.status.success(), "{}: {}", file.display(), stderr(&out));
     }
 
@@ -190,13 +210,69 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
     eprintln!("corpus: {} cases in {:?}", cases.len(), started.elapsed());
 }
 
-/// The test cluster's etcd (tests/cluster/up.sh writes its port next to the kubeconfig), if reachable.
-fn etcd_address() -> Option<String> {
-    let dir = Path::new(&kubeconfig()).parent()?.to_path_buf();
-    let ports = std::fs::read_to_string(dir.join("ports.env")).ok()?;
-    let port = ports.lines().find_map(|l| l.strip_prefix("ETCD_PORT="))?.trim().to_string();
+/// What the API server said in kubectl's error, without kubectl's preamble (which file, which object).
+fn apiserver_message(err: &str) -> String {
+    let line = err.lines().find(|l| l.starts_with("Error from server") || l.starts_with("The ")).unwrap_or(err);
+    [" is invalid: ", "strict decoding error: "]
+        .iter()
+        .find_map(|sep| line.split_once(sep).map(|(_, m)| m))
+        .unwrap_or(line)
+        .trim()
+        .to_string()
+}
+
+/// The messages of the CRD's CEL rules (x-kubernetes-validations), as the API server reports them.
+fn cel_messages() -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "x-kubernetes-validations" {
+                        out.extend(v.as_array().into_iter().flatten().filter_map(|r| r["message"].as_str()).map(str::to_string));
+                    } else {
+                        walk(v, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let crd: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(repo_root().join("crds/securityprofile.yaml")).unwrap()).unwrap();
+    let mut out = Vec::new();
+    walk(&crd, &mut out);
+    assert!(out.len() >= 5, "{out:?}");
+    out
+}
+
+/// The test cluster's etcd (tests/cluster/up.sh writes its port next to the kubeconfig); fails when it is
+/// not reachable (the tests that write to it cannot run without it).
+pub fn etcd_address() -> String {
+    let dir = Path::new(&kubeconfig()).parent().expect("the cluster dir").to_path_buf();
+    let ports = std::fs::read_to_string(dir.join("ports.env")).expect("ports.env next to the kubeconfig (up.sh)");
+    let port = ports.lines().find_map(|l| l.strip_prefix("ETCD_PORT=")).expect("ETCD_PORT in ports.env").trim();
     let addr = format!("127.0.0.1:{port}");
-    TcpStream::connect(&addr).ok().map(|_| addr)
+    TcpStream::connect(&addr).unwrap_or_else(|e| panic!("the test cluster's etcd at {addr}: {e}"));
+    addr
+}
+
+/// The etcd key the API server keeps SecurityProfile `ns/name` under.
+pub fn etcd_key(ns: &str, name: &str) -> String {
+    format!("/registry/connect.cloud-operators.dev/securityprofiles/{ns}/{name}")
+}
+
+/// Stores a new SecurityProfile `ns/name` with `spec` straight into etcd, past the API server's checks (as
+/// an older API server, or one before a schema change, would have stored it).
+pub fn store_in_etcd(etcd: &str, ns: &str, name: &str, spec: Value) {
+    let object = json!({
+        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+        "kind": "SecurityProfile",
+        "metadata": {"name": name, "namespace": ns, "uid": uuid::Uuid::new_v4().to_string(),
+                     "generation": 1, "creationTimestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()},
+        "spec": spec,
+    });
+    etcd_put(etcd, &etcd_key(ns, name), &object.to_string());
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -216,7 +292,7 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// `PUT key value` through etcd's v3 JSON gateway.
-fn etcd_put(addr: &str, key: &str, value: &str) {
+pub fn etcd_put(addr: &str, key: &str, value: &str) {
     let body = json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())}).to_string();
     let mut stream = TcpStream::connect(addr).expect("connect to etcd");
     write!(
@@ -238,22 +314,11 @@ fn etcd_put(addr: &str, key: &str, value: &str) {
 /// straight into the test cluster's etcd, which is where the API server reads it from.
 #[tokio::test]
 async fn an_object_that_bypassed_the_schema_never_reaches_connect_and_the_others_are_served() {
-    let Some(etcd) = etcd_address() else {
-        eprintln!("skipped: the test cluster's etcd is not reachable (ports.env next to the kubeconfig)");
-        return;
-    };
+    let etcd = etcd_address();
     let mut env = TestEnv::new("bypass", &["--throttle-rate", "0"]).await;
     env.start_operator(&[]);
-    let object = json!({
-        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
-        "kind": "SecurityProfile",
-        "metadata": {"name": "bypass", "namespace": env.ns, "uid": uuid::Uuid::new_v4().to_string(),
-                     "generation": 1, "creationTimestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()},
-        "spec": {"instanceId": crate::harness::INSTANCE, "securityProfileName": "bypass",
-                 "permissions": "BasicAgentAccess"},
-    });
-    let key = format!("/registry/connect.cloud-operators.dev/securityprofiles/{}/bypass", env.ns);
-    etcd_put(&etcd, &key, &object.to_string());
+    let spec = json!({"instanceId": crate::harness::INSTANCE, "securityProfileName": "bypass", "permissions": "BasicAgentAccess"});
+    store_in_etcd(&etcd, &env.ns, "bypass", spec);
 
     // The API server serves it as stored (reads are not validated)...
     let out = env.kubectl(&["get", "csp", "bypass", "-o", "json"]);

@@ -143,21 +143,30 @@ async fn schema_constraints_are_refused_by_kubectl_naming_the_field() {
 }
 
 #[tokio::test]
-async fn rules_only_cel_states_are_caught_by_the_controller_without_a_connect_call() {
+async fn cel_rules_refuse_at_apply_and_the_controller_rechecks_them_for_older_api_servers() {
     let mut env = TestEnv::new("cel", &["--throttle-rate", "0"]).await;
     env.start_operator(&[]);
-    // Kubernetes 1.20 drops x-kubernetes-validations, so the apiserver accepts these.
-    env.apply_ok(&manifest("aws-tag", json!({"securityProfileName": "aws-tag", "tags": {"aws:createdBy": "me"}})));
-    env.apply_ok(&manifest(
-        "owner-tag",
-        json!({"securityProfileName": "owner-tag", "tags": {"connect.cloud-operators.dev/owner-uid": "x"}}),
-    ));
-    env.apply_ok(&manifest("attr", json!({"securityProfileName": "attr", "granularAccessControlConfiguration": {"dataTableAccessControlConfiguration": {"primaryAttributeAccessControlConfiguration": {"primaryAttributeValues": [{"accessType": "ALLOW", "attributeName": "connect:x"}]}}}})));
-    for (name, field) in [
-        ("aws-tag", "spec.tags key \"aws:createdBy\""),
-        ("owner-tag", "reserved for the operator"),
-        ("attr", "attributeName"),
-    ] {
+    let cases = [
+        ("aws-tag", json!({"securityProfileName": "aws-tag", "tags": {"aws:createdBy": "me"}}),
+         "tag keys must not begin with the reserved prefix aws:", "spec.tags key \"aws:createdBy\""),
+        ("owner-tag", json!({"securityProfileName": "owner-tag", "tags": {"connect.cloud-operators.dev/owner-uid": "x"}}),
+         "reserved for the operator", "reserved for the operator"),
+        ("attr", json!({"securityProfileName": "attr", "granularAccessControlConfiguration": {"dataTableAccessControlConfiguration": {"primaryAttributeAccessControlConfiguration": {"primaryAttributeValues": [{"accessType": "ALLOW", "attributeName": "connect:x"}]}}}}),
+         "attributeName must not begin with aws: or connect:", "attributeName"),
+    ];
+    // The API server evaluates the CRD's CEL rules (x-kubernetes-validations) at `kubectl apply`.
+    for (name, spec, rule, _) in &cases {
+        let out = env.apply(&manifest(name, spec.clone()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(rule), "{name}: {stderr}");
+    }
+    // An API server without CEL (before 1.25) would store them; the controller checks the same rules. Such
+    // an object is written straight into etcd, where the API server reads it from.
+    let etcd = crate::bad_input::etcd_address();
+    for (name, spec, _, _) in &cases {
+        crate::bad_input::store_in_etcd(&etcd, &env.ns, name, spec.clone());
+    }
+    for (name, _, _, field) in &cases {
         let sp = env.wait_reason(name, "ValidationFailed", T).await;
         let synced = sp.condition("Synced").unwrap();
         assert_eq!(synced.status, "False");
@@ -168,9 +177,17 @@ async fn rules_only_cel_states_are_caught_by_the_controller_without_a_connect_ca
     // A valid profile next to them is served.
     env.apply_ok(&manifest("fine", json!({"securityProfileName": "fine"})));
     let fine = env.wait_condition("fine", "Ready", "True", T).await;
-    // instanceId is immutable (CEL on new clusters; the controller here, from the ARN in status).
+    // instanceId is immutable: CEL's transition rule refuses the change at apply ...
     let id = fine.status.unwrap().security_profile_id.unwrap();
-    env.apply_ok(&manifest("fine", json!({"securityProfileName": "fine", "instanceId": "another-instance"})));
+    let out = env.apply(&manifest("fine", json!({"securityProfileName": "fine", "instanceId": "another-instance"})));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("instanceId is immutable"), "{stderr}");
+    // ... and the controller refuses it too (from the ARN in status), for an API server that would not.
+    let mut stored: serde_json::Value =
+        serde_json::from_slice(&env.kubectl(&["get", "csp", "fine", "-o", "json"]).stdout).unwrap();
+    stored["spec"]["instanceId"] = json!("another-instance");
+    stored["metadata"]["generation"] = json!(stored["metadata"]["generation"].as_i64().unwrap() + 1);
+    crate::bad_input::etcd_put(&etcd, &crate::bad_input::etcd_key(&env.ns, "fine"), &stored.to_string());
     let sp = env.wait_reason("fine", "ValidationFailed", T).await;
     assert!(sp.condition("Synced").unwrap().message.contains("spec.instanceId: is immutable"));
     assert_eq!(sp.status.unwrap().security_profile_id.as_deref(), Some(id.as_str()), "the profile's identity is kept");

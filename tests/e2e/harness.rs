@@ -90,8 +90,7 @@ pub fn install_crd() {
             [("crds/securityprofile.yaml", "securityprofiles"), ("crds/instancebinding.yaml", "instancebindings")]
         {
             let crd = repo_root().join(file);
-            // Kubernetes 1.20 does not know x-kubernetes-validations: kubectl's client-side check would refuse them.
-            let out = kubectl(&["apply", "--validate=false", "-f", crd.to_str().unwrap()], None);
+            let out = kubectl(&["apply", "-f", crd.to_str().unwrap()], None);
             assert!(out.status.success(), "installing {file} failed: {}", String::from_utf8_lossy(&out.stderr));
             let crd = format!("crd/{name}.connect.cloud-operators.dev");
             let out = kubectl(&["wait", "--for=condition=Established", "--timeout=60s", &crd], None);

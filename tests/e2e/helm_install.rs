@@ -290,8 +290,7 @@ async fn the_chart_for_all_namespaces_upgrades_to_namespaced_takes_over_the_crd_
     assert!(wrong.is_empty(), "RBAC of {}:\n{}", release.service_account(), wrong.join("\n"));
 
     // helm upgrade to watched namespaces swaps the cluster-wide grant for a Role; with crds.install=true
-    // the upgrade takes over the CRD (the harness installed it with kubectl: adopt it first). Kubernetes
-    // 1.20 does not know x-kubernetes-validations, hence --disable-openapi-validation (see the chart README).
+    // the upgrade takes over the CRD (the harness installed it with kubectl: adopt it first).
     let chart_crd = std::fs::read_to_string(repo_path("charts/connect-operator/files/securityprofile.yaml")).unwrap();
     assert_eq!(
         chart_crd,
@@ -304,7 +303,6 @@ async fn the_chart_for_all_namespaces_upgrades_to_namespaced_takes_over_the_crd_
         &format!("watchNamespaces={{{}}}", env.ns),
         "--set",
         "crds.install=true",
-        "--disable-openapi-validation",
     ]);
     let crd: Value = serde_json::from_str(&ok(kubectl(&["get", CRD, "-o", "json"], None), "kubectl get crd")).unwrap();
     assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");

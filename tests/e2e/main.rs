@@ -11,6 +11,7 @@ mod instance_observation;
 mod leader_election_and_metrics;
 mod lifecycle;
 mod multitenancy;
+mod namespace_deletion;
 mod node;
 mod observe_mode;
 mod onboarding;

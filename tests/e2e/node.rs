@@ -69,6 +69,11 @@ impl OnNode {
         // The release's namespace with the credentials Secret, then the chart.
         let release_ns = format!("{}-op", env.ns);
         ok(kubectl(&["create", "namespace", &release_ns], None), "kubectl create namespace");
+        // Pod Security Admission, enforced by the API server: the chart's pod must pass `restricted`.
+        ok(
+            kubectl(&["label", "namespace", &release_ns, "pod-security.kubernetes.io/enforce=restricted"], None),
+            "kubectl label namespace",
+        );
         ok(
             kubectl(
                 &[
@@ -322,7 +327,7 @@ impl PodProcess {
     }
 }
 
-/// Where the cgroup v1 memory hierarchy is mounted (kubelet 1.20 needs v1; tests/cluster/node.sh).
+/// Where the cgroup v1 memory hierarchy is mounted (this machine has cgroup v1; tests/cluster/node.sh).
 fn memory_cgroup_mount() -> PathBuf {
     let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     text.lines()
@@ -517,6 +522,15 @@ async fn with_two_replicas_both_are_ready_and_only_the_lease_holder_reconciles_u
 async fn the_operator_process_in_the_pod_is_non_root_without_capabilities_under_seccomp_on_a_read_only_root() {
     let op = OnNode::install("node-sec", &["--throttle-rate", "0"], &[]).await;
     let pod = op.wait_ready_pods(1, &[]).await.remove(0);
+
+    // The release's namespace enforces Pod Security `restricted` (the API server's admission): the chart's
+    // pod was admitted there, and a pod that asks for less is refused.
+    let privileged = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "psa-probe"},
+        "spec": {"containers": [{"name": "c", "image": "registry.local/pause:3.10.2",
+                                 "securityContext": {"privileged": true}}]}});
+    let out = kubectl(&["apply", "--dry-run=server", "-n", op.ns(), "-f", "-"], Some(&privileged.to_string()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("violates PodSecurity \"restricted:latest\""), "{stderr}");
     let process = PodProcess::of(&op.node, &pod);
 
     // The kernel's view of the running process, not the manifest.

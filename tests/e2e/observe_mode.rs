@@ -56,8 +56,7 @@ async fn an_observed_instance_is_never_written_and_shows_each_diff() {
 
     env.emulator.control("DELETE", "calls", None);
     env.start_operator(&[]);
-    // --validate=false: kubectl caches the schema it validates with; the CRD may have just changed.
-    let out = env.kubectl(&["apply", "--validate=false", "-f", dir.to_str().unwrap()]);
+    let out = env.kubectl(&["apply", "-f", dir.to_str().unwrap()]);
     assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
 
     let alpha = observed(&env, "onb-alpha", "True").await;
