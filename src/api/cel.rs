@@ -63,6 +63,15 @@ pub static TAG_KEYS_NOT_RESERVED: LazyLock<CelRule> = LazyLock::new(|| CelRule {
     rules: &[RuleId::ReservedPrefix],
 });
 
+pub static TAG_KEYS_NOT_OPERATOR_RESERVED: LazyLock<CelRule> = LazyLock::new(|| {
+    let reserved = super::operator_tag_prefix();
+    CelRule {
+        expression: format!("self.all(k, !k.startsWith({}))", quoted(&reserved)),
+        message: format!("tag keys under {reserved} are reserved for the operator"),
+        rules: &[RuleId::OperatorReserved],
+    }
+});
+
 pub static TAG_KEYS: LazyLock<CelRule> = LazyLock::new(|| CelRule {
     expression: format!(
         "self.all(k, size(k) >= 1 && size(k) <= {} && k.matches({}))",
@@ -87,12 +96,13 @@ pub static ATTRIBUTE_NAME_NOT_RESERVED: LazyLock<CelRule> = LazyLock::new(|| {
 });
 
 /// Every CEL rule of the CRD.
-pub fn all() -> [&'static CelRule; 6] {
+pub fn all() -> [&'static CelRule; 7] {
     [
         &INSTANCE_ID_IMMUTABLE,
         &PROFILE_NAME_IMMUTABLE,
         &ACCESS_CONTROL_TAG_KEYS,
         &TAG_KEYS_NOT_RESERVED,
+        &TAG_KEYS_NOT_OPERATOR_RESERVED,
         &TAG_KEYS,
         &ATTRIBUTE_NAME_NOT_RESERVED,
     ]

@@ -20,6 +20,11 @@ use crate::constraints as c;
 pub use binding::{InstanceBinding, InstanceBindingSpec, InstanceBindingStatus, binding_crd};
 
 pub const GROUP: &str = "connect.cloud-operators.dev";
+
+/// The prefix of the operator's own tag keys (the API group and a slash): users may not set these keys.
+pub fn operator_tag_prefix() -> String {
+    format!("{GROUP}/")
+}
 /// The finalizer that keeps a resource until its profile is deleted (or retained) in Connect.
 pub const FINALIZER: &str = "connect.cloud-operators.dev/finalizer";
 /// The tag every profile the operator creates carries: the UID of the owning resource.
@@ -115,11 +120,12 @@ pub struct SecurityProfileSpec {
     pub granular_access_control_configuration: Option<GranularAccessControlConfiguration>,
 
     /// Tags of the profile itself (at most 49: Connect allows 50, and the operator adds its own owner tag,
-    /// `connect.cloud-operators.dev/owner-uid`; keys 1-128 characters, not starting with "aws:"; values
-    /// at most 256).
+    /// `connect.cloud-operators.dev/owner-uid`; keys 1-128 characters, not starting with "aws:" or
+    /// "connect.cloud-operators.dev/"; values at most 256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = c::SPEC_TAGS_MAX_ENTRIES, "additionalProperties" = {"type": "string", "maxLength": c::TAG_VALUE_MAX}))]
     #[x_kube(validation = cel::TAG_KEYS_NOT_RESERVED.rule())]
+    #[x_kube(validation = cel::TAG_KEYS_NOT_OPERATOR_RESERVED.rule())]
     #[x_kube(validation = cel::TAG_KEYS.rule())]
     pub tags: Option<BTreeMap<String, String>>,
 

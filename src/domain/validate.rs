@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{GROUP, SecurityProfileSpec};
+use crate::api::SecurityProfileSpec;
 use crate::constraints::{self as c, RuleId, char_len};
 
 /// One broken rule: the field's path, what is wrong with the value, and the kind(s) of rule it breaks.
@@ -67,7 +67,7 @@ impl Checker {
 
 /// The operator's own tag-key prefix: users may not set these keys themselves.
 pub fn reserved_operator_prefix() -> String {
-    format!("{GROUP}/")
+    crate::api::operator_tag_prefix()
 }
 
 /// Checks `spec`; `current_instance` is the instance of the existing profile (from its ARN), if any.

@@ -3,10 +3,11 @@
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
 use tracing::warn;
 
 use super::context::Context;
@@ -49,11 +50,16 @@ pub async fn report_invalid_object<C>(
         Time(jiff::Timestamp::now()),
     );
     if !status::unchanged(current_status.as_ref(), &next) {
-        // Some API servers (1.20) validate the whole object on a status write and refuse it for an object
-        // that bypassed the schema: the Event below is then the only report, and the object waits for a
-        // change instead of retrying a write that cannot succeed.
+        // Server-side apply builds a typed object from the stored one and fails (500) when the stored spec
+        // does not match the schema; a merge patch of the status does not, and current API servers accept
+        // it (CRD validation ratcheting leaves the unchanged invalid spec alone). Older ones (1.20) validate
+        // the whole object on a status write and refuse both: the Event below is then the only report, and
+        // the object waits for a change instead of retrying a write that cannot succeed.
         if let Err(e) = apply_status(&api, &name, &next).await {
-            warn!(namespace = %ns, name = %name, error = %e, "cannot record the InvalidObject status; reporting it as an Event");
+            let merge = Patch::Merge(json!({"status": &next}));
+            if let Err(e2) = api.patch_status(&name, &PatchParams::default(), &merge).await {
+                warn!(namespace = %ns, name = %name, apply = %e, merge = %e2, "cannot record the InvalidObject status; reporting it as an Event");
+            }
         }
         let reference = ObjectRef::<SecurityProfile>::new(&name).within(&ns);
         let mut regarding = ObjectReference::from(reference);

@@ -405,6 +405,8 @@ else
   APISERVER_MODE_ARGS=(
     --bind-address=127.0.0.1
     --advertise-address=127.0.0.1
+    # The kubernetes Service's endpoint may not be a loopback address (1.2x+); no pod needs it here.
+    --endpoint-reconciler-type=none
     --disable-admission-plugins=ServiceAccount
   )
   KCM_MODE_ARGS=("--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token")

@@ -129,7 +129,10 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
                 if stored["spec"] == c.manifest["spec"] {
                     failures.push(format!("{}: the API server kept the spec unchanged: {}", c.stem, stored["spec"]));
                 }
-                table.push(format!("| {} | `connect-operator validate` only (the API server drops the value) | {} |", c.stem, c.expect));
+                table.push(format!(
+                    "| {} | `connect-operator validate` only (the API server drops the value) | {} |",
+                    c.stem, c.expect
+                ));
             }
         }
     }
@@ -152,7 +155,13 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
         assert!(out.status.success(), "{}: {}", file.display(), stderr(&out));
     }
 
-    for c in cases.iter().filter(|c| c.by == "controller") {
+    // The API server refused the CEL cases. An API server without CEL (before 1.25) would have stored them:
+    // stored straight into etcd, past the API server, the controller refuses each with the same rule.
+    let etcd = etcd_address();
+    for c in cases.iter().filter(|c| c.by == "cel") {
+        store_in_etcd(&etcd, &ns, &c.stem, c.manifest["spec"].clone());
+    }
+    for c in cases.iter().filter(|c| matches!(c.by.as_str(), "controller" | "cel")) {
         let api = env.api();
         let sp = env
             .wait_for(&format!("{} Synced=False ValidationFailed", c.stem), T, async || {
@@ -180,12 +189,13 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
     let expected = connect_operator::offline::validate_files(&valid);
     assert_eq!((valid_names.len(), expected.exit_code()), (expected.checked, 0), "{valid_names:?}");
 
-    // Only what the API server accepted exists: the controller cases and the valid profiles.
+    // Only what the API server accepted (and the CEL cases stored past it) exists, with the valid profiles.
     let out = env.kubectl(&["get", "csp", "-o", "name"]);
     let stored: BTreeSet<String> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| l.rsplit('/').next().unwrap().to_string()).collect();
     for c in &cases {
-        assert_eq!(stored.contains(&c.stem), c.by == "controller", "{}: stored = {}", c.stem, stored.contains(&c.stem));
+        let kept = matches!(c.by.as_str(), "controller" | "cel");
+        assert_eq!(stored.contains(&c.stem), kept, "{}: stored = {}", c.stem, stored.contains(&c.stem));
     }
 
     // Connect saw the valid profiles, and nothing of the corpus.
@@ -228,7 +238,13 @@ fn cel_messages() -> Vec<String> {
             Value::Object(map) => {
                 for (k, v) in map {
                     if k == "x-kubernetes-validations" {
-                        out.extend(v.as_array().into_iter().flatten().filter_map(|r| r["message"].as_str()).map(str::to_string));
+                        out.extend(
+                            v.as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|r| r["message"].as_str())
+                                .map(str::to_string),
+                        );
                     } else {
                         walk(v, out);
                     }
@@ -239,7 +255,8 @@ fn cel_messages() -> Vec<String> {
         }
     }
     let crd: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(repo_root().join("crds/securityprofile.yaml")).unwrap()).unwrap();
+        serde_saphyr::from_str(&std::fs::read_to_string(repo_root().join("crds/securityprofile.yaml")).unwrap())
+            .unwrap();
     let mut out = Vec::new();
     walk(&crd, &mut out);
     assert!(out.len() >= 5, "{out:?}");
@@ -272,6 +289,10 @@ pub fn store_in_etcd(etcd: &str, ns: &str, name: &str, spec: Value) {
                      "generation": 1, "creationTimestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()},
         "spec": spec,
     });
+    let mut object = object;
+    if object["spec"].get("instanceId").is_none() {
+        object["spec"]["instanceId"] = json!(crate::harness::INSTANCE);
+    }
     etcd_put(etcd, &etcd_key(ns, name), &object.to_string());
 }
 
@@ -289,6 +310,17 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Changes the spec of SecurityProfile `ns/name` straight in etcd, past the API server's checks (as an API
+/// server without CEL would have let `kubectl apply` change it): `edit` gets the spec; the generation goes up.
+pub fn edit_in_etcd(ns: &str, name: &str, edit: impl FnOnce(&mut Value)) {
+    let out = kubectl(&["get", "csp", name, "-n", ns, "-o", "json"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    edit(&mut stored["spec"]);
+    stored["metadata"]["generation"] = json!(stored["metadata"]["generation"].as_i64().unwrap() + 1);
+    etcd_put(&etcd_address(), &etcd_key(ns, name), &stored.to_string());
 }
 
 /// `PUT key value` through etcd's v3 JSON gateway.
@@ -309,7 +341,7 @@ pub fn etcd_put(addr: &str, key: &str, value: &str) {
 /// An object stored without the schema's checks (as if written before a schema change): the operator
 /// cannot read it as a SecurityProfile, sends nothing to Connect for it, and keeps serving the others.
 ///
-/// Kubernetes 1.20 has no way to skip a v1 CRD's schema through the API (the schema must be structural,
+/// The API has no way to skip a v1 CRD's schema (the schema must be structural,
 /// and swapping the shared CRD would disturb the tests running alongside), so the object is written
 /// straight into the test cluster's etcd, which is where the API server reads it from.
 #[tokio::test]
@@ -345,25 +377,24 @@ async fn an_object_that_bypassed_the_schema_never_reaches_connect_and_the_others
     let names: Vec<&str> = calls.iter().filter_map(|c| c.params["body"]["SecurityProfileName"].as_str()).collect();
     assert_eq!(names, ["fine"], "{calls:?}");
 
-    // On Kubernetes 1.20 the API server validates the whole object on a status write too, so the operator's
-    // InvalidObject status cannot be stored for such an object: the write is refused, naming the field.
-    let out = env.kubectl(&[
-        "patch",
-        "csp",
-        "bypass",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"observedGeneration":1}}"#,
-    ]);
-    assert!(!out.status.success() && stderr(&out).contains("spec.permissions"), "{}", stderr(&out));
-    let sp: Value = serde_json::from_slice(&env.kubectl(&["get", "csp", "bypass", "-o", "json"]).stdout).unwrap();
-    let reasons: Vec<&str> = sp["status"]["conditions"]
-        .as_array()
-        .map(|cs| cs.iter().filter_map(|c| c["reason"].as_str()).collect())
-        .unwrap_or_default();
+    // The API server lets writes through to an object whose invalid values they leave unchanged (CRD
+    // validation ratcheting, 1.30+), so the operator's status for it is stored: InvalidObject, nothing else.
+    let sp = env
+        .wait_for("bypass Synced=False InvalidObject", T, async || {
+            let out = env.kubectl(&["get", "csp", "bypass", "-o", "json"]);
+            let sp: Value = serde_json::from_slice(&out.stdout).ok()?;
+            let conditions = sp["status"]["conditions"].as_array()?;
+            conditions
+                .iter()
+                .any(|c| c["type"] == "Synced" && c["status"] == "False" && c["reason"] == "InvalidObject")
+                .then_some(sp)
+        })
+        .await;
+    let reasons: Vec<&str> =
+        sp["status"]["conditions"].as_array().unwrap().iter().filter_map(|c| c["reason"].as_str()).collect();
     assert!(reasons.iter().all(|r| *r == "InvalidObject"), "{sp}");
-    assert!(sp["metadata"]["finalizers"].is_null(), "no finalizer could be added: {sp}");
+    let ready = sp["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").cloned();
+    assert_eq!(ready.map(|r| r["status"].clone()), Some(json!("False")), "{sp}");
 
     // It can still be deleted.
     let out = env.kubectl(&["delete", "csp", "bypass", "--wait=true", "--timeout=20s"]);

@@ -147,12 +147,24 @@ async fn cel_rules_refuse_at_apply_and_the_controller_rechecks_them_for_older_ap
     let mut env = TestEnv::new("cel", &["--throttle-rate", "0"]).await;
     env.start_operator(&[]);
     let cases = [
-        ("aws-tag", json!({"securityProfileName": "aws-tag", "tags": {"aws:createdBy": "me"}}),
-         "tag keys must not begin with the reserved prefix aws:", "spec.tags key \"aws:createdBy\""),
-        ("owner-tag", json!({"securityProfileName": "owner-tag", "tags": {"connect.cloud-operators.dev/owner-uid": "x"}}),
-         "reserved for the operator", "reserved for the operator"),
-        ("attr", json!({"securityProfileName": "attr", "granularAccessControlConfiguration": {"dataTableAccessControlConfiguration": {"primaryAttributeAccessControlConfiguration": {"primaryAttributeValues": [{"accessType": "ALLOW", "attributeName": "connect:x"}]}}}}),
-         "attributeName must not begin with aws: or connect:", "attributeName"),
+        (
+            "aws-tag",
+            json!({"securityProfileName": "aws-tag", "tags": {"aws:createdBy": "me"}}),
+            "tag keys must not begin with the reserved prefix aws:",
+            "spec.tags key \"aws:createdBy\"",
+        ),
+        (
+            "owner-tag",
+            json!({"securityProfileName": "owner-tag", "tags": {"connect.cloud-operators.dev/owner-uid": "x"}}),
+            "reserved for the operator",
+            "reserved for the operator",
+        ),
+        (
+            "attr",
+            json!({"securityProfileName": "attr", "granularAccessControlConfiguration": {"dataTableAccessControlConfiguration": {"primaryAttributeAccessControlConfiguration": {"primaryAttributeValues": [{"accessType": "ALLOW", "attributeName": "connect:x"}]}}}}),
+            "attributeName must not begin with aws: or connect:",
+            "attributeName",
+        ),
     ];
     // The API server evaluates the CRD's CEL rules (x-kubernetes-validations) at `kubectl apply`.
     for (name, spec, rule, _) in &cases {
@@ -183,11 +195,7 @@ async fn cel_rules_refuse_at_apply_and_the_controller_rechecks_them_for_older_ap
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("instanceId is immutable"), "{stderr}");
     // ... and the controller refuses it too (from the ARN in status), for an API server that would not.
-    let mut stored: serde_json::Value =
-        serde_json::from_slice(&env.kubectl(&["get", "csp", "fine", "-o", "json"]).stdout).unwrap();
-    stored["spec"]["instanceId"] = json!("another-instance");
-    stored["metadata"]["generation"] = json!(stored["metadata"]["generation"].as_i64().unwrap() + 1);
-    crate::bad_input::etcd_put(&etcd, &crate::bad_input::etcd_key(&env.ns, "fine"), &stored.to_string());
+    crate::bad_input::edit_in_etcd(&env.ns, "fine", |spec| spec["instanceId"] = json!("another-instance"));
     let sp = env.wait_reason("fine", "ValidationFailed", T).await;
     assert!(sp.condition("Synced").unwrap().message.contains("spec.instanceId: is immutable"));
     assert_eq!(sp.status.unwrap().security_profile_id.as_deref(), Some(id.as_str()), "the profile's identity is kept");

@@ -298,12 +298,7 @@ async fn the_chart_for_all_namespaces_upgrades_to_namespaced_takes_over_the_crd_
         "the chart's CRD copy is stale (tests/chart_and_manifests.rs says how to refresh it); not applying it to the shared cluster"
     );
     adopt_crd(&release);
-    release.upgrade(&[
-        "--set",
-        &format!("watchNamespaces={{{}}}", env.ns),
-        "--set",
-        "crds.install=true",
-    ]);
+    release.upgrade(&["--set", &format!("watchNamespaces={{{}}}", env.ns), "--set", "crds.install=true"]);
     let crd: Value = serde_json::from_str(&ok(kubectl(&["get", CRD, "-o", "json"], None), "kubectl get crd")).unwrap();
     assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
     assert_eq!(crd["metadata"]["annotations"]["meta.helm.sh/release-name"], release.name.as_str());

@@ -101,14 +101,19 @@ async fn name_and_instance_cannot_change_and_reverting_recovers() {
     env.start_operator(&[]);
     env.apply_ok(&manifest("imm", json!({"securityProfileName": "original"})));
     env.wait_condition("imm", "Ready", "True", T).await;
-    env.apply_ok(&manifest("imm", json!({"securityProfileName": "renamed"})));
+    // The CRD's CEL transition rule refuses the change at apply ...
+    let out = env.apply(&manifest("imm", json!({"securityProfileName": "renamed"})));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("securityProfileName is immutable"), "{stderr}");
+    // ... and where an API server lets it through (no CEL before 1.25), the controller refuses it.
+    crate::bad_input::edit_in_etcd(&env.ns, "imm", |spec| spec["securityProfileName"] = json!("renamed"));
     let sp = env.wait_reason("imm", "ValidationFailed", T).await;
     assert!(sp.condition("Synced").unwrap().message.contains("securityProfileName: is immutable"));
     assert!(env.held("original").is_some() && env.held("renamed").is_none(), "nothing renamed or created");
-    // Not sticky: setting it back clears the error.
-    env.apply_ok(&manifest("imm", json!({"securityProfileName": "original"})));
+    // Not sticky: setting it back clears the error (the CEL rule would refuse any change, this one too).
+    crate::bad_input::edit_in_etcd(&env.ns, "imm", |spec| spec["securityProfileName"] = json!("original"));
     env.wait_condition("imm", "Synced", "True", T).await;
-    env.apply_ok(&manifest("imm", json!({"securityProfileName": "original", "instanceId": "other"})));
+    crate::bad_input::edit_in_etcd(&env.ns, "imm", |spec| spec["instanceId"] = json!("other"));
     let sp = env.wait_reason("imm", "ValidationFailed", T).await;
     assert!(sp.condition("Synced").unwrap().message.contains("spec.instanceId: is immutable"));
     assert_eq!(env.ops().iter().filter(|o| *o == "CreateSecurityProfile").count(), 1);

@@ -167,9 +167,13 @@ async fn region_is_immutable_and_deletion_is_safe() {
     let mine = env.wait_condition("mine", "Ready", "True", T).await;
     let other = env.wait_condition("other", "Ready", "True", T).await;
 
-    // Changing the Region after creation is refused, and nothing is called.
+    // Changing the Region after creation is refused (the CRD's CEL rule at apply; the controller where an
+    // API server lets it through), and nothing is called.
     let calls = env.emulator.calls().len();
-    env.apply_ok(&manifest("mine", json!({"securityProfileName": "MT mine", "region": "eu-west-2"})));
+    let out = env.apply(&manifest("mine", json!({"securityProfileName": "MT mine", "region": "eu-west-2"})));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("region is immutable once set"), "{stderr}");
+    crate::bad_input::edit_in_etcd(&env.ns, "mine", |spec| spec["region"] = json!("eu-west-2"));
     env.wait_reason("mine", "RegionNotBound", T).await;
     assert_eq!(env.emulator.calls().len(), calls, "no call for the refused region change");
 

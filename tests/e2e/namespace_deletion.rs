@@ -102,7 +102,14 @@ async fn with_the_operator_stopped_a_namespace_waits_on_the_finalizers_until_the
     assert!(env.deletes().is_empty(), "no DeleteSecurityProfile without the operator");
 
     // Released by hand (README: "Namespaces stuck in Terminating"): the profile stays in Connect.
-    let out = env.kubectl(&["patch", "csp", "held-0", "--type=json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#]);
+    let out = env.kubectl(&[
+        "patch",
+        "csp",
+        "held-0",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // The operator back: it deletes the other one in Connect, and the namespace completes.
     env.start_operator(&[]);
