@@ -7,6 +7,7 @@
 //!   the field;
 //! - `offline`: the API server accepts it with the value silently dropped (only `connect-operator validate`
 //!   sees it).
+//!
 //! The valid manifests applied alongside become Ready, and no corpus case ever reaches Connect. `kubectl
 //! apply` runs as users run it, with kubectl's default validation. The table of what refused each case
 //! goes to target/e2e-logs/bad-input-corpus.md.
