@@ -3,8 +3,15 @@ SHELL := /bin/bash
 CACHE ?= $(or $(CONNECT_OPERATOR_CACHE),$(HOME)/.cache/connect-operator)
 CLUSTER_ENV := target/test-cluster/env
 export PATH := $(CACHE)/bin:$(HOME)/.cargo/bin:$(PATH)
+# The test cluster's Kubernetes version (tests/cluster/common.sh): unset, the newest the suite runs on (the
+# version tests/cluster/go/kube/go.mod requires); `make test K8S_VERSION=1.35.4` runs on another.
+ifdef K8S_VERSION
+export K8S_VERSION
+endif
+# The oldest minor still supported upstream, and the version of it the suite runs on (make test-oldest).
+K8S_OLDEST := 1.35.4
 
-.PHONY: help deps cluster-up cluster-down build test unit-test lint crd demo demo-down bench image image-test e2e-node
+.PHONY: help deps cluster-up cluster-down build test test-oldest unit-test lint crd demo demo-down bench image image-test e2e-node
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -12,7 +19,7 @@ help: ## list targets
 deps: ## install what the tests need (Debian packages, kubectl, helm)
 	tests/cluster/install-deps.sh
 
-cluster-up: deps ## start the local kube-apiserver + etcd (builds kube-apiserver once, ~4 min)
+cluster-up: deps ## start the local cluster: etcd, kube-apiserver, kube-controller-manager (built once from Go modules, ~10 min)
 	TEST_CLUSTER_SKIP_DEPS=1 tests/cluster/up.sh >/dev/null
 
 cluster-down: ## stop the local cluster
@@ -25,6 +32,12 @@ build: ## build the binaries (debug): connect-operator and connect-emulator
 # binary the end-to-end tests run (crates/connect-emulator) is built before any test starts.
 test: cluster-up ## the whole test suite: unit, emulator, CRD, end to end (starts the cluster)
 	source $(CLUSTER_ENV) && cargo test --locked --workspace --lib --bins --tests -- --test-threads=3
+
+# The same suite on the oldest supported Kubernetes minor: its binaries are built once into the cache (about
+# 10 minutes cold), and the cluster of target/test-cluster is restarted on that version with fresh data
+# (up.sh deletes data of another version; plain `make test` afterwards goes back to the newest).
+test-oldest: ## the whole test suite (make test) on the oldest supported Kubernetes minor (K8S_OLDEST)
+	$(MAKE) test K8S_VERSION=$(K8S_OLDEST)
 
 unit-test: ## tests that need no cluster
 	cargo test --locked --workspace --lib --bins --test emulator --test binary

@@ -215,7 +215,7 @@ build_pause() {
   need_tools gcc:gcc /usr/lib/x86_64-linux-gnu/libc.a:libc6-dev strip:binutils
   src="$(kube_source)/build/pause"
   kube_version="v$(source "$IMAGE_REPO_ROOT/tests/cluster/common.sh" && echo "$K8S_VERSION")"
-  tag="$(awk '$1 == "TAG" && $2 == "=" { print $3; exit }' "$src/Makefile")"
+  tag="$(awk '$1 == "TAG" && ($2 == "=" || $2 == "?=") { print $3; exit }' "$src/Makefile")"
   [[ "$tag" == "$PAUSE_VERSION" ]] ||
     image_die "$src/Makefile says TAG = $tag, scripts/image/names.sh says PAUSE_VERSION=$PAUSE_VERSION"
   built_with="gcc $(dpkg-query -W -f='${Version}' "gcc-$(gcc -dumpversion)" 2>/dev/null || gcc -dumpfullversion), libc6-dev $(dpkg-query -W -f='${Version}' libc6-dev)"

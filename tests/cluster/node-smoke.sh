@@ -95,10 +95,11 @@ SERVER_PID=$!
 wait_until "the host test server" 10 test -s "$SERVER_DIR/port"
 SERVER_PORT="$(cat "$SERVER_DIR/port")"
 
-step "namespace $NS (and its service account token)"
+step "namespace $NS (and its service account)"
 kubectl create namespace "$NS" >&2
-sa_token_ready() { [[ -n "$(kubectl get -n "$NS" serviceaccount default -o jsonpath='{.secrets[0].name}' 2>/dev/null)" ]]; }
-wait_until "service account $NS/default's token" 60 sa_token_ready
+# The account must exist before a pod uses it (its token is projected by the kubelet, 1.24+).
+sa_ready() { kubectl get -n "$NS" serviceaccount default >/dev/null 2>&1; }
+wait_until "service account $NS/default" 60 sa_ready
 
 step "deployment node-smoke ($IMAGE)"
 kubectl apply -n "$NS" -f - >&2 <<EOF

@@ -473,7 +473,8 @@ node_import_image() {
     base=(--base-name "${want%:*}")
   fi
   out="$(ctr_ images import --all-platforms "${base[@]}" "$tar" 2>&1)" || die "ctr images import $tar failed: $out"
-  mapfile -t names < <(sed -n 's/^unpacking \([^ ]*\) (sha256:.*/\1/p' <<<"$out")
+  # ctr 1.x says "unpacking NAME (sha256:...)...", ctr 2.x "NAME<tab>saved".
+  mapfile -t names < <(sed -n -e 's/^unpacking \([^ ]*\) (sha256:.*/\1/p' -e 's/^\([^ \t]*\)[ \t]\{1,\}saved[ \t]*$/\1/p' <<<"$out")
   ((${#names[@]} > 0)) || die "ctr images import $tar imported no named image: $out"
   if [[ -z "$want" ]]; then
     echo "${names[0]}"
