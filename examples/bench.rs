@@ -438,9 +438,17 @@ async fn main() {
         .and_then(|m| m.lines().next().map(str::to_string))
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    // The test cluster's version, as its API server reports it.
+    let server = std::process::Command::new("kubectl")
+        .args(["version", "-o", "json"])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["serverVersion"]["gitVersion"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "unknown version".to_string());
     let doc = format!(
         "# Benchmarks\n\nProduced by `make bench` (release binaries of connect-operator and connect-emulator against the local \
-         kube-apiserver v1.20.2 of tests/cluster) on {}.\n\nMachine: {cores} cores ({cpu}), {mem}, Debian bookworm.\n\n{table}\n\
+         Kubernetes {server} control plane of tests/cluster) on {}.\n\nMachine: {cores} cores ({cpu}), {mem}, Debian bookworm.\n\n{table}\n\
          The quota-bound optimum for 100 creates at 2/s with a burst of 5 is (100 - 5) / 2 = 47.5 s. Steady state is one \
          instance listing per --observe-interval (ListSecurityProfiles, and every other time SearchSecurityProfiles); a profile \
          is read only when the listing shows it changed.\n",

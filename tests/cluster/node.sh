@@ -473,9 +473,16 @@ node_import_image() {
     base=(--base-name "${want%:*}")
   fi
   out="$(ctr_ images import --all-platforms "${base[@]}" "$tar" 2>&1)" || die "ctr images import $tar failed: $out"
-  # ctr 1.x says "unpacking NAME (sha256:...)...", ctr 2.x "NAME<tab>saved".
-  mapfile -t names < <(sed -n -e 's/^unpacking \([^ ]*\) (sha256:.*/\1/p' -e 's/^\([^ \t]*\)[ \t]\{1,\}saved[ \t]*$/\1/p' <<<"$out")
-  ((${#names[@]} > 0)) || die "ctr images import $tar imported no named image: $out"
+  # The imported image's name: the archive's own, else the one --base-name gave it (ctr's progress output
+  # is for people: ctr 2 prints names mangled).
+  if [[ -n "$own" ]]; then
+    names=("$(normalize_image_ref "$own")")
+  else
+    mapfile -t names < <(ctr_ images ls -q 2>/dev/null | grep -F -- "${base[1]}:" || true)
+  fi
+  if ((${#names[@]} == 0)) || ! node_image_present "${names[0]}"; then
+    die "ctr images import $tar imported no image named ${names[0]:-${base[1]}:*}: $out"
+  fi
   if [[ -z "$want" ]]; then
     echo "${names[0]}"
     return 0
