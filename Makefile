@@ -91,4 +91,5 @@ e2e-node: image ## the chart's pod on a real node (root): images, up.sh --node, 
 	cargo test --locked --workspace --lib --bins --tests --no-run
 	TEST_CLUSTER_PAUSE_IMAGE_TAR=target/image/pause.oci.tar tests/cluster/up.sh --node >/dev/null
 	tests/cluster/load-image.sh target/image/connect-operator.oci.tar >/dev/null
+	source $(CLUSTER_ENV) && kubectl version && kubectl get nodes -o wide
 	source $(CLUSTER_ENV) && cargo test --locked --workspace --test e2e -- --ignored node:: --test-threads=4

@@ -314,6 +314,11 @@ if [[ "${TEST_CLUSTER_SKIP_DEPS:-0}" != 1 ]]; then
   fi
 fi
 
+if [[ "${TEST_CLUSTER_KCM:-1}" != 0 ]]; then RUN_KCM=1; fi
+if ((NODE)); then RUN_KCM=1; fi
+# Build what is missing or stale first (nothing, warm): node mode checks for the binaries it runs.
+KUBE_BUILD_KCM="$RUN_KCM" KUBE_BUILD_NODE="$NODE" build_kube_binaries
+
 if ((NODE)); then
   # Checks before anything starts or is deleted; sets HOST_IP, NODE_NAME, PAUSE_IMAGE...
   node_prepare "$FRESH"
@@ -344,9 +349,6 @@ fi
 # Something half-running (e.g. apiserver died): stop what is left, keep the data.
 "$CLUSTER_SCRIPTS_DIR/down.sh" >&2
 
-if [[ "${TEST_CLUSTER_KCM:-1}" != 0 ]]; then RUN_KCM=1; fi
-if ((NODE)); then RUN_KCM=1; fi
-KUBE_BUILD_KCM="$RUN_KCM" KUBE_BUILD_NODE="$NODE" build_kube_binaries
 [[ -x "$ETCD_BIN" ]] || die "$ETCD_BIN missing (build-kube.sh builds it)"
 
 # Ports: TEST_CLUSTER_*_PORT, else the previous ones (stable kubeconfig); the next

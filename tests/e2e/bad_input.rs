@@ -117,6 +117,7 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
                 }
                 let message = apiserver_message(&err).replace('|', "\\|");
                 let layer = match by {
+                    _ if err.contains("resource mapping not found") => "API server: no such kind (kubectl's discovery)",
                     "schema" => "API server: OpenAPI schema",
                     "cel" => "API server: CEL rule",
                     _ => "API server: strict field validation",
@@ -221,15 +222,23 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
     eprintln!("corpus: {} cases in {:?}", cases.len(), started.elapsed());
 }
 
-/// What the API server said in kubectl's error, without kubectl's preamble (which file, which object).
+/// What the API server said in kubectl's error, without kubectl's preamble (which file, which object) and
+/// without the API server's note that CEL rules were skipped for an object already invalid.
 fn apiserver_message(err: &str) -> String {
-    let line = err.lines().find(|l| l.starts_with("Error from server") || l.starts_with("The ")).unwrap_or(err);
-    [" is invalid: ", "strict decoding error: "]
+    let mut lines =
+        err.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("some validation rules were not checked"));
+    let first = lines.next().unwrap_or_default();
+    let head = [" is invalid: ", "strict decoding error: "]
         .iter()
-        .find_map(|sep| line.split_once(sep).map(|(_, m)| m))
-        .unwrap_or(line)
-        .trim()
-        .to_string()
+        .find_map(|sep| first.split_once(sep).map(|(_, m)| m.trim()))
+        .unwrap_or(first);
+    // A multi-line answer lists one error per line ("* field: ...") after an empty head.
+    let rest: Vec<&str> = lines.map(|l| l.trim_start_matches("* ")).collect();
+    match (head.is_empty(), rest.is_empty()) {
+        (true, _) => rest.join("; "),
+        (false, true) => head.to_string(),
+        (false, false) => format!("{head}; {}", rest.join("; ")),
+    }
 }
 
 /// The messages of the CRD's CEL rules (x-kubernetes-validations), as the API server reports them.
