@@ -228,7 +228,7 @@ fn apiserver_message(err: &str) -> String {
     let mut lines =
         err.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("some validation rules were not checked"));
     let first = lines.next().unwrap_or_default();
-    let head = [" is invalid: ", "strict decoding error: "]
+    let head = [" is invalid:", "strict decoding error:"]
         .iter()
         .find_map(|sep| first.split_once(sep).map(|(_, m)| m.trim()))
         .unwrap_or(first);
