@@ -19,7 +19,7 @@ help: ## list targets
 deps: ## install what the tests need (Debian packages, kubectl, helm)
 	tests/cluster/install-deps.sh
 
-cluster-up: deps ## start the local cluster: etcd, kube-apiserver, kube-controller-manager (built once from Go modules, ~10 min)
+cluster-up: deps ## start the local cluster: etcd, kube-apiserver, kube-controller-manager (built once from Go modules, ~7 min)
 	TEST_CLUSTER_SKIP_DEPS=1 tests/cluster/up.sh >/dev/null
 
 cluster-down: ## stop the local cluster
@@ -34,7 +34,7 @@ test: cluster-up ## the whole test suite: unit, emulator, CRD, end to end (start
 	source $(CLUSTER_ENV) && cargo test --locked --workspace --lib --bins --tests -- --test-threads=3
 
 # The same suite on the oldest supported Kubernetes minor: its binaries are built once into the cache (about
-# 10 minutes cold), and the cluster of target/test-cluster is restarted on that version with fresh data
+# 7 minutes cold), and the cluster of target/test-cluster is restarted on that version with fresh data
 # (up.sh deletes data of another version; plain `make test` afterwards goes back to the newest).
 test-oldest: ## the whole test suite (make test) on the oldest supported Kubernetes minor (K8S_OLDEST)
 	$(MAKE) test K8S_VERSION=$(K8S_OLDEST)
