@@ -292,17 +292,13 @@ pub fn etcd_key(ns: &str, name: &str) -> String {
 /// Stores a new SecurityProfile `ns/name` with `spec` straight into etcd, past the API server's checks (as
 /// an older API server, or one before a schema change, would have stored it).
 pub fn store_in_etcd(etcd: &str, ns: &str, name: &str, spec: Value) {
-    let object = json!({
-        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
-        "kind": "SecurityProfile",
-        "metadata": {"name": name, "namespace": ns, "uid": uuid::Uuid::new_v4().to_string(),
-                     "generation": 1, "creationTimestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()},
-        "spec": spec,
-    });
-    let mut object = object;
-    if object["spec"].get("instanceId").is_none() {
-        object["spec"]["instanceId"] = json!(crate::harness::INSTANCE);
-    }
+    // The manifest a user would apply (apiVersion, kind, the default instanceId), with what the API server
+    // would have added to it.
+    let mut object: Value = serde_json::from_str(&manifest(name, spec)).unwrap();
+    object["metadata"]["namespace"] = json!(ns);
+    object["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+    object["metadata"]["generation"] = json!(1);
+    object["metadata"]["creationTimestamp"] = json!(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
     etcd_put(etcd, &etcd_key(ns, name), &object.to_string());
 }
 
