@@ -8,6 +8,7 @@
 //! | `GET /_emulator/state` | every instance and profile |
 //! | `GET/PUT /_emulator/faults` | read or replace the [`Faults`](super::Faults) (the throttle's bucket keeps its tokens) |
 //! | `GET /_emulator/throttle` | `{"tokens": ...}`: what is left in the throttle's bucket now |
+//! | `GET/PUT /_emulator/iam` | read or replace the IAM in force ([`IamConfig`](super::iam::IamConfig) JSON; `null`: IAM off) |
 //! | `POST /_emulator/instances/{id}` | adds an instance (body `{"instanceStatus": "CREATION_FAILED"}` optional) |
 //! | `PATCH /_emulator/profiles/{instance}/{id}` | sets `inUse` / `deleteDenied` on a profile, and makes console edits (below) |
 //! | `DELETE /_emulator/profiles/{instance}/{id}` | deletes a profile as a person in the console would |
@@ -23,8 +24,29 @@
 //! before its body is read, before any injected delay: on arrival.
 //!
 //! It also answers STS `AssumeRole` (`POST /`, query protocol) with a session whose access key the call
-//! log then names as the role, so that role assumption (`--role-arn`, the namespace annotation) can be
-//! tested with `AWS_ENDPOINT_URL_STS` pointing here.
+//! log then names as the role (`principal`; `session` the session's assumed-role ARN), so that role
+//! assumption (`--role-arn`, the namespace annotation) can be tested with `AWS_ENDPOINT_URL_STS` pointing
+//! here. It validates `ExternalId`, `DurationSeconds`, session tags (`Tags.member.N.Key`/`.Value`) and
+//! `TransitiveTagKeys.member.N` as STS does, and keeps the tags with the session.
+//!
+//! IAM (off unless configured: `--iam <file.json>`, [`EmulatorConfig::iam`](super::EmulatorConfig::iam) or
+//! `PUT /_emulator/iam` with a body like
+//!
+//! ```json
+//! {"users": [{"accessKeyId": "AKIDOPERATOR", "arn": "arn:aws:iam::123456789012:role/operator", "policies": [{...}]}],
+//!  "roles": [{"arn": "arn:aws:iam::123456789012:role/team-a", "trustPolicy": {...}, "policies": [{...}],
+//!             "maxSessionDuration": 3600}]}
+//! ```
+//!
+//! ): a Connect call is then authorized (see [`authz`](super::authz)) after its token is taken and before
+//! its input is validated: a caller with no identity (an access key that is neither a user's nor a session's
+//! of a listed role), or whose policies do not allow the action on the resource, gets 403
+//! `AccessDeniedException` ("User: <arn> is not authorized to perform: connect:<Op> on resource: <arn>
+//! because no identity-based policy allows the connect:<Op> action", or "... with an explicit deny in an
+//! identity-based policy"), recorded in the call log as such. AssumeRole is authorized by the role's trust
+//! policy (`sts:AssumeRole`, and `sts:TagSession` when tags are passed; condition keys `sts:ExternalId`,
+//! `sts:RoleSessionName`, `aws:RequestTag/<key>`, `aws:TagKeys`, `aws:PrincipalArn`, ...): 403
+//! `AccessDenied` otherwise, and for a role that is not listed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,7 +59,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use super::service::{self, Connect};
-use super::{ApiError, Faults, Shared, input, unix_now};
+use super::{ApiError, Caller, Faults, Shared, authz, iam, input, unix_now};
 
 type Body = Full<Bytes>;
 
@@ -139,14 +161,14 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let route = route(&method, &segments);
     // The quota is taken on arrival, from the head alone: before the body is read or any delay.
     let admission = route.is_some().then(|| shared.admit());
-    let principal = shared.principal(&access_key(&req));
+    let caller = shared.caller(&access_key(&req));
     let query = parse_query(req.uri().query());
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     if segments.first().map(String::as_str) == Some("_emulator") {
         return Ok(control(&shared, &method, &segments[1..], &body));
     }
     if method == Method::POST && path == "/" {
-        return Ok(sts(&shared, &principal, &body));
+        return Ok(sts(&shared, &caller, &body));
     }
     let (Some((operation, labels)), Some((admitted, arrived))) = (route, admission) else {
         return Ok(error_response(&ApiError::new(
@@ -155,7 +177,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             format!("no Connect operation at {method} {path}"),
         )));
     };
-    let call = ConnectCall { principal, operation, labels, query, body, admitted, arrived };
+    let call = ConnectCall { caller, operation, labels, query, body, admitted, arrived };
     // The call runs in a task of its own: a caller that hangs up (times out) does not cancel it.
     let faults = shared.faults.lock().expect("faults lock").clone();
     let task = tokio::spawn(async move {
@@ -185,48 +207,73 @@ static SESSION_NAME: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| regex::Regex::new(r"^[A-Za-z0-9_+=,.@-]{2,64}$").expect("valid regex"));
 
 /// STS over the query protocol: `AssumeRole` only.
-fn sts(shared: &Shared, principal: &str, body: &[u8]) -> Response<Body> {
+fn sts(shared: &Shared, caller: &Caller, body: &[u8]) -> Response<Body> {
     let form = parse_query(std::str::from_utf8(body).ok());
     let field = |k: &str| form.get(k).and_then(|v| v.first()).cloned().unwrap_or_default();
     let (action, role, session) = (field("Action"), field("RoleArn"), field("RoleSessionName"));
-    let params = json!({"RoleArn": role, "RoleSessionName": session});
-    let error = if action != "AssumeRole" {
-        Some(("InvalidAction", format!("the emulator's STS answers AssumeRole only, not {action:?}")))
-    } else if role.len() > 2048 || !ROLE_ARN.is_match(&role) {
-        Some(("ValidationError", format!("RoleArn {role:?} is not an IAM role ARN")))
-    } else if !SESSION_NAME.is_match(&session) {
-        Some(("ValidationError", format!("RoleSessionName {session:?} does not match [A-Za-z0-9_+=,.@-]{{2,64}}")))
-    } else if shared.faults.lock().expect("faults lock").denied_roles.contains(&role) {
-        Some((
-            "AccessDenied",
-            format!("User: {principal} is not authorized to perform: sts:AssumeRole on resource: {role}"),
-        ))
-    } else {
-        None
+    let mut params = json!({"RoleArn": role, "RoleSessionName": session});
+    let outcome = (|| {
+        if action != "AssumeRole" {
+            return Err(("InvalidAction", format!("the emulator's STS answers AssumeRole only, not {action:?}")));
+        }
+        if role.len() > 2048 || !ROLE_ARN.is_match(&role) {
+            return Err(("ValidationError", format!("RoleArn {role:?} is not an IAM role ARN")));
+        }
+        if !SESSION_NAME.is_match(&session) {
+            return Err((
+                "ValidationError",
+                format!("RoleSessionName {session:?} does not match [A-Za-z0-9_+=,.@-]{{2,64}}"),
+            ));
+        }
+        let request = authz::assume_role_params(&form)?;
+        if let Some(id) = &request.external_id {
+            params["ExternalId"] = json!(id);
+        }
+        if !request.tags.is_empty() {
+            params["Tags"] = json!(request.tags.iter().cloned().collect::<BTreeMap<_, _>>());
+        }
+        if !request.transitive.is_empty() {
+            params["TransitiveTagKeys"] = json!(request.transitive);
+        }
+        if shared.faults.lock().expect("faults lock").denied_roles.contains(&role) {
+            let who = caller.session.as_ref().map(|s| s.arn.as_str()).unwrap_or(&caller.principal);
+            return Err((
+                "AccessDenied",
+                format!("User: {who} is not authorized to perform: sts:AssumeRole on resource: {role}"),
+            ));
+        }
+        if let Some(iam) = shared.iam.lock().expect("iam lock").as_ref() {
+            authz::authorize_assume_role(iam, caller, &role, &session, &request)?;
+        }
+        authz::new_session(caller, &role, &session, &request)
+    })();
+    let new_session = match outcome {
+        Ok(s) => s,
+        Err((code, message)) => {
+            let status = if code == "AccessDenied" || code == "ExpiredToken" { 403 } else { 400 };
+            shared.record("AssumeRole", caller, params, code.into(), status, std::time::Instant::now());
+            let xml = format!(
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+                xml_escape(&message),
+                uuid::Uuid::new_v4()
+            );
+            return xml_response(status, xml);
+        }
     };
-    if let Some((code, message)) = error {
-        shared.record("AssumeRole", principal, params, code.into(), 400, std::time::Instant::now());
-        let xml = format!(
-            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
-            xml_escape(&message),
-            uuid::Uuid::new_v4()
-        );
-        return xml_response(400, xml);
-    }
     let key = format!("ASIA{}", &uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase());
-    shared.sessions.lock().expect("sessions lock").insert(key.clone(), role.clone());
-    shared.record("AssumeRole", principal, params, "ok".into(), 200, std::time::Instant::now());
-    let expiration = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
-    let role_name = role.rsplit('/').next().unwrap_or_default();
-    let account = role.split(':').nth(4).unwrap_or_default();
+    let (arn, id, expiration) = (new_session.arn.clone(), authz::assumed_role_id(&new_session), new_session.expires);
+    shared.sessions.lock().expect("sessions lock").insert(key.clone(), new_session);
+    shared.record("AssumeRole", caller, params, "ok".into(), 200, std::time::Instant::now());
     let xml = format!(
         "<AssumeRoleResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleResult>\
          <Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>emulator-session-secret</SecretAccessKey>\
          <SessionToken>emulator-session-token</SessionToken><Expiration>{}</Expiration></Credentials>\
-         <AssumedRoleUser><AssumedRoleId>AROAEMULATOR:{session}</AssumedRoleId>\
-         <Arn>arn:aws:sts::{account}:assumed-role/{role_name}/{session}</Arn></AssumedRoleUser>\
+         <AssumedRoleUser><AssumedRoleId>{}</AssumedRoleId>\
+         <Arn>{}</Arn></AssumedRoleUser>\
          </AssumeRoleResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleResponse>",
         expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        xml_escape(&id),
+        xml_escape(&arn),
         uuid::Uuid::new_v4()
     );
     xml_response(200, xml)
@@ -246,7 +293,7 @@ fn xml_response(status: u16, xml: String) -> Response<Body> {
 
 /// A Connect request as it arrived: routed, its token taken (or refused), its body read.
 struct ConnectCall {
-    principal: String,
+    caller: Caller,
     operation: &'static str,
     labels: Vec<String>,
     query: BTreeMap<String, Vec<String>>,
@@ -264,9 +311,9 @@ enum Answer {
 
 /// Makes the call take effect (or refuses it) now, records it, and returns its answer.
 fn connect_call(shared: &Shared, call: ConnectCall, read_lag_ms: u64) -> Answer {
-    let ConnectCall { principal, operation, labels, query, body, admitted, arrived } = call;
+    let ConnectCall { caller, operation, labels, query, body, admitted, arrived } = call;
     let record =
-        |params, outcome: &str, status| shared.record(operation, &principal, params, outcome.into(), status, arrived);
+        |params, outcome: &str, status| shared.record(operation, &caller, params, outcome.into(), status, arrived);
     let parsed_body = input::body_object(&body);
     let mut params = json!({"labels": labels, "query": query});
     if let Ok(b) = &parsed_body {
@@ -277,16 +324,29 @@ fn connect_call(shared: &Shared, call: ConnectCall, read_lag_ms: u64) -> Answer 
         record(params, e.code, e.status);
         return Answer::Respond(error_response(&e));
     }
+    // Authorization (on the true state, before input validation, as AWS) and the call hold the state's
+    // lock together: no tag can change between the decision and the call.
+    let mut connect = shared.connect.lock().expect("state lock");
+    if let Some(iam) = shared.iam.lock().expect("iam lock").as_ref()
+        && let Err(e) =
+            authz::authorize_connect(iam, &caller, operation, &labels, &query, parsed_body.as_ref().ok(), &connect)
+    {
+        drop(connect);
+        record(params, e.code, e.status);
+        return Answer::Respond(error_response(&e));
+    }
     let error_rate = shared.faults.lock().expect("faults lock").error_rate;
     if error_rate > 0.0 && rand::random::<f64>() < error_rate {
+        drop(connect);
         let e = ApiError::new("InternalServiceException", 500, "Request processing failed (injected fault)");
         record(params, e.code, e.status);
         return Answer::Respond(error_response(&e));
     }
     let result = parsed_body.and_then(|body| {
         let request = service::Request { labels, query, body, read_lag: read_lag_ms as f64 / 1000.0 };
-        shared.connect.lock().expect("state lock").call(operation, &request, unix_now())
+        connect.call(operation, &request, unix_now())
     });
+    drop(connect);
     match result {
         Ok(out) => {
             // Some(hold) when this create's answer is to be lost after holding the connection.
@@ -347,6 +407,14 @@ fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Re
             }
             json_response(200, &json!(connect.instances[*id]))
         }
+        (&Method::GET, ["iam"]) => json_response(200, &json!(shared.iam())),
+        (&Method::PUT, ["iam"]) => match serde_json::from_slice::<Option<iam::IamConfig>>(body) {
+            Ok(config) => match shared.set_iam(config.clone()) {
+                Ok(()) => json_response(200, &json!(config)),
+                Err(e) => bad(format!("invalid IAM: {e}")),
+            },
+            Err(e) => bad(format!("invalid IAM: {e}")),
+        },
         (&Method::GET, ["throttle"]) => json_response(200, &json!({"tokens": shared.throttle_tokens()})),
         (&Method::PATCH, ["profiles", instance, id]) => {
             match input::body_object(body).and_then(|edit| shared.console_edit(instance, id, &edit)) {

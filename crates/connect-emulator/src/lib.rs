@@ -5,6 +5,10 @@
 //! log, the full state, fault injection ([`Faults`]: throttling, 500s, latency, held answers, lost create
 //! responses, read-after-create lag, refused roles), profile flags and console edits.
 //!
+//! IAM, off unless configured ([`EmulatorConfig::iam`], `--iam <file.json>`, `PUT /_emulator/iam`): then
+//! every Connect call and every AssumeRole is authorized against the configured users' and roles' policies
+//! (with tag and session conditions) the way AWS authorizes it; see [`iam`] for the policy language.
+//!
 //! Connect's request quota is an exact token bucket ([`throttle`]): one per emulator (its account and
 //! Region), shared by every Connect operation, a token taken at the instant a request's head arrives.
 //!
@@ -17,7 +21,9 @@
 //! (its [`limits`]) and does not depend on `connect-operator`, whose tests use it as a dev-dependency
 //! (the library in process, the `connect-emulator` binary in the end-to-end tests).
 
+mod authz;
 pub mod http;
+pub mod iam;
 pub mod input;
 pub mod limits;
 pub mod service;
@@ -114,6 +120,8 @@ pub struct EmulatorConfig {
     pub default_profiles: bool,
     pub profile_limit: usize,
     pub faults: Faults,
+    /// IAM to enforce ([`iam`]); `None` (the default): every caller may do anything.
+    pub iam: Option<iam::IamConfig>,
 }
 
 impl Default for EmulatorConfig {
@@ -126,6 +134,7 @@ impl Default for EmulatorConfig {
             default_profiles: true,
             profile_limit: 100,
             faults: Faults::default(),
+            iam: None,
         }
     }
 }
@@ -151,6 +160,10 @@ pub struct CallRecord {
     /// of the request's signature (empty when unsigned); `console` for a console edit.
     #[serde(default)]
     pub principal: String,
+    /// For a caller using a session the emulator's AssumeRole issued: the session's ARN,
+    /// `arn:aws:sts::<account>:assumed-role/<role name>/<session name>` (which session called); else empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub session: String,
 }
 
 impl CallRecord {
@@ -164,11 +177,37 @@ pub struct Shared {
     pub(crate) connect: Mutex<Connect>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) calls: Mutex<Vec<CallRecord>>,
-    /// Access key IDs issued by AssumeRole, with the role each stands for.
-    sessions: Mutex<std::collections::HashMap<String, String>>,
+    /// Access key IDs issued by AssumeRole, with the session each stands for.
+    pub(crate) sessions: Mutex<std::collections::HashMap<String, Session>>,
+    /// The IAM in force (the control API replaces it); `None`: no IAM, every call allowed.
+    pub(crate) iam: Mutex<Option<iam::IamConfig>>,
     bucket: Mutex<throttle::TokenBucket>,
     started: Instant,
     default_profiles: bool,
+}
+
+/// A session the emulator's AssumeRole issued.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Session {
+    pub role_arn: String,
+    pub name: String,
+    /// `arn:aws:sts::<account>:assumed-role/<role name>/<session name>`.
+    pub arn: String,
+    /// The session tags (its `aws:PrincipalTag/<key>`).
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// The keys of its transitive tags (they pass on to the sessions it assumes in turn).
+    pub transitive: std::collections::BTreeSet<String>,
+    pub expires: jiff::Timestamp,
+}
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// The access key ID of the request's signature (empty when unsigned).
+    pub access_key: String,
+    /// As the call log names it: a session's role ARN, else the access key ID.
+    pub principal: String,
+    pub session: Option<Session>,
 }
 
 pub fn unix_now() -> f64 {
@@ -191,6 +230,7 @@ impl Shared {
             faults: Mutex::new(config.faults.clone()),
             calls: Mutex::new(Vec::new()),
             sessions: Mutex::new(std::collections::HashMap::new()),
+            iam: Mutex::new(config.iam.clone()),
             started: Instant::now(),
             default_profiles: config.default_profiles,
         }
@@ -204,20 +244,40 @@ impl Shared {
         (bucket.take(now), now)
     }
 
-    fn record(&self, operation: &str, principal: &str, params: Value, outcome: String, status: u16, arrived: Instant) {
+    fn record(&self, operation: &str, caller: &Caller, params: Value, outcome: String, status: u16, arrived: Instant) {
         let mut calls = self.calls.lock().expect("calls lock");
         let seq = calls.len() as u64 + 1;
         let at_ms = self.started.elapsed().as_millis() as u64;
         let arrived_ms = arrived.saturating_duration_since(self.started).as_millis() as u64;
-        let principal = principal.to_string();
+        let principal = caller.principal.clone();
+        let session = caller.session.as_ref().map(|s| s.arn.clone()).unwrap_or_default();
         let operation = operation.into();
-        calls.push(CallRecord { seq, at_ms, arrived_ms, operation, params, outcome, status, principal });
+        calls.push(CallRecord { seq, at_ms, arrived_ms, operation, params, outcome, status, principal, session });
     }
 
-    /// The principal behind a request signed with `access_key`.
-    fn principal(&self, access_key: &str) -> String {
+    /// Who signed a request with `access_key`: a session the emulator's AssumeRole issued, else the key.
+    fn caller(&self, access_key: &str) -> Caller {
         let sessions = self.sessions.lock().expect("sessions lock");
-        sessions.get(access_key).cloned().unwrap_or_else(|| access_key.to_string())
+        match sessions.get(access_key) {
+            Some(s) => {
+                Caller { access_key: access_key.into(), principal: s.role_arn.clone(), session: Some(s.clone()) }
+            }
+            None => Caller { access_key: access_key.into(), principal: access_key.into(), session: None },
+        }
+    }
+
+    /// The IAM in force.
+    pub fn iam(&self) -> Option<iam::IamConfig> {
+        self.iam.lock().expect("iam lock").clone()
+    }
+
+    /// Replaces the IAM in force (`None`: off); refused when a policy cannot be evaluated exactly.
+    pub fn set_iam(&self, config: Option<iam::IamConfig>) -> Result<(), String> {
+        if let Some(c) = &config {
+            c.validate()?;
+        }
+        *self.iam.lock().expect("iam lock") = config;
+        Ok(())
     }
 
     /// Replaces the faults. The bucket keeps its tokens (at most the new burst): new faults do not refill it.
@@ -258,7 +318,8 @@ impl Shared {
             Ok(()) => ("ok".to_string(), 200),
             Err(e) => (e.code.to_string(), e.status),
         };
-        self.record("Console", "console", params, outcome, status, arrived);
+        let console = Caller { access_key: String::new(), principal: "console".into(), session: None };
+        self.record("Console", &console, params, outcome, status, arrived);
     }
 }
 
@@ -278,6 +339,9 @@ impl Drop for Emulator {
 impl Emulator {
     /// Binds (port 0 picks a free port) and serves in the background on the current Tokio runtime.
     pub async fn start(config: EmulatorConfig) -> std::io::Result<Self> {
+        if let Some(iam) = &config.iam {
+            iam.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("IAM: {e}")))?;
+        }
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(&config));
@@ -314,6 +378,16 @@ impl Emulator {
     /// The tokens in the throttle's bucket now.
     pub fn throttle_tokens(&self) -> f64 {
         self.shared.throttle_tokens()
+    }
+
+    /// The IAM in force (`None`: off).
+    pub fn iam(&self) -> Option<iam::IamConfig> {
+        self.shared.iam()
+    }
+
+    /// Replaces the IAM in force (`None`: off); refused when a policy cannot be evaluated exactly.
+    pub fn set_iam(&self, config: Option<iam::IamConfig>) -> Result<(), String> {
+        self.shared.set_iam(config)
     }
 
     /// Edits a profile as a person in the Connect console would (the control API's

@@ -58,6 +58,10 @@ struct Args {
     /// Milliseconds a lost create holds the connection open before dropping it.
     #[arg(long, default_value_t = 0)]
     lost_response_hold_ms: u64,
+    /// Enforce IAM: a JSON file with the users (by access key) and roles (trust policy, policies) whose
+    /// policies authorize every Connect call and AssumeRole (see the emulator's `http` module docs).
+    #[arg(long, value_name = "FILE.json")]
+    iam: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -73,7 +77,18 @@ async fn main() -> anyhow::Result<()> {
         args.throttle_rate >= 0.0 && args.throttle_burst >= 0.0,
         "--throttle-rate and --throttle-burst must not be negative"
     );
+    let iam = match &args.iam {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--iam {}: {e}", path.display()))?;
+            let iam: connect_emulator::iam::IamConfig =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--iam {}: {e}", path.display()))?;
+            iam.validate().map_err(|e| anyhow::anyhow!("--iam {}: {e}", path.display()))?;
+            Some(iam)
+        }
+        None => None,
+    };
     let config = EmulatorConfig {
+        iam,
         listen: args.listen,
         region: args.region,
         account: args.account,
