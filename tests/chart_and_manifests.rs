@@ -724,6 +724,7 @@ fn the_prometheus_rule_alerts_on_metrics_the_operator_exposes() {
 const PROFILE_ARN: &str = "arn:aws:connect:REGION:ACCOUNT_ID:instance/INSTANCE_ID/security-profile/*";
 const INSTANCE_ARN: &str = "arn:aws:connect:REGION:ACCOUNT_ID:instance/INSTANCE_ID";
 const OWNER_TAG: &str = "connect.cloud-operators.dev/owner-uid";
+const NAMESPACE_TAG: &str = "connect.cloud-operators.dev/namespace";
 
 #[test]
 fn the_iam_policy_allows_only_the_connect_actions_the_operator_calls() {
@@ -785,12 +786,14 @@ fn the_iam_policy_allows_only_the_connect_actions_the_operator_calls() {
             "{change}: owned profiles only"
         );
     }
-    assert_eq!(
-        condition("CreateSecurityProfile", INSTANCE_ARN),
-        Some(owner_required("aws:RequestTag")),
-        "create carries the owner tag"
-    );
-    assert!(denied.contains("connect:UntagResource"), "the owner tag is never removed");
+    // Create carries both ownership tags (the owner's UID and its namespace).
+    let both_required = serde_json::json!({"Null": {
+        format!("aws:RequestTag/{OWNER_TAG}"): "false",
+        format!("aws:RequestTag/{NAMESPACE_TAG}"): "false",
+    }});
+    assert_eq!(condition("CreateSecurityProfile", INSTANCE_ARN), Some(both_required.clone()), "create carries both tags");
+    assert!(denied.contains("connect:UntagResource"), "the ownership tags are never removed");
+    assert!(denied.contains("connect:TagResource"), "the ownership tags of an owned profile are never rewritten");
     let tag_conditions: Vec<Value> = policy["Statement"]
         .as_array()
         .unwrap()
@@ -798,10 +801,14 @@ fn the_iam_policy_allows_only_the_connect_actions_the_operator_calls() {
         .filter(|st| st["Effect"] == "Allow" && list(&st["Action"]).contains(&"connect:TagResource".to_string()))
         .map(|st| st["Condition"].clone())
         .collect();
+    let mut tag_owned = owner_required("aws:ResourceTag");
+    tag_owned["ForAllValues:StringNotEquals"] = serde_json::json!({"aws:TagKeys": [OWNER_TAG, NAMESPACE_TAG]});
+    let mut claim = both_required;
+    claim["Null"][format!("aws:ResourceTag/{OWNER_TAG}")] = "true".into();
     assert_eq!(
         tag_conditions,
-        [owner_required("aws:ResourceTag"), owner_required("aws:RequestTag")],
-        "tags change on owned profiles, or claim one with the owner tag (adoption)"
+        [tag_owned, claim],
+        "tags other than the ownership tags change on owned profiles, or an unowned one is claimed with both (adoption)"
     );
     let allowed: BTreeSet<(String, String)> = allowed.into_keys().collect();
 
