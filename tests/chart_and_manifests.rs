@@ -791,7 +791,11 @@ fn the_iam_policy_allows_only_the_connect_actions_the_operator_calls() {
         format!("aws:RequestTag/{OWNER_TAG}"): "false",
         format!("aws:RequestTag/{NAMESPACE_TAG}"): "false",
     }});
-    assert_eq!(condition("CreateSecurityProfile", INSTANCE_ARN), Some(both_required.clone()), "create carries both tags");
+    assert_eq!(
+        condition("CreateSecurityProfile", INSTANCE_ARN),
+        Some(both_required.clone()),
+        "create carries both tags"
+    );
     assert!(denied.contains("connect:UntagResource"), "the ownership tags are never removed");
     assert!(denied.contains("connect:TagResource"), "the ownership tags of an owned profile are never rewritten");
     let tag_conditions: Vec<Value> = policy["Statement"]

@@ -112,14 +112,17 @@ async fn assume(
 /// A Connect client for team `team`'s binding role, its session tagged as the operator tags it.
 async fn team_client(emu: &Emulator, team: &str) -> Client {
     let namespace = format!("team-{team}");
-    let provider =
-        assume(emu, &role_arn(team), &format!("csp-{namespace}"), Some(EXTERNAL_ID), &[
-            ("namespace", &namespace),
-            ("binding", team),
-        ])
-        .await;
+    let provider = assume(
+        emu,
+        &role_arn(team),
+        &format!("csp-{namespace}"),
+        Some(EXTERNAL_ID),
+        &[("namespace", &namespace), ("binding", team)],
+    )
+    .await;
     provider.provide_credentials().await.unwrap_or_else(|e| panic!("team {team} assumes its role: {e:?}"));
-    let config = aws_sdk_connect::config::Builder::from(&operator_config(emu).await).credentials_provider(provider).build();
+    let config =
+        aws_sdk_connect::config::Builder::from(&operator_config(emu).await).credentials_provider(provider).build();
     Client::from_conf(config)
 }
 
@@ -175,14 +178,17 @@ async fn team_b_cannot_touch_team_a_profiles_and_team_a_can() {
     let (a, b) = (team_client(&emu, "a").await, team_client(&emu, "b").await);
     let (id, arn) = create_owned(&a, "team-a-agents", "team-a").await;
 
-    denied("B updates A's profile", b.update_security_profile().instance_id(INSTANCE).security_profile_id(&id).description("b").send().await);
-    denied("B deletes A's profile", b.delete_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await);
+    denied(
+        "B updates A's profile",
+        b.update_security_profile().instance_id(INSTANCE).security_profile_id(&id).description("b").send().await,
+    );
+    denied(
+        "B deletes A's profile",
+        b.delete_security_profile().instance_id(INSTANCE).security_profile_id(&id).send().await,
+    );
     denied("B tags A's profile", b.tag_resource().resource_arn(&arn).tags("cost-center", "b").send().await);
     denied("B untags A's profile", b.untag_resource().resource_arn(&arn).tag_keys("cost-center").send().await);
-    denied(
-        "B takes A's profile over",
-        b.tag_resource().resource_arn(&arn).tags(NAMESPACE, "team-b").send().await,
-    );
+    denied("B takes A's profile over", b.tag_resource().resource_arn(&arn).tags(NAMESPACE, "team-b").send().await);
     denied(
         "B creates a profile in A's namespace",
         b.create_security_profile()
@@ -246,7 +252,8 @@ async fn a_team_role_cannot_be_assumed_with_another_namespace_or_without_the_ext
     }
     // Without session tags the session assumes, but may change nothing: its policy needs the namespace tag.
     let untagged = assume(&emu, &team_a, "csp-untagged", Some(EXTERNAL_ID), &[]).await;
-    let config = aws_sdk_connect::config::Builder::from(&operator_config(&emu).await).credentials_provider(untagged).build();
+    let config =
+        aws_sdk_connect::config::Builder::from(&operator_config(&emu).await).credentials_provider(untagged).build();
     let c = Client::from_conf(config);
     denied(
         "an untagged session creates",
@@ -293,11 +300,15 @@ async fn the_operator_can_never_rewrite_or_remove_an_ownership_tag() {
 async fn the_operator_cannot_change_unowned_profiles_but_can_claim_them() {
     let emu = emulator().await;
     let op = operator(&emu).await;
-    let admin = emu.state().instances[INSTANCE].profiles.iter().find(|p| p.security_profile_name == "Admin").unwrap().clone();
+    let admin =
+        emu.state().instances[INSTANCE].profiles.iter().find(|p| p.security_profile_name == "Admin").unwrap().clone();
     assert!(admin.tags.is_empty());
 
     assert_eq!(update(&op, &admin.id, "pwned").await, Err("AccessDeniedException".into()), "update Admin");
-    denied("delete Admin", op.delete_security_profile().instance_id(INSTANCE).security_profile_id(&admin.id).send().await);
+    denied(
+        "delete Admin",
+        op.delete_security_profile().instance_id(INSTANCE).security_profile_id(&admin.id).send().await,
+    );
     denied("untag Admin", op.untag_resource().resource_arn(&admin.arn).tag_keys("x").send().await);
     denied("tag Admin without claiming it", op.tag_resource().resource_arn(&admin.arn).tags("x", "y").send().await);
     denied(
@@ -333,7 +344,10 @@ async fn the_operator_cannot_change_unowned_profiles_but_can_claim_them() {
         .await
         .expect("claim Admin with the ownership tags");
     update(&op, &admin.id, "claimed").await.expect("update the claimed profile");
-    denied("claim it again", op.tag_resource().resource_arn(&admin.arn).tags(OWNER, "uid-2").tags(NAMESPACE, "team-a").send().await);
+    denied(
+        "claim it again",
+        op.tag_resource().resource_arn(&admin.arn).tags(OWNER, "uid-2").tags(NAMESPACE, "team-a").send().await,
+    );
     assert_eq!(tags_of(&emu, &admin.id)[OWNER], "uid-1");
 }
 
@@ -354,7 +368,9 @@ async fn the_operator_creates_only_with_both_ownership_tags() {
     create("both", &[(OWNER, "uid"), (NAMESPACE, "team-a")]).await.expect("create with both tags");
     let names: Vec<String> =
         emu.state().instances[INSTANCE].profiles.iter().map(|p| p.security_profile_name.clone()).collect();
-    assert!(names.contains(&"both".to_string()) && !names.iter().any(|n| ["none", "owner", "ns"].contains(&n.as_str())));
+    assert!(
+        names.contains(&"both".to_string()) && !names.iter().any(|n| ["none", "owner", "ns"].contains(&n.as_str()))
+    );
 
     // Reads need no tag; a caller the emulator's IAM does not know is refused even those.
     op.list_security_profiles().instance_id(INSTANCE).send().await.expect("list");
