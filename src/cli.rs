@@ -103,6 +103,10 @@ pub(crate) struct ConnectArgs {
     /// overrides it for the profiles it binds.
     #[arg(long, env = "CONNECT_ROLE_ARN")]
     pub(crate) role_arn: Option<String>,
+    /// ExternalId passed with every AssumeRole (of --role-arn and of the bindings' roles), for roles
+    /// whose trust policy requires one (deploy/iam/binding-role-trust-policy.json).
+    #[arg(long, env = "CONNECT_EXTERNAL_ID")]
+    pub(crate) external_id: Option<String>,
 }
 
 impl ConnectArgs {
@@ -127,6 +131,7 @@ impl ConnectArgs {
                 background_share: self.connect_background_share,
             },
             role_arn: self.role_arn.clone(),
+            external_id: self.external_id.clone(),
             connect_timeout: self.connect_timeout,
             attempt_timeout: self.connect_attempt_timeout,
         })
@@ -168,6 +173,11 @@ pub(crate) struct RunArgs {
     /// (else AWS_REGION) with the operator's own identity. Off by default: every profile needs a binding.
     #[arg(long, env = "ALLOW_UNBOUND")]
     pub(crate) allow_unbound: bool,
+    /// Role ARNs InstanceBindings may name (repeatable or comma-separated; `*` matches any run of
+    /// characters), e.g. `arn:aws:iam::111122223333:role/connect-team-*`. A binding naming another role
+    /// binds nothing (RoleNotAllowed). Empty: any role.
+    #[arg(long, env = "ALLOWED_ROLE_ARNS", value_delimiter = ',')]
+    pub(crate) allowed_role_arns: Vec<String>,
     /// Attempts per Connect call inside the AWS SDK (with its backoff) before the controller's own
     /// backoff takes over. Retrying a read in place keeps a multi-call observation from starting over.
     #[arg(long, default_value_t = 3)]

@@ -27,8 +27,8 @@ pub const PERMISSION_MAX: usize = 128;
 pub const TAGS_MAX_ENTRIES: usize = 50;
 pub const TAG_KEY_MAX: usize = 128;
 pub const TAG_VALUE_MAX: usize = 256;
-/// The tags a spec may set: Connect's [`TAGS_MAX_ENTRIES`] less the operator's owner tag.
-pub const SPEC_TAGS_MAX_ENTRIES: usize = TAGS_MAX_ENTRIES - 1;
+/// The tags a spec may set: Connect's [`TAGS_MAX_ENTRIES`] less the operator's owner and namespace tags.
+pub const SPEC_TAGS_MAX_ENTRIES: usize = TAGS_MAX_ENTRIES - 2;
 /// The model's pattern is `^(?!aws:)[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`; the look-ahead is checked separately
 /// (`RESERVED_TAG_PREFIX`) because neither Rust's regex nor Kubernetes' schema patterns support it.
 pub const TAG_KEY_PATTERN: &str = r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$";

@@ -173,6 +173,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
         observe_only: args.observe_only,
         observe_interval: args.observe_interval,
         search_every: args.search_every.max(1),
+        allowed_role_arns: args.allowed_role_arns.clone(),
     };
     tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, rate = args.connect.connect_rate, burst = args.connect.connect_burst, "starting connect-operator");
     let ctx = Arc::new(Context::new(client.clone(), connect, region, settings, metrics));

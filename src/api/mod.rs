@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 mod binding;
 use crate::constraints as c;
-pub use binding::{InstanceBinding, InstanceBindingSpec, InstanceBindingStatus, binding_crd};
+pub use binding::{AdoptionGrant, InstanceBinding, InstanceBindingSpec, InstanceBindingStatus, OnRevoke, binding_crd};
 
 pub const GROUP: &str = "connect.cloud-operators.dev";
 
@@ -29,6 +29,9 @@ pub fn operator_tag_prefix() -> String {
 pub const FINALIZER: &str = "connect.cloud-operators.dev/finalizer";
 /// The tag every profile the operator creates carries: the UID of the owning resource.
 pub const OWNER_UID_TAG: &str = "connect.cloud-operators.dev/owner-uid";
+/// The tag every profile the operator creates carries beside the owner tag: the owning resource's
+/// namespace, which a binding role's IAM policy compares with its session's `namespace` tag.
+pub const NAMESPACE_TAG: &str = "connect.cloud-operators.dev/namespace";
 /// Annotation that allows adopting an existing profile of the same name that no resource owns.
 pub const ADOPT_ANNOTATION: &str = "connect.cloud-operators.dev/adopt";
 
@@ -137,7 +140,8 @@ pub struct SecurityProfileSpec {
     #[x_kube(validation = cel::REGION_IMMUTABLE.rule())]
     pub region: Option<String>,
 
-    /// What happens to the Connect profile when this resource is deleted: Delete (default) or Retain.
+    /// What happens to the Connect profile when this resource is deleted: Delete or Retain. Default:
+    /// Delete for a profile this resource created, Retain for one it adopted (status.adopted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
@@ -325,6 +329,10 @@ pub struct SecurityProfileStatus {
     /// resync reads only DescribeSecurityProfile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_last_modified_time: Option<String>,
+    /// True when the profile existed before this resource and was adopted (the adopt annotation): its
+    /// deletionPolicy then defaults to Retain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<bool>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -422,7 +430,7 @@ mod tests {
         let crd = serde_json::to_value(crd()).unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
         assert_eq!(spec["tags"]["maxProperties"], json!(crate::constraints::SPEC_TAGS_MAX_ENTRIES));
-        assert_eq!(spec["tags"]["maxProperties"], json!(49));
+        assert_eq!(spec["tags"]["maxProperties"], json!(48), "Connect's 50 less the owner and namespace tags");
         assert_eq!(spec["instanceId"]["maxLength"], json!(crate::constraints::INSTANCE_ID_MAX));
         assert_eq!(spec["region"]["pattern"], json!(crate::constraints::REGION_PATTERN));
         let text = crd.to_string();
@@ -432,9 +440,9 @@ mod tests {
         }
         // The controller allows as many tags as the schema.
         let tags = |n: usize| (0..n).map(|i| (format!("t{i}"), json!("v"))).collect::<serde_json::Map<_, _>>();
-        let ok = profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": tags(49)}));
+        let ok = profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": tags(48)}));
         assert!(crate::domain::validate::validate_spec(&ok.spec, None).is_ok());
-        let over = profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": tags(50)}));
+        let over = profile(json!({"instanceId": "i", "securityProfileName": "a", "tags": tags(49)}));
         assert!(crate::domain::validate::validate_spec(&over.spec, None).is_err());
     }
 

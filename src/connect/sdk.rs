@@ -37,6 +37,8 @@ pub struct ConnectSettings {
     pub rate: Rate,
     /// A role to assume for every call (multi-account); an InstanceBinding's role overrides it.
     pub role_arn: Option<String>,
+    /// The ExternalId passed with every AssumeRole (the binding roles' trust policies require it).
+    pub external_id: Option<String>,
     /// How long establishing a connection may take.
     pub connect_timeout: Duration,
     /// How long one attempt (request to complete answer) may take.
@@ -49,14 +51,15 @@ impl Default for ConnectSettings {
             max_attempts: 1,
             rate: Rate::default(),
             role_arn: None,
+            external_id: None,
             connect_timeout: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(20),
         }
     }
 }
 
-/// One client per Region, role and (with a role) session name.
-type ClientKey = (String, Option<String>, Option<String>);
+/// One client per Region, role and (with a role) session name and session tags.
+type ClientKey = (String, Option<String>, Option<String>, Vec<(String, String)>);
 
 /// [`ConnectApi`] over aws-sdk-connect: one client per Region and role, built from the standard AWS
 /// configuration chain (environment, profile, web identity for IRSA, container credentials;
@@ -115,7 +118,8 @@ impl SdkConnect {
         let role = self.role_for(target).map(str::to_string);
         // Without a role the session name means nothing: one client per Region serves every namespace.
         let session = role.as_ref().map(|_| target.session_name.clone().unwrap_or_else(|| "connect-operator".into()));
-        let key = (target.region.clone(), role.clone(), session.clone());
+        let tags = if role.is_some() { target.session_tags.clone() } else { Vec::new() };
+        let key = (target.region.clone(), role.clone(), session.clone(), tags.clone());
         if let Some(c) = self.clients.lock().expect("client cache lock").get(&key) {
             return c.clone();
         }
@@ -130,12 +134,12 @@ impl SdkConnect {
                     .build(),
             );
         if let Some(role) = &role {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-                .session_name(session.unwrap_or_default())
-                .region(Region::new(target.region.clone()))
-                .configure(&self.base)
-                .build()
-                .await;
+            let mut provider =
+                aws_config::sts::AssumeRoleProvider::builder(role).session_name(session.unwrap_or_default()).tags(tags);
+            if let Some(id) = &self.settings.external_id {
+                provider = provider.external_id(id);
+            }
+            let provider = provider.region(Region::new(target.region.clone())).configure(&self.base).build().await;
             builder = builder.credentials_provider(provider);
         }
         let client = aws_sdk_connect::Client::from_conf(builder.build());

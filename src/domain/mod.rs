@@ -2,6 +2,7 @@
 //! ([`crate::connect`]) and the reconciler ([`crate::reconcile`]) both depend on this module; it depends
 //! only on the API types ([`crate::api`]) and the model's limits ([`crate::constraints`]).
 
+pub mod allowlist;
 pub mod diff;
 pub mod listing;
 pub mod plan;
@@ -12,7 +13,7 @@ pub mod validate;
 pub use listing::{Expectation, ListedProfile, Listing, Verdict, content_digest};
 pub use plan::{ProfileUpdate, TagPlan, UpdatePlan, plan_tags, plan_update};
 pub use profile::{
-    FoundProfile, ObservedProfile, Priority, ProfileRef, ProfileSummary, Target, instance_of_arn, region_of_arn,
-    session_name, tags_with_owner,
+    FoundProfile, OBSERVER_SESSION_NAME, ObservedProfile, Priority, ProfileRef, ProfileSummary, SESSION_NAME_MAX,
+    Target, binding_session_name, instance_of_arn, region_of_arn, session_name, tags_with_owner,
 };
 pub use state::{ListedMembers, ProfileState};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::state::ProfileState;
-use crate::api::OWNER_UID_TAG;
+use crate::api::{NAMESPACE_TAG, OWNER_UID_TAG};
 
 /// Whose work a Connect call serves: a user's (a new resource, a spec change, a deletion, an adoption)
 /// goes ahead of background observation in the rate limiter.
@@ -32,14 +32,46 @@ pub struct Target {
     pub instance_id: String,
     pub role_arn: Option<String>,
     pub session_name: Option<String>,
+    /// Session tags passed to AssumeRole with `role_arn` (`namespace`, `binding`), sorted by key: the
+    /// role's trust and permission policies condition on them (deploy/iam/).
+    pub session_tags: Vec<(String, String)>,
     /// The priority of the calls made for this target.
     pub priority: Priority,
 }
 
-/// The AssumeRole session name of a namespace's calls: `csp-<namespace>`, within STS's 64 characters
-/// (namespace names only use characters STS allows).
+/// STS's limit on a session name.
+pub const SESSION_NAME_MAX: usize = 64;
+
+/// The AssumeRole session name of a namespace's calls: `csp-<namespace>`. Namespace names are DNS
+/// labels (no `.`), so these never meet the operator's own sessions, which start `csp.`.
 pub fn session_name(namespace: &str) -> String {
-    format!("csp-{namespace}").chars().take(64).collect()
+    bounded_session_name("csp-", namespace)
+}
+
+/// The session of an InstanceBinding's probe: `csp.binding.<name>`.
+pub fn binding_session_name(binding: &str) -> String {
+    bounded_session_name("csp.binding.", binding)
+}
+
+/// The session of the instance observer's listings.
+pub const OBSERVER_SESSION_NAME: &str = "csp.observer";
+
+/// `prefix` + `name`, or, past STS's 64 characters, `prefix` + the start of `name` + `-` + 16 hex
+/// digits of a hash of the whole name: two names never share a session because one was cut.
+fn bounded_session_name(prefix: &str, name: &str) -> String {
+    let full = format!("{prefix}{name}");
+    if full.len() <= SESSION_NAME_MAX {
+        return full;
+    }
+    let hash = format!("-{:016x}", fnv1a(name.as_bytes()));
+    let keep = SESSION_NAME_MAX - hash.len();
+    format!("{}{hash}", &full[..keep])
+}
+
+/// 64-bit FNV-1a. Written out (five lines) because the session name must be the same in every
+/// release of the operator and of Rust, which `DefaultHasher` does not promise; not for security.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// Identity of a profile in Connect.
@@ -89,10 +121,16 @@ impl ObservedProfile {
     }
 }
 
-/// The tags a profile of the resource `uid` carries: the spec's, plus the owner tag.
-pub fn tags_with_owner(spec_tags: Option<&BTreeMap<String, String>>, uid: &str) -> BTreeMap<String, String> {
+/// The tags a profile of the resource `uid` in `namespace` carries: the spec's, plus the owner and
+/// namespace tags.
+pub fn tags_with_owner(
+    spec_tags: Option<&BTreeMap<String, String>>,
+    uid: &str,
+    namespace: &str,
+) -> BTreeMap<String, String> {
     let mut tags = spec_tags.cloned().unwrap_or_default();
     tags.insert(OWNER_UID_TAG.into(), uid.to_string());
+    tags.insert(NAMESPACE_TAG.into(), namespace.to_string());
     tags
 }
 
@@ -115,7 +153,15 @@ mod tests {
     #[test]
     fn session_names_fit_sts() {
         assert_eq!(session_name("team-a"), "csp-team-a");
-        assert_eq!(session_name(&"n".repeat(63)).len(), 64);
+        assert_eq!(session_name(&"n".repeat(60)), format!("csp-{}", "n".repeat(60)));
+        let (a, b) = (format!("{}a", "n".repeat(62)), format!("{}b", "n".repeat(62)));
+        assert_eq!(session_name(&a).len(), 64);
+        assert_ne!(session_name(&a), session_name(&b), "names cut at 64 characters stay apart");
+        assert!(session_name(&a).chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
+        assert_eq!(binding_session_name("team-a"), "csp.binding.team-a");
+        assert_ne!(binding_session_name("x"), session_name("binding-x"), "a namespace named binding-x");
+        assert_ne!(OBSERVER_SESSION_NAME, session_name("observer"));
+        assert_eq!(binding_session_name(&"b.".repeat(40)).len(), 64);
     }
 
     #[test]

@@ -38,7 +38,7 @@ enum TakeOver {
 
 pub async fn create<C: ConnectApi>(step: &Step<'_, C>) -> Result<Acquired, Error> {
     let connect = &step.ctx.connect;
-    let tags = tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid());
+    let tags = tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid(), step.namespace());
     let result = connect.create_profile(step.target, &step.profile.spec, &tags).await;
     let id = result.as_ref().map(|p| p.id.clone()).unwrap_or_default();
     let e = match audit::write(step.profile, step.target, "CreateSecurityProfile", &id, result) {
@@ -111,7 +111,10 @@ async fn take_over<C: ConnectApi>(step: &Step<'_, C>, found: FoundProfile, how: 
     let note = format!("{event} security profile {:?} ({id}) in instance {}", step.name(), step.target.instance_id);
     publish(step.ctx, step.profile, EventType::Normal, event, note).await;
     // Record the identity first, so that a crash from here on cannot lose it.
-    let identity = Identity::Set { id, arn, last_modified: None };
+    let identity = match how {
+        TakeOver::Adopted => Identity::Adopted { id, arn },
+        TakeOver::Recovered => Identity::Set { id, arn, last_modified: None },
+    };
     let status =
         write_status(step.profile, step.api, step.ctx, identity, &Outcome::progressing(progress, message)).await?;
     Ok(Acquired::TakenOver(status))

@@ -15,7 +15,7 @@ pub async fn apply<C: ConnectApi>(
     id: &str,
     observed: &ObservedProfile,
 ) -> Result<Option<String>, Error> {
-    let desired_tags = tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid());
+    let desired_tags = tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid(), step.namespace());
     let update = plan_update(&step.profile.spec, &observed.state);
     let tags = plan_tags(&desired_tags, &observed.tags);
     // What is about to change, field by field (Connect's value -> the spec's), for the Event.

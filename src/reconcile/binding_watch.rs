@@ -17,7 +17,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::binding::selects;
+use super::binding::covers;
 use super::context::{Context, MANAGER};
 use crate::api::{InstanceBinding, InstanceBindingStatus, SecurityProfile};
 use crate::connect::ConnectApi;
@@ -109,9 +109,13 @@ async fn report_all<C: ConnectApi>(
                 probe(ctx, &binding, generation, previous.as_ref()).await
             }
         };
-        let bound = bound_profiles(ctx, &binding, profiles).await;
-        let next =
-            InstanceBindingStatus { observed_generation: generation, bound_profiles: bound, conditions: vec![ready] };
+        let (bound, revoked) = bound_profiles(ctx, &binding, profiles).await;
+        let next = InstanceBindingStatus {
+            observed_generation: generation,
+            bound_profiles: bound,
+            revoked_profiles: revoked,
+            conditions: vec![ready],
+        };
         if next != current {
             let patch = serde_json::json!({
                 "apiVersion": "connect.cloud-operators.dev/v1alpha1",
@@ -133,7 +137,7 @@ async fn concerns_us<C>(ctx: &Context<C>, namespaces: &[String], binding: &Insta
     }
     for ns in namespaces {
         if let Ok(labels) = ctx.namespace_labels(ns).await
-            && selects(binding, &labels)
+            && covers(binding, ns, &labels)
         {
             return true;
         }
@@ -149,11 +153,15 @@ async fn probe<C: ConnectApi>(
     previous: Option<&Condition>,
 ) -> Condition {
     let spec = &binding.spec;
+    if let Some((reason, message)) = misconfiguration(ctx, binding) {
+        return condition("False", reason.into(), message, generation, previous);
+    }
     let target = Target {
         region: spec.region.clone(),
         instance_id: spec.instance_id.clone(),
         role_arn: spec.role_arn.clone(),
-        session_name: Some(format!("csp-binding-{}", binding.name_any()).chars().take(64).collect()),
+        session_name: Some(crate::domain::binding_session_name(&binding.name_any())),
+        session_tags: vec![("binding".into(), binding.name_any())],
         priority: crate::domain::Priority::Background,
     };
     let (status, reason, message) = match ctx.connect.probe_instance(&target).await {
@@ -171,6 +179,41 @@ async fn probe<C: ConnectApi>(
             ),
         ),
     };
+    condition(status, reason, message, generation, previous)
+}
+
+/// What makes a binding unusable before any call: a role --allowed-role-arns does not allow, an
+/// allowAdoption of the wrong shape, no namespaces named or selected.
+fn misconfiguration<C>(ctx: &Context<C>, binding: &InstanceBinding) -> Option<(&'static str, String)> {
+    let spec = &binding.spec;
+    if let Some(role) = &spec.role_arn
+        && !ctx.settings.role_allowed(role)
+    {
+        let message =
+            format!("Role {role} is not allowed by the operator's --allowed-role-arns: this binding binds nothing");
+        return Some(("RoleNotAllowed", message));
+    }
+    if let crate::api::AdoptionGrant::Invalid(raw) = &spec.allow_adoption {
+        let message =
+            format!("spec.allowAdoption must be true, false or a list of names; got {raw}: no profile may be adopted");
+        return Some(("InvalidAllowAdoption", message));
+    }
+    if spec.namespaces.is_none() && spec.namespace_selector.is_none() {
+        return Some((
+            "NoNamespaces",
+            "Set spec.namespaces or spec.namespaceSelector: this binding binds nothing".into(),
+        ));
+    }
+    None
+}
+
+fn condition(
+    status: &str,
+    reason: String,
+    message: String,
+    generation: Option<i64>,
+    previous: Option<&Condition>,
+) -> Condition {
     let unchanged = previous.is_some_and(|p| p.status == status);
     Condition {
         type_: "Ready".into(),
@@ -185,22 +228,27 @@ async fn probe<C: ConnectApi>(
     }
 }
 
-/// The SecurityProfiles of the binding's instance in the namespaces it selects.
+/// The SecurityProfiles of the binding's instance in the namespaces it grants, and how many of them are
+/// revoked.
 async fn bound_profiles<C>(
     ctx: &Context<C>,
     binding: &InstanceBinding,
     profiles: &[Store<DeserializeGuard<SecurityProfile>>],
-) -> i32 {
-    let mut count = 0;
+) -> (i32, i32) {
+    let mut count = (0, 0);
     for store in profiles {
         for p in store.state() {
             let Ok(p) = &p.0 else { continue };
             if p.spec.instance_id != binding.spec.instance_id {
                 continue;
             }
-            let Ok(labels) = ctx.namespace_labels(&p.namespace().unwrap_or_default()).await else { continue };
-            if selects(binding, &labels) {
-                count += 1;
+            let namespace = p.namespace().unwrap_or_default();
+            let Ok(labels) = ctx.namespace_labels(&namespace).await else { continue };
+            if covers(binding, &namespace, &labels) {
+                count.0 += 1;
+                let revoked =
+                    ctx.revoked.lock().expect("revoked lock").contains_key(&format!("{namespace}/{}", p.name_any()));
+                count.1 += i32::from(revoked);
             }
         }
     }

@@ -2,7 +2,8 @@
 //! profile the status names, where the status ARN says it is (never where the spec points now), and
 //! only after reading it: a profile that does not carry this resource's owner tag, or a default profile
 //! the binding does not allow changing, is left in Connect with a Warning Event. With `Retain`, or when
-//! nothing was ever created, only the finalizer is removed.
+//! nothing was ever created, only the finalizer is removed. An adopted profile defaults to Retain; so
+//! does a profile whose namespace no InstanceBinding grants any more (the finalizer never strands).
 
 use kube::ResourceExt;
 use kube::api::Api;
@@ -28,8 +29,7 @@ pub async fn cleanup<C: ConnectApi>(
     let status = profile.status.clone().unwrap_or_default();
     // Observe never writes: deleting the resource only removes the finalizer.
     let observing = super::observing::is_observing(profile, ctx);
-    if let (Some(id), DeletionPolicy::Delete, false) =
-        (status.security_profile_id, profile.spec.deletion_policy.unwrap_or_default(), observing)
+    if let (Some(id), DeletionPolicy::Delete, false) = (status.security_profile_id, deletion_policy(profile), observing)
     {
         let arn = status.security_profile_arn.unwrap_or_default();
         delete_owned(profile, ctx, &id, &arn).await?;
@@ -42,7 +42,14 @@ pub async fn cleanup<C: ConnectApi>(
     Ok(Action::await_change())
 }
 
-/// Deletes the profile `id` (at `arn`) if this resource owns it.
+/// The spec's deletionPolicy; unset: Retain for an adopted profile, else Delete.
+pub fn deletion_policy(profile: &SecurityProfile) -> DeletionPolicy {
+    let adopted = profile.status.as_ref().and_then(|s| s.adopted).unwrap_or(false);
+    profile.spec.deletion_policy.unwrap_or(if adopted { DeletionPolicy::Retain } else { DeletionPolicy::Delete })
+}
+
+/// Deletes the profile `id` (at `arn`) if this resource owns it. With no binding for it any more the
+/// profile is retained (a deleted binding never strands a finalizer).
 async fn delete_owned<C: ConnectApi>(
     profile: &SecurityProfile,
     ctx: &Context<C>,
@@ -50,7 +57,17 @@ async fn delete_owned<C: ConnectApi>(
     arn: &str,
 ) -> Result<(), Error> {
     let instance = instance_of_arn(arn).unwrap_or(&profile.spec.instance_id).to_string();
-    let grant = binding::resolve(profile, &instance, ctx).await?;
+    let grant = match binding::resolve(profile, &instance, ctx).await {
+        Ok(grant) => grant,
+        Err(Error::NoInstanceBinding { instance, namespace }) => {
+            let note = format!(
+                "No InstanceBinding grants namespace {namespace} access to instance {instance} any more: security profile {id} was left in Connect (Retain)"
+            );
+            publish(ctx, profile, EventType::Warning, "Retained", note).await;
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let mut target = grant.target.clone();
     if let Some(region) = region_of_arn(arn) {
         if grant.binding.is_some() && region != target.region {

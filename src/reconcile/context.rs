@@ -41,6 +41,21 @@ pub struct Settings {
     /// Single-team mode: a SecurityProfile that no InstanceBinding covers is still acted on, in its
     /// spec's Region (else the operator's) with the operator's own identity.
     pub allow_unbound: bool,
+    /// Role ARN patterns (`*` matches any run of characters) that InstanceBindings may name; empty: any.
+    pub allowed_role_arns: Vec<String>,
+}
+
+impl Settings {
+    /// Whether a binding may name `role` (`--allowed-role-arns`).
+    pub fn role_allowed(&self, role: &str) -> bool {
+        self.allowed_role_arns.is_empty() || self.allowed_role_arns.iter().any(|p| glob_matches(p, role))
+    }
+}
+
+/// `*` in `pattern` matches any run of characters; everything else matches itself.
+fn glob_matches(pattern: &str, value: &str) -> bool {
+    let parts: Vec<String> = pattern.split('*').map(regex::escape).collect();
+    regex::Regex::new(&format!("^{}$", parts.join(".*"))).is_ok_and(|r| r.is_match(value))
 }
 
 impl Default for Settings {
@@ -55,6 +70,7 @@ impl Default for Settings {
             search_every: 2,
             allow_unbound: false,
             observe_only: false,
+            allowed_role_arns: Vec::new(),
         }
     }
 }
@@ -101,6 +117,9 @@ pub struct Context<C> {
     pub observations: super::observer::Observations,
     /// Every InstanceBinding, kept by a watch (see [`super::controller::run`]).
     pub bindings: Store<InstanceBinding>,
+    /// The objects whose binding no longer allows what Connect holds for them, with the error's reason
+    /// (the `revoked_profiles` metric counts them).
+    pub(crate) revoked: Mutex<HashMap<String, String>>,
     binding_writer: Mutex<Option<Writer<InstanceBinding>>>,
 }
 
@@ -129,6 +148,7 @@ impl<C> Context<C> {
             next_observe: Mutex::default(),
             last_status: Mutex::default(),
             namespace_labels: Mutex::default(),
+            revoked: Mutex::default(),
         }
     }
 
@@ -195,6 +215,10 @@ impl<C> Context<C> {
         self.next_observe.lock().expect("next_observe lock").remove(key);
         self.terminal.lock().expect("terminal lock").remove(key);
         self.failures.lock().expect("failures lock").remove(key);
+        let mut revoked = self.revoked.lock().expect("revoked lock");
+        if revoked.remove(key).is_some() {
+            self.metrics.set_revoked(revoked.len());
+        }
     }
 }
 

@@ -85,8 +85,23 @@ pub enum Error {
     RegionNotBound { spec_region: String, binding: String, binding_region: String },
     #[error("InstanceBinding {binding} does not allow adopting {what}")]
     AdoptionNotAllowed { what: String, binding: String, setting: &'static str },
-    #[error("InstanceBinding {binding} denies the permissions {permissions:?}")]
-    PermissionNotAllowed { permissions: Vec<String>, binding: String },
+    /// A profile not in Connect yet asks for what the binding does not allow (`what` lists it).
+    #[error("InstanceBinding {binding} does not allow {what}")]
+    PermissionNotAllowed { what: String, binding: String },
+    /// A profile that exists in Connect holds (per its spec) what the binding no longer allows.
+    #[error("InstanceBinding {binding} no longer allows {what} of profile {id}")]
+    PermissionRevoked { id: String, what: String, binding: String, enforced: bool },
+    /// A profile that exists in Connect, in a namespace that no binding grants the instance any more.
+    #[error("no InstanceBinding grants namespace {namespace} access to Connect instance {instance} any more")]
+    BindingRevoked { id: String, instance: String, namespace: String },
+    /// Single-team mode (`--allow-unbound`) never acts on an instance that InstanceBindings name.
+    #[error(
+        "Connect instance {instance} is bound by InstanceBindings {bindings:?}, none of which grants namespace {namespace}"
+    )]
+    InstanceBoundElsewhere { instance: String, namespace: String, bindings: Vec<String> },
+    /// The binding names a role that the operator's --allowed-role-arns does not allow.
+    #[error("InstanceBinding {binding} names role {role}, which the operator's --allowed-role-arns does not allow")]
+    RoleNotAllowed { binding: String, role: String },
     #[error(
         "profile {id} is the instance's default profile {name:?}; InstanceBinding {binding} does not allow changing it"
     )]
@@ -149,6 +164,10 @@ pub mod reason {
     pub const REGION_NOT_BOUND: &str = "RegionNotBound";
     pub const ADOPTION_NOT_ALLOWED: &str = "AdoptionNotAllowed";
     pub const PERMISSION_NOT_ALLOWED: &str = "PermissionNotAllowed";
+    pub const PERMISSION_REVOKED: &str = "PermissionRevoked";
+    pub const BINDING_REVOKED: &str = "BindingRevoked";
+    pub const INSTANCE_BOUND_ELSEWHERE: &str = "InstanceBoundElsewhere";
+    pub const ROLE_NOT_ALLOWED: &str = "RoleNotAllowed";
     pub const DEFAULT_PROFILE_NOT_ALLOWED: &str = "DefaultProfileNotAllowed";
 }
 
@@ -165,11 +184,16 @@ impl Error {
             | Error::RegionNotBound { .. }
             | Error::AdoptionNotAllowed { .. }
             | Error::PermissionNotAllowed { .. }
+            | Error::PermissionRevoked { .. }
+            | Error::BindingRevoked { .. }
+            | Error::InstanceBoundElsewhere { .. }
+            | Error::RoleNotAllowed { .. }
+            // An admin may fix the binding's Region: looked at again when bindings change.
+            | Error::RegionChanged { .. }
             | Error::DefaultProfileNotAllowed { .. } => Retry::WhenBindingsChange,
             Error::NamespaceUnreadable { .. } => Retry::Backoff,
             Error::InvalidSpec { .. }
             | Error::InvalidObject { .. }
-            | Error::RegionChanged { .. }
             | Error::RenamedInConnect { .. }
             | Error::OwnedElsewhere { .. }
             | Error::NameTaken { .. } => Retry::WhenSpecChanges,
@@ -208,7 +232,21 @@ impl Error {
             Error::InvalidSpec { .. } | Error::InvalidObject { .. } | Error::RenamedInConnect { .. } => {
                 Category::Validation
             }
-            Error::NoRegion => Category::Configuration,
+            Error::NoRegion | Error::RoleNotAllowed { .. } | Error::NamespaceUnreadable { .. } => {
+                Category::Configuration
+            }
+            Error::NoInstanceBinding { .. }
+            | Error::AmbiguousInstanceBinding { .. }
+            | Error::RegionNotBound { .. }
+            | Error::RegionChanged { .. }
+            | Error::AdoptionNotAllowed { .. }
+            | Error::PermissionNotAllowed { .. }
+            | Error::PermissionRevoked { .. }
+            | Error::BindingRevoked { .. }
+            | Error::InstanceBoundElsewhere { .. }
+            | Error::DefaultProfileNotAllowed { .. }
+            | Error::OwnedElsewhere { .. }
+            | Error::NameTaken { .. } => Category::Policy,
             _ => Category::Connect,
         }
     }
@@ -232,6 +270,10 @@ impl Error {
                 | Error::InvalidObject { .. }
                 | Error::RegionChanged { .. }
                 | Error::NoInstanceBinding { .. }
+                | Error::PermissionRevoked { .. }
+                | Error::BindingRevoked { .. }
+                | Error::InstanceBoundElsewhere { .. }
+                | Error::RoleNotAllowed { .. }
                 | Error::AmbiguousInstanceBinding { .. }
                 | Error::RegionNotBound { .. }
                 | Error::ObservedProfileNotFound { .. }
@@ -254,6 +296,10 @@ impl Error {
             Error::RegionNotBound { .. } => reason::REGION_NOT_BOUND,
             Error::AdoptionNotAllowed { .. } => reason::ADOPTION_NOT_ALLOWED,
             Error::PermissionNotAllowed { .. } => reason::PERMISSION_NOT_ALLOWED,
+            Error::PermissionRevoked { .. } => reason::PERMISSION_REVOKED,
+            Error::BindingRevoked { .. } => reason::BINDING_REVOKED,
+            Error::InstanceBoundElsewhere { .. } => reason::INSTANCE_BOUND_ELSEWHERE,
+            Error::RoleNotAllowed { .. } => reason::ROLE_NOT_ALLOWED,
             Error::DefaultProfileNotAllowed { .. } => reason::DEFAULT_PROFILE_NOT_ALLOWED,
             Error::InvalidObject { .. } => reason::INVALID_OBJECT,
             Error::NoRegion => reason::NO_REGION,
@@ -291,10 +337,10 @@ impl Error {
                 );
             }
             Error::NoInstanceBinding { instance, namespace } => format!(
-                "No InstanceBinding grants namespace {namespace} access to Connect instance {instance}: ask a cluster admin for one (kind InstanceBinding, spec.instanceId {instance}, a namespaceSelector that selects {namespace}). Nothing was sent to Connect."
+                "No InstanceBinding grants namespace {namespace} access to Connect instance {instance}: ask a cluster admin for one (kind InstanceBinding, spec.instanceId {instance}, spec.namespaces listing {namespace}). Nothing was sent to Connect."
             ),
             Error::AmbiguousInstanceBinding { .. } => format!(
-                "{}: a cluster admin must narrow their namespaceSelectors so that exactly one applies. Nothing was sent to Connect.",
+                "{}: a cluster admin must narrow their namespaces or namespaceSelectors so that exactly one applies. Nothing was sent to Connect.",
                 self
             ),
             Error::RegionNotBound { .. } => {
@@ -305,7 +351,27 @@ impl Error {
                 self
             ),
             Error::PermissionNotAllowed { .. } => format!(
-                "{}: remove them from spec.permissions, or ask a cluster admin. Nothing was sent to Connect.",
+                "{}: remove them from the spec, or ask a cluster admin to allow them. Nothing was sent to Connect.",
+                self
+            ),
+            Error::PermissionRevoked { enforced: true, .. } => format!(
+                "{}: the operator removed them from the profile in Connect (onRevoke: Enforce) and keeps them out; remove them from the spec, or ask a cluster admin to allow them again.",
+                self
+            ),
+            Error::PermissionRevoked { enforced: false, .. } => format!(
+                "{}: Connect still holds the profile as it was (onRevoke: Report); remove them from the spec, or ask a cluster admin to allow them again.",
+                self
+            ),
+            Error::BindingRevoked { id, .. } => format!(
+                "{}. Profile {id} stays in Connect as it is and nothing more is sent to Connect; deleting this resource leaves the profile in Connect (Retain).",
+                capitalise(&self.to_string())
+            ),
+            Error::InstanceBoundElsewhere { .. } => format!(
+                "{}: single-team mode (--allow-unbound) never acts on an instance that bindings name; ask a cluster admin to grant this namespace. Nothing was sent to Connect.",
+                self
+            ),
+            Error::RoleNotAllowed { .. } => format!(
+                "{}: a cluster admin must change the binding's roleArn or the operator's --allowed-role-arns. Nothing was sent to Connect.",
                 self
             ),
             Error::DefaultProfileNotAllowed { .. } => format!(

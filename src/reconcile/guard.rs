@@ -1,7 +1,7 @@
 //! The guard step: what the reconcile starts from (the freshest status), and when it need not run at
 //! all (a terminal failure of this generation, or an in-sync profile that is not due yet).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
@@ -32,8 +32,8 @@ pub fn freshest<C>(cached: &SecurityProfile, ctx: &Context<C>) -> SecurityProfil
     profile
 }
 
-/// `Some(action)` when this reconcile has nothing to do yet.
-pub fn skip<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Action> {
+/// `Some(action)` when this generation already failed terminally: nothing to do until the spec changes.
+pub fn skip_terminal<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Action> {
     let key = key(&profile.metadata);
     let terminal = ctx.terminal.lock().expect("terminal lock").get(&key).copied();
     if let Some(t) = terminal {
@@ -43,15 +43,16 @@ pub fn skip<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Action> {
         }
         ctx.terminal.lock().expect("terminal lock").remove(&key);
     }
-    not_due(profile, ctx).map(Action::requeue)
+    None
 }
 
-/// How long until an in-sync profile is due for its next observation, if it is not due yet.
-fn not_due<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Duration> {
+/// `Some(action)` when an in-sync profile is not due for its next observation yet (its guardrails,
+/// which cost no call, were checked before).
+pub fn not_due<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Action> {
     let current = settled(profile);
     let due = *ctx.next_observe.lock().expect("next_observe lock").get(&key(&profile.metadata))?;
     let now = Instant::now();
-    (current && due > now).then(|| due - now)
+    (current && due > now).then(|| Action::requeue(due - now))
 }
 
 pub fn wants_adoption(profile: &SecurityProfile) -> bool {

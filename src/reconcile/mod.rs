@@ -28,6 +28,7 @@ pub mod observer;
 pub mod observing;
 pub mod report;
 pub mod retry;
+pub mod revocation;
 pub mod status;
 
 #[cfg(test)]
@@ -71,6 +72,10 @@ impl<C> Step<'_, C> {
         &self.profile.spec.security_profile_name
     }
 
+    pub fn namespace(&self) -> &str {
+        self.profile.metadata.namespace.as_deref().unwrap_or_default()
+    }
+
     pub fn uid(&self) -> String {
         self.profile.uid().unwrap_or_default()
     }
@@ -81,7 +86,7 @@ impl<C> Step<'_, C> {
         crate::domain::Expectation::new(
             last_modified,
             self.profile.spec.description.as_deref().unwrap_or_default(),
-            &crate::domain::tags_with_owner(self.profile.spec.tags.as_ref(), &self.uid()),
+            &crate::domain::tags_with_owner(self.profile.spec.tags.as_ref(), &self.uid(), self.namespace()),
         )
     }
 }
@@ -113,18 +118,22 @@ async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Arc<Co
         cleanup::cleanup(&profile, &api, ctx).await
     } else {
         finalizer::ensure(&profile, &api).await?;
-        if let Some(action) = guard::skip(&profile, ctx) {
+        if let Some(action) = guard::skip_terminal(&profile, ctx) {
             return Ok(action);
         }
         sync(&profile, &api, ctx).await
     };
     if let Err(e) = &result {
+        revocation::track(&profile, ctx, e).await;
         report::failure(&profile, &api, ctx, e).await?;
+    } else {
+        revocation::track_ok(&profile, ctx);
     }
     result
 }
 
-/// validate -> bind -> observe -> acquire or plan+apply -> status.
+/// validate -> bind (guardrails: free, so every requeue re-checks them) -> observe -> acquire or
+/// plan+apply -> status.
 async fn sync<C: ConnectApi>(
     profile: &SecurityProfile,
     api: &Api<SecurityProfile>,
@@ -135,13 +144,22 @@ async fn sync<C: ConnectApi>(
     validate::validate_spec(&profile.spec, current_instance).map_err(|errors| Error::InvalidSpec {
         message: format!("{}. Fix the spec; nothing was sent to Connect.", validate::describe(&errors)),
     })?;
-    let mut grant = binding::resolve(profile, &profile.spec.instance_id, ctx).await?;
+    let existing = profile.status.as_ref().and_then(|s| s.security_profile_id.clone());
+    let mut grant =
+        binding::resolve(profile, &profile.spec.instance_id, ctx).await.map_err(|e| match (e, &existing) {
+            (Error::NoInstanceBinding { instance, namespace }, Some(id)) => {
+                Error::BindingRevoked { id: id.clone(), instance, namespace }
+            }
+            (e, _) => e,
+        })?;
     binding::check_region(profile, &grant)?;
-    grant.target.priority = guard::priority(profile);
-    let denied = binding::denied(profile, &grant);
-    if !denied.is_empty() {
-        return Err(Error::PermissionNotAllowed { permissions: denied, binding: grant.binding_name() });
+    let observing = observing::is_observing(profile, ctx);
+    let revoked = revocation::check(profile, &grant, existing.as_deref(), observing)?;
+    // Only once the guardrails passed: an in-sync profile that is not due costs nothing more.
+    if let Some(action) = guard::not_due(profile, ctx) {
+        return Ok(action);
     }
+    grant.target.priority = guard::priority(profile);
     if let Some((id, arn)) =
         profile.status.as_ref().and_then(|s| s.security_profile_id.as_ref().zip(s.security_profile_arn.as_ref()))
         && let Some(profile_region) = region_of_arn(arn)
@@ -153,20 +171,51 @@ async fn sync<C: ConnectApi>(
             region: grant.target.region.clone(),
         });
     }
-    let observing = observing::is_observing(profile, ctx);
-    if observing && profile.status.as_ref().is_some_and(|s| s.security_profile_id.is_some()) {
+    if observing && existing.is_some() {
         grant.target.priority = crate::domain::Priority::Background;
     }
     let mut profile = profile.clone();
+    if revoked.is_some() {
+        // onRevoke: Enforce: Connect is brought to the spec without what the binding no longer allows.
+        profile.spec = grant.guardrails.within(&profile.spec);
+    }
+    match (settle(&mut profile, api, ctx, &grant, observing).await?, revoked) {
+        (Settled::Done(action), _) => Ok(action),
+        (Settled::InSync { .. }, Some(revoked)) => Err(revoked),
+        (Settled::InSync { id, arn, last_modified }, None) => {
+            report::in_sync(&profile, api, ctx, &id, &arn, last_modified).await
+        }
+    }
+}
+
+/// Where [`settle`] left the profile.
+enum Settled {
+    /// Connect holds the profile `id` as the spec says.
+    InSync { id: String, arn: String, last_modified: Option<String> },
+    /// Nothing more this time (Observe reported, or the first listing is awaited).
+    Done(Action),
+}
+
+/// Observe -> acquire or apply until Connect holds the profile as `profile` says. Observe mode ends
+/// here, with its own status.
+async fn settle<C: ConnectApi>(
+    profile: &mut SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Arc<Context<C>>,
+    grant: &Grant,
+    observing: bool,
+) -> Result<Settled, Error> {
     // At most: take over a profile, observe it, and find it gone since (then create).
     for _ in 0..3 {
-        let step = Step { profile: &profile, api, ctx, grant: &grant, target: &grant.target, observing };
+        let step = Step { profile, api, ctx, grant, target: &grant.target, observing };
         let acquired = match observe::observe(&step).await? {
             Observation::Present { id, observed, .. } if observing => {
-                return observing::report(&step, &id, &observed).await;
+                step.may_observe(&id, &observed.name, observed.owner())?;
+                return Ok(Settled::Done(observing::report(&step, &id, &observed).await?));
             }
             Observation::Absent { adoptable } if observing => {
-                profile.status = Some(observing::record(&step, adoptable).await?);
+                let status = observing::record(&step, adoptable).await?;
+                profile.status = Some(status);
                 continue;
             }
             Observation::Gone { .. } if observing => {
@@ -178,25 +227,25 @@ async fn sync<C: ConnectApi>(
             Observation::Present { id, observed, .. } => {
                 let last_modified = apply::apply(&step, &id, &observed).await?;
                 observer::watch(&step, &id, last_modified.clone());
-                return report::in_sync(&profile, api, ctx, &id, &observed.arn, last_modified).await;
+                return Ok(Settled::InSync { id, arn: observed.arn.clone(), last_modified });
             }
             Observation::Unchanged { id, arn, last_modified } => {
                 observer::watch(&step, &id, last_modified.clone());
-                return report::in_sync(&profile, api, ctx, &id, &arn, last_modified).await;
+                return Ok(Settled::InSync { id, arn, last_modified });
             }
-            Observation::Waiting => return Ok(Action::requeue(observer::FIRST_LISTING_WAIT)),
+            Observation::Waiting => return Ok(Settled::Done(Action::requeue(observer::FIRST_LISTING_WAIT))),
             Observation::Absent { adoptable } => acquire::acquire(&step, adoptable).await?,
             Observation::Gone { id } => {
                 let note = format!("Security profile {id} was deleted outside the operator; creating it again");
-                publish(ctx, &profile, EventType::Warning, "Recreating", note).await;
+                publish(ctx, profile, EventType::Warning, "Recreating", note).await;
                 acquire::create(&step).await?
             }
         };
         match acquired {
             Acquired::Created(created) => {
-                let step = Step { profile: &profile, api, ctx, grant: &grant, target: &grant.target, observing };
+                let step = Step { profile, api, ctx, grant, target: &grant.target, observing };
                 observer::watch(&step, &created.id, None);
-                return report::in_sync(&profile, api, ctx, &created.id, &created.arn, None).await;
+                return Ok(Settled::InSync { id: created.id, arn: created.arn, last_modified: None });
             }
             Acquired::TakenOver(status) => profile.status = Some(status),
         }

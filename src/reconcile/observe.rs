@@ -40,6 +40,12 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
             return Ok(Observation::Absent { adoptable: None });
         }
         let found = step.ctx.connect.find_profile_by_name(step.target, step.name()).await.map_err(Error::Lookup)?;
+        if step.observing
+            && let Some(f) = &found
+        {
+            // Observe records only a profile Manage could own (unless the binding opts in).
+            step.may_observe(&f.profile.id, step.name(), f.owner())?;
+        }
         return Ok(Observation::Absent { adoptable: found });
     };
     let drifted = status.diff_count.unwrap_or(0) > 0;
@@ -97,7 +103,11 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
     }
     if observed.state.listed.is_none() {
         let differs = !plan_update(&step.profile.spec, &observed.state).is_empty()
-            || !plan_tags(&tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid()), &observed.tags).is_empty();
+            || !plan_tags(
+                &tags_with_owner(step.profile.spec.tags.as_ref(), &step.uid(), step.namespace()),
+                &observed.tags,
+            )
+            .is_empty();
         if full || differs {
             // Connect changed the profile, or it differs already: read the members before planning.
             observed = step.ctx.connect.observe_profile(step.target, &id, true).await.map_err(Error::Read)?;

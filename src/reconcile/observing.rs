@@ -25,10 +25,12 @@ pub fn is_observing<C>(profile: &SecurityProfile, ctx: &Context<C>) -> bool {
 fn expected_tags<C>(step: &Step<'_, C>, observed: &ObservedProfile) -> std::collections::BTreeMap<String, String> {
     let uid = step.uid();
     if observed.owner() == Some(uid.as_str()) {
-        tags_with_owner(step.profile.spec.tags.as_ref(), &uid)
+        tags_with_owner(step.profile.spec.tags.as_ref(), &uid, step.namespace())
     } else {
         let mut tags = step.profile.spec.tags.clone().unwrap_or_default();
-        tags.extend(observed.owner().map(|o| (crate::api::OWNER_UID_TAG.to_string(), o.to_string())));
+        for key in [crate::api::OWNER_UID_TAG, crate::api::NAMESPACE_TAG] {
+            tags.extend(observed.tags.get(key).map(|v| (key.to_string(), v.clone())));
+        }
         tags
     }
 }

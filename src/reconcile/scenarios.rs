@@ -122,7 +122,11 @@ fn resource(finalizer: bool) -> SecurityProfile {
 }
 
 fn owner_tags() -> BTreeMap<String, String> {
-    BTreeMap::from([("team".into(), "support".into()), (OWNER_UID_TAG.into(), UID.into())])
+    BTreeMap::from([
+        ("team".into(), "support".into()),
+        (OWNER_UID_TAG.into(), UID.into()),
+        (crate::api::NAMESPACE_TAG.into(), NS.into()),
+    ])
 }
 
 /// The status of a resource whose profile `id` was Ready at generation 1.

@@ -124,6 +124,9 @@ pub enum Identity {
     Keep,
     /// This profile, read in full at Connect's `last_modified` (None: read it in full next time).
     Set { id: String, arn: String, last_modified: Option<String> },
+    /// An existing profile the adopt annotation took over: recorded as adopted (its deletionPolicy
+    /// defaults to Retain), to be read in full.
+    Adopted { id: String, arn: String },
 }
 
 /// The next status: identity per `identity`, conditions from `outcome`.
@@ -136,8 +139,15 @@ pub fn next_status(
     now: Time,
 ) -> SecurityProfileStatus {
     let current = current.cloned().unwrap_or_default();
+    let adopted = match &identity {
+        Identity::Adopted { .. } => Some(true),
+        // The same profile stays adopted; another one (created again after it vanished) is not.
+        Identity::Set { id, .. } if current.security_profile_id.as_ref() != Some(id) => None,
+        Identity::Set { .. } | Identity::Keep => current.adopted,
+    };
     let (id, arn, last_modified) = match identity {
         Identity::Set { id, arn, last_modified } => (Some(id), Some(arn), last_modified),
+        Identity::Adopted { id, arn } => (Some(id), Some(arn), None),
         Identity::Keep => (
             current.security_profile_id.clone(),
             current.security_profile_arn.clone(),
@@ -186,6 +196,7 @@ pub fn next_status(
         security_profile_id: id,
         security_profile_arn: arn,
         connect_last_modified_time: last_modified,
+        adopted,
         observed_generation: generation,
         diff_count,
         diff,

@@ -55,6 +55,7 @@ pub struct Metrics {
     wait_by_priority: Family<PriorityLabels, Counter<f64, AtomicU64>>,
     reads_saved: Counter,
     listing_success: Family<InstanceLabels, Gauge<f64, AtomicU64>>,
+    revoked: Gauge,
 }
 
 impl Default for Metrics {
@@ -73,6 +74,7 @@ impl Default for Metrics {
             wait_by_priority: Family::default(),
             reads_saved: Counter::default(),
             listing_success: Family::default(),
+            revoked: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("reconciles", "Reconciles by result and error category", m.reconciles.clone());
@@ -105,6 +107,11 @@ impl Default for Metrics {
             "instance_listing_last_success_timestamp_seconds",
             "When each observed instance was last listed (Unix time)",
             m.listing_success.clone(),
+        );
+        r.register(
+            "revoked_profiles",
+            "SecurityProfiles whose profile exists in Connect but whose InstanceBinding no longer allows it (PermissionRevoked, BindingRevoked)",
+            m.revoked.clone(),
         );
         m
     }
@@ -147,6 +154,11 @@ impl Metrics {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let labels = InstanceLabels { region: region.into(), instance: instance.into() };
         self.listing_success.get_or_create(&labels).set(now.as_secs_f64());
+    }
+
+    /// How many profiles are revoked now.
+    pub fn set_revoked(&self, n: usize) {
+        self.revoked.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn status_write(&self) {
@@ -210,7 +222,7 @@ mod tests {
     fn declares_the_families_the_rules_and_dashboards_know() {
         let m = Metrics::default();
         let declared = |text: &str| text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(declared(&m.render()), 6, "{}", m.render());
+        assert_eq!(declared(&m.render()), 7, "{}", m.render());
         m.reconcile("error", "validation", Duration::from_secs(1));
         m.connect_call("DescribeSecurityProfile", "ok");
         m.prioritized_call("background", Duration::from_millis(250));
@@ -242,6 +254,8 @@ mod tests {
                 "# TYPE connect_operator_reads_saved_total counter",
                 "# HELP connect_operator_instance_listing_last_success_timestamp_seconds When each observed instance was last listed (Unix time).",
                 "# TYPE connect_operator_instance_listing_last_success_timestamp_seconds gauge",
+                "# HELP connect_operator_revoked_profiles SecurityProfiles whose profile exists in Connect but whose InstanceBinding no longer allows it (PermissionRevoked, BindingRevoked).",
+                "# TYPE connect_operator_revoked_profiles gauge",
             ]
         );
     }
