@@ -156,10 +156,13 @@ async fn sync<C: ConnectApi>(
     let observing = observing::is_observing(profile, ctx);
     let revoked = revocation::check(profile, &grant, existing.as_deref(), observing)?;
     // Only once the guardrails passed: an in-sync profile that is not due costs nothing more.
-    if let Some(action) = guard::not_due(profile, ctx) {
+    if revoked.is_none()
+        && let Some(action) = guard::not_due(profile, ctx)
+    {
         return Ok(action);
     }
-    grant.target.priority = guard::priority(profile);
+    // Enforcing a revocation is read at once (not from the instance listing), at user priority.
+    grant.target.priority = if revoked.is_some() { crate::domain::Priority::User } else { guard::priority(profile) };
     if let Some((id, arn)) =
         profile.status.as_ref().and_then(|s| s.security_profile_id.as_ref().zip(s.security_profile_arn.as_ref()))
         && let Some(profile_region) = region_of_arn(arn)
@@ -178,6 +181,10 @@ async fn sync<C: ConnectApi>(
     if revoked.is_some() {
         // onRevoke: Enforce: Connect is brought to the spec without what the binding no longer allows.
         profile.spec = grant.guardrails.within(&profile.spec);
+        // The last full read was compared with the whole spec: read the members again.
+        if let Some(status) = &mut profile.status {
+            status.connect_last_modified_time = None;
+        }
     }
     match (settle(&mut profile, api, ctx, &grant, observing).await?, revoked) {
         (Settled::Done(action), _) => Ok(action),

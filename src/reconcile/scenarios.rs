@@ -149,9 +149,14 @@ struct Scenario {
 
 impl Scenario {
     fn new(object: &SecurityProfile) -> Self {
+        Self::with_settings(object, |_| {})
+    }
+
+    fn with_settings(object: &SecurityProfile, configure: impl FnOnce(&mut Settings)) -> Self {
         let (client, kube) = mock_kube(object);
         let connect = Arc::new(FakeConnect::default());
-        let settings = Settings { retry_base: Duration::from_millis(100), ..Settings::default() };
+        let mut settings = Settings { retry_base: Duration::from_millis(100), ..Settings::default() };
+        configure(&mut settings);
         let ctx = Context::new(client, connect.clone(), Some("eu-west-2".into()), settings, Arc::default());
         let s = Self { ctx: Arc::new(ctx), connect, kube, bindings: Mutex::new(None) };
         // Instance listings come from `list()`, never from a background task.
@@ -925,4 +930,215 @@ async fn the_copy_of_a_written_status_does_not_outlive_its_ttl_when_no_reconcile
     }
     s.ctx.forget_expired_statuses();
     assert!(s.ctx.last_status.lock().unwrap().is_empty(), "an idle operator keeps no copy");
+}
+
+// --- Tenancy in depth (issue 20): each test is one finding of the security review. ---
+
+/// An in-sync profile whose next observation is not due for a while (as after a successful reconcile).
+fn in_sync_not_due(s: &Scenario, object: &SecurityProfile) {
+    let due = std::time::Instant::now() + Duration::from_secs(600);
+    s.ctx.next_observe.lock().unwrap().insert(context::key(&object.metadata), due);
+}
+
+fn bound(extra: Value) -> Value {
+    let mut spec = json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaces": [NS]});
+    spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    spec
+}
+
+/// Finding 3: a tightened binding used to change nothing until the profile's next resync (the guard
+/// skipped the reconcile the binding watch requeued). Now the guardrails are checked first, for free.
+#[tokio::test]
+async fn a_tightened_allow_list_revokes_an_in_sync_profile_at_once_without_a_call() {
+    let mut object = resource(true);
+    object.status = Some(ready_status("sp-1"));
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-1", &object.spec, owner_tags());
+    in_sync_not_due(&s, &object);
+    s.bind(bound(json!({"allowedPermissions": ["BasicAgentAccess"]})));
+
+    let err = s.reconcile(&object).await.expect_err("revoked");
+    assert!(s.connect.calls().is_empty(), "Report changes nothing in Connect: {:?}", s.connect.calls());
+    let status = s.written_status();
+    assert_eq!(condition(&status, "Ready").reason, "PermissionRevoked");
+    assert_eq!(condition(&status, "Ready").status, "False");
+    let message = &condition(&status, "Synced").message;
+    assert!(message.contains("OutboundCallAccess") && message.contains("team-a"), "{message}");
+    assert!(s.events().contains(&"PermissionRevoked".to_string()), "{:?}", s.events());
+    assert!(s.ctx.metrics.render().contains("connect_operator_revoked_profiles 1\n"));
+    assert_eq!(err.retry(), Retry::WhenBindingsChange);
+
+    // The admin allows it again: the profile is back, the metric falls.
+    s.bind(bound(json!({"allowedPermissions": ["BasicAgentAccess", "Outbound*"]})));
+    let mut retried = object.clone();
+    retried.status = Some(s.written_status());
+    s.reconcile(&retried).await.expect("allowed again");
+    assert!(s.ctx.metrics.render().contains("connect_operator_revoked_profiles 0\n"));
+}
+
+/// onRevoke: Enforce removes exactly what the binding no longer allows, and says so.
+#[tokio::test]
+async fn enforce_removes_exactly_the_revoked_permission_from_connect() {
+    let mut object = resource(true);
+    object.status = Some(ready_status("sp-1"));
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-1", &object.spec, owner_tags());
+    in_sync_not_due(&s, &object);
+    s.bind(bound(json!({"allowedPermissions": ["BasicAgentAccess"], "onRevoke": "Enforce"})));
+
+    s.reconcile(&object).await.expect_err("revoked, enforced");
+    let writes: Vec<String> =
+        s.connect.calls().into_iter().filter(|c| !c.starts_with("Describe") && !c.starts_with("List")).collect();
+    assert_eq!(writes, ["UpdateSecurityProfile"], "one update, no tag change");
+    let updates = s.connect.updates.lock().unwrap().clone();
+    let only_permissions =
+        ProfileUpdate { permissions: Some(vec!["BasicAgentAccess".to_string()]), ..ProfileUpdate::default() };
+    assert_eq!(updates, [only_permissions], "exactly the revoked permission goes; nothing else changes");
+    let status = s.written_status();
+    assert_eq!(condition(&status, "Ready").reason, "PermissionRevoked");
+    assert!(condition(&status, "Synced").message.contains("removed them from the profile in Connect"));
+    assert!(s.events().contains(&"RevocationEnforced".to_string()), "{:?}", s.events());
+}
+
+/// Finding 2: the deny-list was exact: case variants and application permissions went through.
+#[tokio::test]
+async fn case_variants_and_application_permissions_do_not_slip_past_the_guardrails() {
+    let mut object = resource(true);
+    object.spec.permissions = Some(vec!["BasicAgentAccess".into(), "outboundcallaccess".into()]);
+    object.spec.applications = Some(vec![
+        serde_json::from_value(json!({"namespace": "crm", "applicationPermissions": ["ACCESS", "Admin.Everything"]}))
+            .unwrap(),
+    ]);
+    let s = Scenario::new(&object);
+    s.bind(bound(json!({"deniedPermissions": ["OutboundCallAccess"], "allowedPermissions": ["BasicAgent*", "outbound*", "access"]})));
+    let message = refused_without_a_call(&s, &object, "PermissionNotAllowed").await;
+    assert!(message.contains("outboundcallaccess"), "the deny-list wins over the allow-list: {message}");
+    assert!(message.contains("crm: Admin.Everything") && !message.contains("crm: ACCESS"), "{message}");
+}
+
+/// Finding 1: a namespace joins a selector by its labels; a binding that names its namespaces cannot be
+/// joined that way.
+#[tokio::test]
+async fn labels_do_not_join_a_binding_that_names_its_namespaces() {
+    let object = resource(true);
+    let s = Scenario::new(&object);
+    // The namespace carries team=a (see mock_kube), but the binding names another namespace.
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaces": ["team-a-prod"]}));
+    refused_without_a_call(&s, &object, "NoInstanceBinding").await;
+}
+
+/// Finding 3, deletion: a deleted binding used to strand every finalizer of the profiles it bound.
+#[tokio::test]
+async fn deleting_a_binding_never_strands_a_finalizer() {
+    let object = deleting("Delete", Some("sp-7"));
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-7", &object.spec, owner_tags());
+    s.bind_all(&[]);
+    s.reconcile(&object).await.expect("released");
+    assert!(s.connect.calls().is_empty(), "nothing to call Connect with: {:?}", s.connect.calls());
+    assert_eq!(s.kube_writes(), [format!("PATCH {}", resource_path())], "the finalizer goes");
+    assert_eq!(s.events(), ["Retained"]);
+    assert_eq!(s.connect.profiles.lock().unwrap().len(), 1, "retained in Connect");
+
+    // A live profile whose binding went reports it, distinctly.
+    let mut live = resource(true);
+    live.status = Some(ready_status("sp-7"));
+    let s = Scenario::new(&live);
+    s.bind_all(&[]);
+    s.reconcile(&live).await.expect_err("no binding any more");
+    assert_eq!(condition(&s.written_status(), "Ready").reason, "BindingRevoked");
+    assert!(s.connect.calls().is_empty());
+}
+
+/// Finding 4: allowAdoption opened every unowned profile, and an adopted profile was deleted with its
+/// resource.
+#[tokio::test]
+async fn adoption_by_name_and_an_adopted_profile_is_retained_by_default() {
+    let object = adopting("Agents");
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-1", &object.spec, BTreeMap::new());
+    s.bind(bound(json!({"allowAdoption": ["team-a-*"]})));
+    let message = refused_without_a_call(&s, &object, "AdoptionNotAllowed").await;
+    assert!(message.contains("\"Agents\""), "{message}");
+
+    let object = adopting("team-a-agents");
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-2", &object.spec, BTreeMap::new());
+    s.bind(bound(json!({"allowAdoption": ["team-a-*"]})));
+    s.reconcile(&object).await.expect("adopted");
+    let status = s.written_status();
+    assert_eq!(status.adopted, Some(true));
+
+    let mut gone = object.clone();
+    gone.status = Some(status);
+    gone.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+    let s = Scenario::new(&gone);
+    s.connect.insert("sp-2", &gone.spec, owner_tags());
+    s.reconcile(&gone).await.expect("released");
+    assert!(s.connect.calls().is_empty(), "adopted: retained unless the spec says Delete");
+
+    gone.spec.deletion_policy = Some(crate::api::DeletionPolicy::Delete);
+    let s = Scenario::new(&gone);
+    s.connect.insert("sp-2", &gone.spec, owner_tags());
+    s.reconcile(&gone).await.expect("deleted");
+    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile", "DeleteSecurityProfile"]);
+}
+
+/// Lower finding: --allow-unbound acted on instances that bindings name.
+#[tokio::test]
+async fn unbound_mode_refuses_an_instance_that_a_binding_names() {
+    let object = resource(true);
+    let s = Scenario::with_settings(&object, |s| s.allow_unbound = true);
+    s.bind(json!({"instanceId": INSTANCE, "region": "eu-west-2", "namespaces": ["team-b"]}));
+    let message = refused_without_a_call(&s, &object, "InstanceBoundElsewhere").await;
+    assert!(message.contains("team-a"), "{message}");
+
+    s.bind_all(&[]);
+    s.reconcile(&object).await.expect("no binding names it: single-team mode acts");
+    assert_eq!(s.connect.calls(), ["CreateSecurityProfile"]);
+}
+
+/// Lower finding: bindings accepted any role in any account.
+#[tokio::test]
+async fn a_role_outside_allowed_role_arns_binds_nothing() {
+    let object = resource(true);
+    let s = Scenario::with_settings(&object, |s| {
+        s.allowed_role_arns = vec!["arn:aws:iam::111122223333:role/connect-*".into()];
+    });
+    s.bind(bound(json!({"roleArn": "arn:aws:iam::999999999999:role/connect-team-a"})));
+    let message = refused_without_a_call(&s, &object, "RoleNotAllowed").await;
+    assert!(message.contains("999999999999"), "{message}");
+
+    s.bind(bound(json!({"roleArn": "arn:aws:iam::111122223333:role/connect-team-a"})));
+    s.reconcile(&object).await.expect("allowed role");
+    let target = s.connect.targets.lock().unwrap()[0].clone();
+    assert_eq!(target.session_tags, [("binding".to_string(), "team-a".to_string()), ("namespace".into(), NS.into())]);
+}
+
+/// Lower finding: Observe read any profile, another team's and the default ones, into status.diff.
+#[tokio::test]
+async fn observe_honours_ownership_unless_the_binding_opts_in() {
+    let mut object = resource(true);
+    observing(&mut object);
+    let s = Scenario::new(&object);
+    let theirs = BTreeMap::from([(OWNER_UID_TAG.to_string(), "another-uid".to_string())]);
+    s.connect.insert("sp-9", &object.spec, theirs.clone());
+    s.bind(bound(json!({})));
+    s.reconcile(&object).await.expect_err("another resource's profile");
+    let status = s.written_status();
+    assert_eq!(condition(&status, "Synced").reason, "ProfileOwnedElsewhere");
+    assert!(status.security_profile_id.is_none() && status.diff.is_empty(), "nothing of it is recorded");
+
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-9", &object.spec, theirs);
+    s.bind(bound(json!({"observeAnyProfile": true})));
+    s.reconcile(&object).await.expect("opted in");
+    assert_eq!(s.written_status().security_profile_id.as_deref(), Some("sp-9"));
+}
+
+/// Lower finding: RegionChanged stayed terminal after an admin fixed the binding.
+#[tokio::test]
+async fn region_changed_is_retried_when_bindings_change() {
+    let e = Error::RegionChanged { id: "sp-1".into(), profile_region: "eu-west-2".into(), region: "us-east-1".into() };
+    assert_eq!(e.retry(), Retry::WhenBindingsChange);
 }

@@ -40,7 +40,13 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing reconciles in flight");
 }
 
+/// How long a client may take to send a request's head.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one connection may stay open (a scrape takes milliseconds; keep-alive reconnects).
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr` in the background; returns the bound address.
+/// Slow clients are cut off: [`HEADER_READ_TIMEOUT`] for the request head, [`CONNECTION_LIFETIME`] in all.
 pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
@@ -53,8 +59,12 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>, health: Arc<Health>)
                     let (metrics, health) = (metrics.clone(), health.clone());
                     async move { Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &metrics, &health)) }
                 });
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                // A client that trickles its request (or keeps a connection forever) cannot hold a task.
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
             });
         }
     });
@@ -77,4 +87,26 @@ fn respond(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Byte
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .expect("valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A client that sends half a request head and then nothing is disconnected (it used to hold the
+    /// connection, and a task, for as long as it liked).
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+        let addr = serve(([127, 0, 0, 1], 0).into(), Arc::new(Metrics::default()), Arc::new(Health::default()))
+            .await
+            .expect("binds");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").await.expect("writes");
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(HEADER_READ_TIMEOUT * 3, stream.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the server kept the connection open past {:?}", HEADER_READ_TIMEOUT * 3);
+        let answer = String::from_utf8_lossy(&buf);
+        assert!(buf.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
 }
