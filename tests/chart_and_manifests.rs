@@ -113,6 +113,15 @@ fn helm_lint_passes_for_the_defaults_and_the_documented_variants() {
             "--set-json",
             r#"extraEnv=[{"name":"AWS_ENDPOINT_URL_CONNECT","value":"https://connect.eu-central-1.amazonaws.com"}]"#,
         ],
+        &[
+            "--set-json",
+            r#"allowedRoleArns=["arn:aws:iam::111122223333:role/connect-team-*"]"#,
+            "--set",
+            "externalId=connect-operator-prod",
+            "--set-json",
+            r#"admissionPolicy={"validationActions":["Warn","Audit"],"failurePolicy":"Ignore","namespaceSelector":{"matchLabels":{"team":"a"}}}"#,
+        ],
+        &["--set", "admissionPolicy.enabled=false"],
     ];
     for args in variants {
         let mut all = vec!["lint", "--strict", CHART];
@@ -141,6 +150,11 @@ fn bad_values_are_rejected_by_lint_and_install_naming_the_value() {
         (&["--set", "metrics.port=80000"], "metrics.port"),
         (&["--set", "resources.limits.memory=lots"], "resources.limits.memory"),
         (&["--set-json", r#"extraEnv=[{"value":"x"}]"#], "extraEnv"),
+        (&["--set", "allowedRoleArns={connect-team-a}"], "allowedRoleArns"),
+        (&["--set", "externalId=has space"], "externalId"),
+        (&["--set-json", r#"admissionPolicy.validationActions=["Deny","Warn"]"#], "admissionPolicy.validationActions"),
+        (&["--set-json", r#"admissionPolicy.validationActions=[]"#], "admissionPolicy.validationActions"),
+        (&["--set", "admissionPolicy.failurePolicy=Sometimes"], "admissionPolicy.failurePolicy"),
         // Rules across values, enforced by the templates.
         (&["--set", "replicaCount=2,leaderElection.enabled=false"], "leaderElection.enabled"),
         (&["--set", "serviceAccount.create=false"], "serviceAccount.name"),
@@ -526,7 +540,7 @@ fn the_deployment_is_hardened_and_configured_from_values() {
         |n: &str| env.iter().find(|(name, _)| name == n).map(|(_, e)| e["valueFrom"]["fieldRef"]["fieldPath"].clone());
     assert_eq!(field("POD_NAME"), Some(json!("metadata.name")));
     assert_eq!(field("POD_NAMESPACE"), Some(json!("metadata.namespace")));
-    for absent in ["WATCH_NAMESPACES", "AWS_REGION", "CONNECT_ROLE_ARN"] {
+    for absent in ["WATCH_NAMESPACES", "AWS_REGION", "CONNECT_ROLE_ARN", "ALLOWED_ROLE_ARNS", "CONNECT_EXTERNAL_ID"] {
         assert!(env_value(dep, absent).is_none(), "{absent} set without a value");
     }
     // The metrics Service selects the pods, on the probes' port.
@@ -556,6 +570,10 @@ fn the_deployment_is_hardened_and_configured_from_values() {
         r#"tolerations=[{"key":"ops","operator":"Exists"}]"#,
         "--set-json",
         r#"podAnnotations={"example.com/team":"cc"}"#,
+        "--set-json",
+        r#"allowedRoleArns=["arn:aws:iam::111122223333:role/connect-team-*","arn:aws:iam::444455556666:role/connect-b"]"#,
+        "--set",
+        "externalId=connect-operator-prod",
     ]);
     let dep = one(&docs, "Deployment");
     let pod = &dep["spec"]["template"]["spec"];
@@ -572,6 +590,8 @@ fn the_deployment_is_hardened_and_configured_from_values() {
         ("LOG_FORMAT", "text"),
         ("METRICS_ADDR", "0.0.0.0:9090"),
         ("AWS_ENDPOINT_URL_CONNECT", "https://vpce.example"),
+        ("ALLOWED_ROLE_ARNS", "arn:aws:iam::111122223333:role/connect-team-*,arn:aws:iam::444455556666:role/connect-b"),
+        ("CONNECT_EXTERNAL_ID", "connect-operator-prod"),
     ] {
         assert_eq!(env_value(dep, name).as_deref(), Some(value), "{name}");
     }
@@ -630,6 +650,136 @@ fn the_service_monitor_scrapes_the_metrics_service() {
     assert_eq!(one(&docs, "Deployment")["spec"]["replicas"], 2);
 }
 
+// --- the ValidatingAdmissionPolicy -----------------------------------------------------------------
+
+const VAP_API: &str = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy";
+
+/// The chart rendered for a cluster that serves ValidatingAdmissionPolicy (Kubernetes >= 1.30), as
+/// `helm install` and Argo CD render it (they pass the cluster's API versions).
+fn render_with_vap(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["--api-versions", VAP_API];
+    all.extend_from_slice(args);
+    render(&all)
+}
+
+#[test]
+fn the_admission_policy_checks_every_instancebinding_and_renders_only_where_the_api_exists() {
+    let docs = render_with_vap(&[]);
+    let policy = one(&docs, "ValidatingAdmissionPolicy");
+    let binding = one(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(policy["apiVersion"], "admissionregistration.k8s.io/v1");
+    assert_eq!(binding["apiVersion"], "admissionregistration.k8s.io/v1");
+    let name = "t-connect-operator-instancebindings";
+    assert_eq!(policy["metadata"]["name"], name);
+    assert_eq!(policy["metadata"]["labels"]["app.kubernetes.io/instance"], "t");
+    assert_eq!(binding["metadata"]["name"], name);
+    let spec = &policy["spec"];
+    assert_eq!(spec["paramKind"], json!({"apiVersion": format!("{GROUP}/v1alpha1"), "kind": "InstanceBinding"}));
+    assert_eq!(spec["failurePolicy"], "Fail");
+    assert_eq!(
+        spec["matchConstraints"]["resourceRules"],
+        json!([{
+            "apiGroups": [GROUP],
+            "apiVersions": ["v1alpha1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["securityprofiles"],
+        }]),
+        "SecurityProfiles only; not their status subresource"
+    );
+    // Metadata-only updates (the operator's finalizer patches) are not judged.
+    let conditions = spec["matchConditions"].as_array().unwrap();
+    assert_eq!(conditions.len(), 1);
+    assert_eq!(conditions[0]["expression"], "request.operation == 'CREATE' || object.spec != oldObject.spec");
+
+    // Every binding is a param and must pass; no binding at all: allowed.
+    assert_eq!(binding["spec"]["policyName"], name);
+    assert_eq!(binding["spec"]["paramRef"], json!({"selector": {}, "parameterNotFoundAction": "Allow"}));
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+    assert!(binding["spec"].get("matchResources").is_none(), "every namespace by default");
+
+    // Each validation: Forbidden, a static message as the fallback, a message naming the field and
+    // the binding, and a check of every list of the binding (allowlist.rs's rule).
+    let validations = spec["validations"].as_array().unwrap();
+    let all_cel: String = validations
+        .iter()
+        .map(|v| v["expression"].as_str().unwrap())
+        .chain(spec["variables"].as_array().unwrap().iter().map(|v| v["expression"].as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for v in validations {
+        assert_eq!(v["reason"], "Forbidden", "{v}");
+        assert!(v["expression"].as_str().unwrap().starts_with("!variables.applies || "), "{v}");
+        let message = v["messageExpression"].as_str().unwrap();
+        assert!(message.starts_with("'spec."), "the message names the field: {message}");
+        assert!(message.contains("variables.binding"), "the message names the binding: {message}");
+        assert!(v["message"].as_str().is_some_and(|m| m.starts_with("spec.")), "{v}");
+    }
+    let fields: Vec<&str> = validations
+        .iter()
+        .map(|v| v["messageExpression"].as_str().unwrap().split(':').next().unwrap().trim_start_matches('\''))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.permissions",
+            "spec.permissions",
+            "spec.applications[].applicationPermissions",
+            "spec.applications[].applicationPermissions",
+            "spec.allowedFlowModules[].flowModuleId",
+            "spec.allowedAIAgents[].arn",
+        ],
+        "deny-list first: it wins over the allow-list"
+    );
+    for needle in [
+        "params.spec.instanceId == object.spec.instanceId",
+        "namespaceObject.metadata.name in params.spec.namespaces",
+        "params.spec.namespaceSelector",
+        "'In'",
+        "'NotIn'",
+        "'Exists'",
+        "'DoesNotExist'",
+        "params.spec.deniedPermissions",
+        "params.spec.allowedPermissions",
+        "params.spec.allowedFlowModules",
+        "params.spec.allowedAIAgents",
+        "lowerAscii()",
+        "endsWith('*')",
+        "startsWith(x)",
+    ] {
+        assert!(all_cel.contains(needle), "the policy's CEL does not use {needle}");
+    }
+
+    // Tunable.
+    let docs = render_with_vap(&[
+        "--set-json",
+        r#"admissionPolicy={"validationActions":["Warn","Audit"],"failurePolicy":"Ignore","namespaceSelector":{"matchLabels":{"team":"a"}}}"#,
+    ]);
+    let binding = one(&docs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["validationActions"], json!(["Warn", "Audit"]));
+    assert_eq!(one(&docs, "ValidatingAdmissionPolicy")["spec"]["failurePolicy"], "Ignore");
+    assert_eq!(binding["spec"]["matchResources"], json!({"namespaceSelector": {"matchLabels": {"team": "a"}}}));
+    // A release that watches some namespaces judges only those.
+    let docs = render_with_vap(&["--set", "watchNamespaces={team-a,team-b}"]);
+    assert_eq!(
+        one(&docs, "ValidatingAdmissionPolicyBinding")["spec"]["matchResources"],
+        json!({"namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a", "team-b"]}
+        ]}})
+    );
+
+    // Off: nothing. A cluster without the API (helm template's default API versions): nothing.
+    let docs = render_with_vap(&["--set", "admissionPolicy.enabled=false"]);
+    assert!(of_kind(&docs, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&docs, "ValidatingAdmissionPolicyBinding").is_empty());
+    let docs = render(&[]);
+    assert!(of_kind(&docs, "ValidatingAdmissionPolicy").is_empty());
+    assert!(of_kind(&docs, "ValidatingAdmissionPolicyBinding").is_empty());
+
+    // The apiserver reads the params itself: the operator's RBAC is the same with the policy.
+    let sa = "t-connect-operator";
+    assert_eq!(grants(&render_with_vap(&[]), "ops", sa), grants(&render(&[]), "ops", sa));
+}
+
 /// The metric names the operator's /metrics endpoint declares (`# TYPE name kind`), read from a live
 /// endpoint as Prometheus scrapes it (the HTTP layer sets the leader gauge).
 fn exposed_metric_names() -> BTreeSet<String> {
@@ -675,7 +825,8 @@ fn the_prometheus_rule_alerts_on_metrics_the_operator_exposes() {
             "ConnectOperatorNoLeader",
             "ConnectOperatorReconcileErrors",
             "ConnectOperatorThrottled",
-            "ConnectOperatorObservationBehind"
+            "ConnectOperatorObservationBehind",
+            "ConnectOperatorProfilesRevoked"
         ]
     );
     // The job label Prometheus gives the targets is the Service's app.kubernetes.io/name (ServiceMonitor jobLabel).
@@ -699,6 +850,17 @@ fn the_prometheus_rule_alerts_on_metrics_the_operator_exposes() {
                 name.as_str()
             );
         }
+    }
+    assert!(exposed.contains("connect_operator_revoked_profiles"), "{exposed:?}");
+    let revoked = rules.iter().find(|r| r["alert"] == "ConnectOperatorProfilesRevoked").unwrap();
+    assert_eq!(
+        revoked["expr"], "max(connect_operator_revoked_profiles{namespace=\"ops\", job=\"connect-operator\"}) > 0",
+        "the leader's gauge (a standby reports 0)"
+    );
+    assert_eq!(revoked["for"], "5m");
+    let description = revoked["annotations"]["description"].as_str().unwrap();
+    for needle in ["kubectl get csp -A", "PermissionRevoked", "BindingRevoked", "InstanceBinding"] {
+        assert!(description.contains(needle), "{needle} in {description}");
     }
     let errors = rules.iter().find(|r| r["alert"] == "ConnectOperatorReconcileErrors").unwrap();
     assert!(errors["expr"].as_str().unwrap().ends_with("> 0.1"), "{}", errors["expr"]);
@@ -927,7 +1089,9 @@ fn the_operator_binary_accepts_the_args_and_environment_the_chart_gives_it() {
             "--set",
             "watchNamespaces={team-a,team-b},connect.rate=0.5,connect.burst=3,logFormat=text,resyncInterval=90s",
             "--set",
-            "concurrency=2,logLevel=info\\,connect_operator=debug",
+            "concurrency=2,logLevel=info\\,connect_operator=debug,externalId=connect-operator-prod",
+            "--set-json",
+            r#"allowedRoleArns=["arn:aws:iam::111122223333:role/connect-team-*","arn:aws:iam::111122223333:role/x"]"#,
         ],
     ];
     for (i, values) in variants.iter().enumerate() {
