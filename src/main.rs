@@ -174,6 +174,7 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
         observe_interval: args.observe_interval,
         search_every: args.search_every.max(1),
         allowed_role_arns: args.allowed_role_arns.clone(),
+        watched_namespaces: args.namespaces.clone(),
     };
     tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, rate = args.connect.connect_rate, burst = args.connect.connect_burst, "starting connect-operator");
     let ctx = Arc::new(Context::new(client.clone(), connect, region, settings, metrics));

@@ -56,12 +56,15 @@ pub async fn resolve<C>(profile: &SecurityProfile, instance_id: &str, ctx: &Cont
     let bindings: Vec<_> = of_instance.iter().filter(|b| covers(b, &namespace, &labels)).collect();
     let binding = match bindings.as_slice() {
         [one] => (*one).clone(),
-        [] if ctx.settings.allow_unbound && of_instance.is_empty() => return unbound(profile, instance_id, ctx),
         [] if ctx.settings.allow_unbound => {
+            let elsewhere = concerning_us(ctx, &of_instance).await;
+            if elsewhere.is_empty() {
+                return unbound(profile, instance_id, ctx);
+            }
             return Err(Error::InstanceBoundElsewhere {
                 instance: instance_id.to_string(),
                 namespace,
-                bindings: sorted_names(of_instance.iter().map(|b| b.as_ref())),
+                bindings: sorted_names(elsewhere.into_iter()),
             });
         }
         [] => return Err(Error::NoInstanceBinding { instance: instance_id.to_string(), namespace }),
@@ -79,6 +82,31 @@ pub async fn resolve<C>(profile: &SecurityProfile, instance_id: &str, ctx: &Cont
         return Err(Error::RoleNotAllowed { binding: binding.name_any(), role: role.clone() });
     }
     Ok(grant_of(&binding, &namespace, instance_id))
+}
+
+/// The bindings that grant one of the namespaces this operator watches (all of them when it watches
+/// every namespace): single-team mode stays off the instances they name. An operator limited to some
+/// namespaces leaves other namespaces' bindings to their own operator.
+async fn concerning_us<'a, C>(
+    ctx: &Context<C>,
+    bindings: &'a [std::sync::Arc<InstanceBinding>],
+) -> Vec<&'a InstanceBinding> {
+    let watched = &ctx.settings.watched_namespaces;
+    let mut found = Vec::new();
+    for b in bindings {
+        let mut ours = watched.is_empty();
+        for ns in watched {
+            // Unreadable labels: count it (fail closed).
+            if ctx.namespace_labels(ns).await.map_or(true, |labels| covers(b, ns, &labels)) {
+                ours = true;
+                break;
+            }
+        }
+        if ours {
+            found.push(b.as_ref());
+        }
+    }
+    found
 }
 
 fn sorted_names<'a>(bindings: impl Iterator<Item = &'a InstanceBinding>) -> Vec<String> {

@@ -43,6 +43,8 @@ pub struct Settings {
     pub allow_unbound: bool,
     /// Role ARN patterns (`*` matches any run of characters) that InstanceBindings may name; empty: any.
     pub allowed_role_arns: Vec<String>,
+    /// The namespaces this operator watches (`--namespace`); empty: all.
+    pub watched_namespaces: Vec<String>,
 }
 
 impl Settings {
@@ -71,6 +73,7 @@ impl Default for Settings {
             allow_unbound: false,
             observe_only: false,
             allowed_role_arns: Vec::new(),
+            watched_namespaces: Vec::new(),
         }
     }
 }

@@ -45,11 +45,16 @@ pub async fn track<C>(profile: &SecurityProfile, ctx: &Context<C>, err: &Error) 
         }
         return;
     }
+    // What is remembered: the reason, and whether Enforce acted (Report, then Enforce: a new Event).
+    let state = match err {
+        Error::PermissionRevoked { enforced: true, .. } => format!("{} (enforced)", err.reason()),
+        _ => err.reason().to_string(),
+    };
     let new = {
         let mut revoked = ctx.revoked.lock().expect("revoked lock");
-        let previous = revoked.insert(key, err.reason().to_string());
+        let previous = revoked.insert(key, state.clone());
         ctx.metrics.set_revoked(revoked.len());
-        previous.as_deref() != Some(err.reason())
+        previous != Some(state)
     };
     if let (true, Error::PermissionRevoked { id, what, binding, enforced: true }) = (new, err) {
         let note = format!(

@@ -18,4 +18,5 @@ mod onboarding;
 mod roles;
 #[path = "../support/mod.rs"]
 mod support;
+mod tenancy;
 mod test_cluster;
