@@ -2,6 +2,7 @@
 //! Needs the test cluster: `tests/cluster/up.sh` and KUBECONFIG (see README.md), or `make test`. The
 //! tests of node.rs need its node and are ignored unless asked for: `make e2e-node`.
 
+mod admission;
 mod bad_input;
 mod core_loop;
 mod faults;
