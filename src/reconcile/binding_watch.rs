@@ -161,7 +161,8 @@ async fn probe<C: ConnectApi>(
         instance_id: spec.instance_id.clone(),
         role_arn: spec.role_arn.clone(),
         session_name: Some(crate::domain::binding_session_name(&binding.name_any())),
-        session_tags: vec![("binding".into(), binding.name_any())],
+        // Untagged: a read-only session (see the observer's).
+        session_tags: Vec::new(),
         priority: crate::domain::Priority::Background,
     };
     let (status, reason, message) = match ctx.connect.probe_instance(&target).await {

@@ -177,8 +177,9 @@ pub fn ensure<C: ConnectApi>(ctx: &Arc<Context<C>>, target: &Target) {
     let target = Target {
         priority: Priority::Background,
         session_name: target.role_arn.as_ref().map(|_| crate::domain::OBSERVER_SESSION_NAME.to_string()),
-        // The binding's tag only: without a namespace tag the role's policies allow reads alone.
-        session_tags: target.session_tags.iter().filter(|(k, _)| k == "binding").cloned().collect(),
+        // No session tags: without a namespace tag a binding role's policies allow reads alone, and its
+        // trust policy needs no sts:TagSession for it (deploy/iam/).
+        session_tags: Vec::new(),
         ..target.clone()
     };
     tokio::spawn(observe_instance(ctx.clone(), key, target));

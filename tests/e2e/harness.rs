@@ -481,6 +481,10 @@ impl Release {
             "--create-namespace",
             "--set",
             "crds.install=false",
+            // The chart's admission policy judges every namespace of a cluster-wide release, and the
+            // tests running beside it apply refused profiles on purpose; tests/e2e/admission.rs tests it.
+            "--set",
+            "admissionPolicy.enabled=false",
         ];
         args.extend_from_slice(values);
         let out = helm(&args);
