@@ -101,3 +101,23 @@ fn the_binary_refuses_an_error_rate_above_one() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--error-rate must be between 0 and 1"), "{out:?}");
 }
+
+#[test]
+fn the_binary_takes_its_iam_from_a_file_and_refuses_a_bad_one() {
+    let dir = std::env::temp_dir();
+    let good = dir.join(format!("connect-emulator-iam-{}.json", std::process::id()));
+    let policy = serde_json::json!({"Version": "2012-10-17",
+        "Statement": {"Effect": "Allow", "Action": "connect:*", "Resource": "*"}});
+    let iam = serde_json::json!({"users": [{"accessKeyId": "AKIDOP", "arn": "arn:aws:iam::123456789012:user/op",
+        "policies": [policy]}]});
+    std::fs::write(&good, iam.to_string()).unwrap();
+    let emulator = Running::start("iam", &["--iam", good.to_str().unwrap()]);
+    assert_eq!(emulator.get("iam")["users"][0]["accessKeyId"], "AKIDOP");
+    drop(emulator);
+    let bad = dir.join(format!("connect-emulator-bad-iam-{}.json", std::process::id()));
+    std::fs::write(&bad, r#"{"users": [{"accessKeyId": "K", "arn": "a", "policies": [{"Statement": {"Effect": "Maybe", "Action": "*"}}]}]}"#).unwrap();
+    let out = Command::new(BIN).args(["--listen", "127.0.0.1:0", "--iam", bad.to_str().unwrap()]).output().unwrap();
+    let _ = (std::fs::remove_file(&good), std::fs::remove_file(&bad));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Effect is Allow or Deny"), "{out:?}");
+}
