@@ -971,10 +971,18 @@ fn the_iam_policy_allows_only_the_connect_actions_the_operator_calls() {
     tag_owned["ForAllValues:StringNotEquals"] = serde_json::json!({"aws:TagKeys": [OWNER_TAG, NAMESPACE_TAG]});
     let mut claim = both_required;
     claim["Null"][format!("aws:ResourceTag/{OWNER_TAG}")] = "true".into();
+    let add_namespace = serde_json::json!({
+        "Null": {
+            format!("aws:ResourceTag/{OWNER_TAG}"): "false",
+            format!("aws:ResourceTag/{NAMESPACE_TAG}"): "true",
+            format!("aws:RequestTag/{NAMESPACE_TAG}"): "false",
+        },
+        "ForAllValues:StringNotEquals": {"aws:TagKeys": [OWNER_TAG]},
+    });
     assert_eq!(
         tag_conditions,
-        [tag_owned, claim],
-        "tags other than the ownership tags change on owned profiles, or an unowned one is claimed with both (adoption)"
+        [tag_owned, claim, add_namespace],
+        "tags other than the ownership tags change on owned profiles, an unowned one is claimed with both (adoption), and a profile owned before the namespace tag existed gets it once"
     );
     let allowed: BTreeSet<(String, String)> = allowed.into_keys().collect();
 

@@ -385,3 +385,32 @@ async fn connect_operator_free_client(emu: &Emulator, key: &str) -> Client {
         .build();
     Client::from_conf(config)
 }
+
+/// A profile owned before the namespace tag existed (owner-uid only) gets it once, from the operator's
+/// own identity; after that it is as fixed as the owner tag.
+#[tokio::test]
+async fn the_operator_adds_a_missing_namespace_tag_once() {
+    let emu = emulator().await;
+    let config = emu.iam();
+    emu.set_iam(None).expect("IAM off");
+    let legacy = operator(&emu)
+        .await
+        .create_security_profile()
+        .instance_id(INSTANCE)
+        .security_profile_name("legacy")
+        .tags(OWNER, "old-uid")
+        .send()
+        .await
+        .expect("created before IAM was configured");
+    emu.set_iam(config).expect("IAM back on");
+    let arn = legacy.security_profile_arn().unwrap();
+    let op = operator(&emu).await;
+    denied(
+        "add the namespace tag with an owner tag",
+        op.tag_resource().resource_arn(arn).tags(NAMESPACE, "team-a").tags(OWNER, "old-uid").send().await,
+    );
+    op.tag_resource().resource_arn(arn).tags(NAMESPACE, "team-a").send().await.expect("add the missing namespace tag");
+    denied("change it afterwards", op.tag_resource().resource_arn(arn).tags(NAMESPACE, "team-b").send().await);
+    let id = legacy.security_profile_id().unwrap();
+    assert_eq!(tags_of(&emu, id).get(NAMESPACE).map(String::as_str), Some("team-a"));
+}
