@@ -8,6 +8,7 @@ mod core_loop;
 mod faults;
 mod harness;
 mod helm_install;
+mod iam;
 mod instance_observation;
 mod leader_election_and_metrics;
 mod lifecycle;
