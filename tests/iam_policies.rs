@@ -222,11 +222,14 @@ async fn team_b_cannot_touch_team_a_profiles_and_team_a_can() {
     assert!(emu.state().instances[INSTANCE].profiles.iter().all(|p| p.id != id));
 }
 
+/// What is tried, the ExternalId sent, the session tags.
+type AssumeCase<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>);
+
 #[tokio::test]
 async fn a_team_role_cannot_be_assumed_with_another_namespace_or_without_the_external_id() {
     let emu = emulator().await;
     let team_a = role_arn("a");
-    let cases: [(&str, Option<&str>, Vec<(&str, &str)>); 6] = [
+    let cases: [AssumeCase; 6] = [
         ("another team's namespace", Some(EXTERNAL_ID), vec![("namespace", "team-b"), ("binding", "a")]),
         ("another binding", Some(EXTERNAL_ID), vec![("namespace", "team-a"), ("binding", "b")]),
         ("an extra tag", Some(EXTERNAL_ID), vec![("namespace", "team-a"), ("binding", "a"), ("admin", "true")]),
