@@ -74,6 +74,16 @@ impl ConnectError {
                 outcome_unknown: true,
                 ..Self::new(ErrorClass::Recoverable, "RequestTimeout", "the call to Connect timed out")
             },
+            // The credentials could not be loaded (an AssumeRole refused by the role's trust policy, an
+            // expired web identity token): the request never left. The SDK's error types say so only
+            // in their text.
+            SdkError::DispatchFailure(_) if source_chain(&err).contains("error occurred while loading credentials") => {
+                Self::new(
+                    ErrorClass::Recoverable,
+                    "CredentialsUnavailable",
+                    format!("no credentials for the call (nothing was sent to Connect): {}", source_chain(&err)),
+                )
+            }
             SdkError::DispatchFailure(f) => Self {
                 // Sent, perhaps: the connection failed or timed out, or closed mid-answer. Not when
                 // the request never left (bad input, credentials that could not be loaded).

@@ -155,7 +155,8 @@ async fn team_a_role_is_refused_on_team_b_profile_even_when_the_operator_is_told
         .wait_for("team B's change refused", T, async || {
             let sp = b_api.get("agents").await.ok()?;
             let synced = sp.condition("Synced")?;
-            (synced.status == "False" && synced.message.contains("AccessDenied")).then_some(synced.message.clone())
+            let denied = synced.reason == "CredentialsUnavailable" && synced.message.contains("AccessDenied");
+            (synced.status == "False" && denied).then_some(synced.message.clone())
         })
         .await;
     println!("team B's profile through team A's role: {refused}");
