@@ -88,7 +88,8 @@ pub fn spec_of(instance_id: &str, region: Option<&str>, observed: &ObservedProfi
     let tags: BTreeMap<String, String> = observed
         .tags
         .iter()
-        .filter(|(k, _)| k.as_str() != OWNER_UID_TAG && !k.starts_with(RESERVED_TAG_PREFIX))
+        // The operator's own tags (owner, namespace) are written by the operator, never by a spec.
+        .filter(|(k, _)| !k.starts_with(&crate::api::operator_tag_prefix()) && !k.starts_with(RESERVED_TAG_PREFIX))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     SecurityProfileSpec {
@@ -225,7 +226,11 @@ mod tests {
             }))
             .unwrap()
         };
-        let tags = BTreeMap::from([("team".to_string(), "ops".to_string()), (OWNER_UID_TAG.to_string(), "u".into())]);
+        let tags = BTreeMap::from([
+            ("team".to_string(), "ops".to_string()),
+            (OWNER_UID_TAG.to_string(), "u".into()),
+            (crate::api::NAMESPACE_TAG.to_string(), "team-a".into()),
+        ]);
         fake.insert("sp-2", &spec("Tier 2"), tags);
         fake.insert("sp-1", &spec("Tier 1"), BTreeMap::new());
         fake.insert("sp-0", &spec("Admin"), BTreeMap::new());
@@ -256,6 +261,7 @@ mod tests {
         assert!(tier2.contains(ADOPT_ANNOTATION) && tier2.contains("namespace: cc"), "{tier2}");
         assert!(tier2.contains("securityProfileName: Tier 2") && tier2.contains("BasicAgentAccess"), "{tier2}");
         assert!(tier2.contains("team: ops") && !tier2.contains(OWNER_UID_TAG), "the owner tag is left out: {tier2}");
+        assert!(!tier2.contains(crate::api::NAMESPACE_TAG), "the namespace tag is left out: {tier2}");
     }
 
     #[test]

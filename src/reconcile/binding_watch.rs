@@ -153,7 +153,7 @@ async fn probe<C: ConnectApi>(
     previous: Option<&Condition>,
 ) -> Condition {
     let spec = &binding.spec;
-    if let Some((reason, message)) = misconfiguration(ctx, binding) {
+    if let Some((reason, message)) = misconfiguration(&ctx.settings, binding) {
         return condition("False", reason.into(), message, generation, previous);
     }
     let target = Target {
@@ -185,10 +185,10 @@ async fn probe<C: ConnectApi>(
 
 /// What makes a binding unusable before any call: a role --allowed-role-arns does not allow, an
 /// allowAdoption of the wrong shape, no namespaces named or selected.
-fn misconfiguration<C>(ctx: &Context<C>, binding: &InstanceBinding) -> Option<(&'static str, String)> {
+fn misconfiguration(settings: &super::context::Settings, binding: &InstanceBinding) -> Option<(&'static str, String)> {
     let spec = &binding.spec;
     if let Some(role) = &spec.role_arn
-        && !ctx.settings.role_allowed(role)
+        && !settings.role_allowed(role)
     {
         let message =
             format!("Role {role} is not allowed by the operator's --allowed-role-arns: this binding binds nothing");
@@ -254,4 +254,35 @@ async fn bound_profiles<C>(
         }
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::context::Settings;
+
+    fn binding(spec: serde_json::Value) -> InstanceBinding {
+        let mut full = serde_json::json!({"instanceId": "i-1", "region": "eu-west-2"});
+        full.as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
+        InstanceBinding::new("b", serde_json::from_value(full).unwrap())
+    }
+
+    #[test]
+    fn an_unusable_binding_says_why_before_any_call() {
+        let settings = Settings {
+            allowed_role_arns: vec!["arn:aws:iam::111122223333:role/connect-*".into()],
+            ..Settings::default()
+        };
+        let reason = |spec| misconfiguration(&settings, &binding(spec)).map(|(r, _)| r);
+        assert_eq!(reason(serde_json::json!({"namespaces": ["a"]})), None);
+        let ok_role = serde_json::json!({"namespaces": ["a"], "roleArn": "arn:aws:iam::111122223333:role/connect-a"});
+        assert_eq!(reason(ok_role), None);
+        let other = serde_json::json!({"namespaces": ["a"], "roleArn": "arn:aws:iam::999999999999:role/connect-a"});
+        assert_eq!(reason(other), Some("RoleNotAllowed"));
+        assert_eq!(
+            reason(serde_json::json!({"namespaces": ["a"], "allowAdoption": "yes"})),
+            Some("InvalidAllowAdoption")
+        );
+        assert_eq!(reason(serde_json::json!({})), Some("NoNamespaces"));
+    }
 }

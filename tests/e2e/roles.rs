@@ -89,7 +89,7 @@ async fn connect_calls_use_the_operator_role_or_the_bindings_role() {
         "the profile's calls in a session named after its namespace: {sessions:?}"
     );
     assert!(
-        sessions.iter().all(|s| *s == format!("csp-{ns}") || *s == format!("csp-binding-{ns}") || s == "csp-observer"),
+        sessions.iter().all(|s| *s == format!("csp-{ns}") || *s == format!("csp.binding.{ns}") || s == "csp.observer"),
         "one session per namespace, one for the binding's reachability probe, one for the instance's listing: {sessions:?}"
     );
 }
