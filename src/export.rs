@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::api::{ADOPT_ANNOTATION, OWNER_UID_TAG, SecurityProfileSpec};
+use crate::api::{ADOPT_ANNOTATION, SecurityProfileSpec};
 use crate::connect::{ConnectApi, ConnectError};
 use crate::constraints::{DEFAULT_PROFILE_NAMES, RESERVED_TAG_PREFIX};
 use crate::domain::{ObservedProfile, ProfileState, ProfileSummary, Target};
@@ -202,6 +202,7 @@ pub fn write(manifests: &[Manifest], output: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::OWNER_UID_TAG;
 
     #[test]
     fn names_are_valid_kubernetes_names() {
