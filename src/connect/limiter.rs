@@ -118,31 +118,32 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for a token for a call of `priority`; returns how long it waited.
+    /// Waits for a token for a call of `priority`; returns how long it waited. Cancel-safe: a caller
+    /// that drops the future while it waits (a timeout, a shutdown) leaves the bucket as if it had never
+    /// asked ([`UserWaiting`] undoes its registration).
     pub async fn acquire(&self, key: &str, priority: Priority) -> Duration {
         if self.rate.per_second <= 0.0 {
             return Duration::ZERO;
         }
         let started = Instant::now();
         let key = self.key(key);
-        let mut registered = false;
+        let mut registration: Option<UserWaiting> = None;
         loop {
             let notified = key.changed.notified();
             let wait = {
                 let mut b = key.bucket.lock().expect("limiter lock");
                 match self.try_take(&mut b, priority, Instant::now()) {
                     Ok(()) => {
-                        if registered {
-                            b.users_waiting -= 1;
+                        if let Some(r) = registration.take() {
+                            r.done(&mut b);
                         }
                         drop(b);
                         key.changed.notify_waiters();
                         return started.elapsed();
                     }
                     Err(wait) => {
-                        if priority == Priority::User && !registered {
-                            b.users_waiting += 1;
-                            registered = true;
+                        if priority == Priority::User && registration.is_none() {
+                            registration = Some(UserWaiting::register(&key, &mut b));
                         }
                         wait
                     }
@@ -152,6 +153,36 @@ impl RateLimiter {
                 _ = tokio::time::sleep(wait) => {}
                 _ = notified => {}
             }
+        }
+    }
+}
+
+/// A user call registered as waiting (background calls yield to it). Dropped with the waiting future,
+/// it takes the registration back, so that background calls never wait for a caller that left.
+struct UserWaiting {
+    key: Arc<Key>,
+    counted: bool,
+}
+
+impl UserWaiting {
+    fn register(key: &Arc<Key>, b: &mut Bucket) -> Self {
+        b.users_waiting += 1;
+        Self { key: key.clone(), counted: true }
+    }
+
+    /// The call got its token: unregisters under the lock the caller already holds.
+    fn done(mut self, b: &mut Bucket) {
+        b.users_waiting -= 1;
+        self.counted = false;
+    }
+}
+
+impl Drop for UserWaiting {
+    fn drop(&mut self) {
+        if self.counted {
+            self.key.bucket.lock().expect("limiter lock").users_waiting -= 1;
+            // A background call may have been waiting only for this caller.
+            self.key.changed.notify_waiters();
         }
     }
 }
@@ -189,6 +220,23 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         assert!(at(&limiter, "r", Priority::Background, later).is_err(), "a waiting user call goes first");
         assert!(at(&limiter, "r", Priority::User, later).is_ok());
+    }
+
+    /// A user call dropped while it waits for a token (a timeout around the call, a shutdown, a lost
+    /// Lease) must not leave background calls yielding to it forever. Before the fix its registration
+    /// as a waiting user call was undone only when it got its token: drift detection stopped for good.
+    #[tokio::test]
+    async fn a_user_call_dropped_while_waiting_does_not_stop_background_calls() {
+        let limiter = RateLimiter::new(Rate { per_second: 2.0, burst: 5.0, background_share: 1.0 });
+        for _ in 0..4 {
+            limiter.acquire("r", Priority::User).await;
+        }
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), limiter.acquire("r", Priority::User)).await;
+        assert!(gave_up.is_err(), "the user call was still waiting when it was dropped");
+        assert_eq!(limiter.key("r").bucket.lock().unwrap().users_waiting, 0, "its registration is undone");
+        // The next token comes within 1/1.9 s; a background call gets it.
+        let background = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("r", Priority::Background)).await;
+        assert!(background.is_ok(), "background calls never ran again after a dropped user call");
     }
 
     #[tokio::test]

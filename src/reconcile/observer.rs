@@ -117,6 +117,13 @@ impl Observations {
         self.manual.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The observer of `key` has ended: [`Self::claim`] may start another.
+    fn release(&self, key: &InstanceKey) {
+        if let Some(instance) = self.instances.lock().expect("observations lock").get_mut(key) {
+            instance.running = false;
+        }
+    }
+
     /// True when the observer of `key` must be started (the caller starts it).
     fn claim(&self, key: &InstanceKey) -> bool {
         let mut instances = self.instances.lock().expect("observations lock");
@@ -168,6 +175,18 @@ impl Observations {
     }
 }
 
+/// Undoes [`Observations::claim`] when the observer task ends, whichever way.
+struct Running<'a> {
+    observations: &'a Observations,
+    key: &'a InstanceKey,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.observations.release(self.key);
+    }
+}
+
 /// Starts the observer of `target`'s instance unless it runs already.
 pub fn ensure<C: ConnectApi>(ctx: &Arc<Context<C>>, target: &Target) {
     let key = InstanceKey::of(target);
@@ -186,6 +205,8 @@ pub fn ensure<C: ConnectApi>(ctx: &Arc<Context<C>>, target: &Target) {
 }
 
 async fn observe_instance<C: ConnectApi>(ctx: Arc<Context<C>>, key: InstanceKey, target: Target) {
+    // However the task ends (a panic, the runtime shutting down), the next reconcile may start another.
+    let _running = Running { observations: &ctx.observations, key: &key };
     let every = ctx.settings.search_every.max(1);
     let mut round: u64 = 0;
     loop {
@@ -222,4 +243,21 @@ pub fn watch_as<C: ConnectApi>(step: &super::Step<'_, C>, id: &str, expect: Expe
     let object = ObjectRef::new(&object.name).within(object.namespace.as_deref().unwrap_or_default());
     step.ctx.observations.watch(&InstanceKey::of(step.target), id, object, expect);
     ensure(step.ctx, step.target);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An observer task that ends (a panic, a shutdown) gives its instance back: the next reconcile
+    /// starts another instead of waiting forever for listings that never come.
+    #[test]
+    fn an_ended_observer_releases_its_instance() {
+        let observations = Observations::default();
+        let key = InstanceKey { region: "eu-west-2".into(), instance_id: "i-1".into(), role_arn: None };
+        assert!(observations.claim(&key), "the first claim starts the observer");
+        assert!(!observations.claim(&key), "one observer per instance");
+        drop(Running { observations: &observations, key: &key });
+        assert!(observations.claim(&key), "claimed again once the task ended");
+    }
 }
