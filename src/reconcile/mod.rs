@@ -186,6 +186,7 @@ async fn sync<C: ConnectApi>(
             status.connect_last_modified_time = None;
         }
     }
+    report::pending(&profile, api, ctx, observing).await?;
     match (settle(&mut profile, api, ctx, &grant, observing).await?, revoked) {
         (Settled::Done(action), _) => Ok(action),
         (Settled::InSync { .. }, Some(revoked)) => Err(revoked),

@@ -64,10 +64,16 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
     } else {
         false
     };
-    // A full read when the listing says the profile changed, the spec changed, or nothing records what
-    // Connect held at the last full read.
+    // A full read when the listing says the profile changed, the spec changed or was not applied yet
+    // (the status may name this generation after a pending or failed attempt: only Synced True says it
+    // was applied), or nothing records what Connect held at the last full read.
+    let applied = step
+        .profile
+        .condition(super::status::SYNCED)
+        .is_some_and(|c| c.status == "True" && c.observed_generation == step.profile.metadata.generation);
     let mut full = listed_as_changed
         || step.observing
+        || !applied
         || status.observed_generation != step.profile.metadata.generation
         || status.connect_last_modified_time.is_none();
     let mut observed = match step.ctx.connect.observe_profile(step.target, &id, full).await {

@@ -46,13 +46,44 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let patch = json!({
-        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+        "apiVersion": crate::api::API_VERSION,
         "kind": "SecurityProfile",
         "status": status,
     });
     api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(Error::WriteStatus)?;
+    Ok(())
+}
+
+/// Before the first Connect call for a generation the status does not describe yet: Ready False with
+/// what the resource waits for (`Creating`, `Updating`, `Observing`), so that users and Argo CD see it
+/// within a second of the apply even while the calls queue behind the rate limiter or Connect is slow.
+pub async fn pending<C>(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Context<C>,
+    observing: bool,
+) -> Result<(), Error> {
+    let generation = profile.metadata.generation;
+    let status = profile.status.as_ref();
+    if status.is_some_and(|s| s.observed_generation == generation) && profile.condition(READY).is_some() {
+        return Ok(());
+    }
+    let exists = status.is_some_and(|s| s.security_profile_id.is_some());
+    let name = &profile.spec.security_profile_name;
+    let (reason, message) = match (observing, exists) {
+        (true, _) => (status::reason::OBSERVING, format!("Reading security profile {name:?} from Connect")),
+        (false, false) => (status::reason::CREATING, format!("Creating security profile {name:?} in Connect")),
+        (false, true) => (
+            status::reason::UPDATING,
+            format!("Bringing security profile {name:?} in Connect to generation {}", generation.unwrap_or_default()),
+        ),
+    };
+    let message = format!(
+        "{message}: waiting for Connect (calls queue behind the operator's client-side rate limit; each attempt times out)"
+    );
+    write_status(profile, api, ctx, Identity::Keep, &Outcome::progressing(reason, &message)).await?;
     Ok(())
 }
 

@@ -245,7 +245,7 @@ impl Scenario {
 }
 
 fn resource_path() -> String {
-    format!("/apis/connect.cloud-operators.dev/v1alpha1/namespaces/{NS}/securityprofiles/{NAME}")
+    format!("/apis/{}/namespaces/{NS}/securityprofiles/{NAME}", crate::api::API_VERSION)
 }
 
 fn condition<'a>(s: &'a SecurityProfileStatus, type_: &str) -> &'a Condition {
@@ -264,7 +264,17 @@ async fn new_resource_gets_finalizer_then_profile_then_status() {
     assert_eq!(created.state, ProfileState::desired(&object.spec));
 
     let path = resource_path();
-    assert_eq!(s.kube_writes(), [format!("PATCH {path}"), format!("PATCH {path}/status")]);
+    assert_eq!(
+        s.kube_writes(),
+        [format!("PATCH {path}"), format!("PATCH {path}/status"), format!("PATCH {path}/status")],
+        "the finalizer, the pending status (before any Connect call), the result"
+    );
+    let first_status = s.kube.lock().unwrap().iter().find(|c| c.path.contains("/status?")).cloned().unwrap();
+    let pending: SecurityProfileStatus = serde_json::from_value(first_status.body["status"].clone()).unwrap();
+    assert_eq!(condition(&pending, "Ready").status, "False");
+    assert_eq!(condition(&pending, "Ready").reason, "Creating");
+    assert!(condition(&pending, "Ready").message.contains("waiting for Connect"));
+    assert_eq!(condition(&pending, "Synced").status, "Unknown");
     let finalizer_patch = s.kube.lock().unwrap().iter().find(|c| c.method == "PATCH").cloned().unwrap();
     assert_eq!(
         finalizer_patch.body,
@@ -1141,4 +1151,25 @@ async fn observe_honours_ownership_unless_the_binding_opts_in() {
 async fn region_changed_is_retried_when_bindings_change() {
     let e = Error::RegionChanged { id: "sp-1".into(), profile_region: "eu-west-2".into(), region: "us-east-1".into() };
     assert_eq!(e.retry(), Retry::WhenBindingsChange);
+}
+
+/// A spec change whose update failed is applied on the retry: the failed attempt's status names the
+/// new generation, but only Synced True says it was applied, so the retry reads the members in full
+/// (before, it read DescribeSecurityProfile alone, which has no permissions, and reported Ready).
+#[tokio::test]
+async fn a_permission_change_whose_update_failed_is_applied_on_the_retry() {
+    let mut object = resource(true);
+    object.status = Some(ready_status("sp-1"));
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-1", &object.spec, owner_tags());
+    object.metadata.generation = Some(2);
+    object.spec.permissions = Some(vec!["BasicAgentAccess".into()]);
+    s.connect.fail_next("UpdateSecurityProfile", ErrorClass::Recoverable, "ThrottlingException");
+    s.reconcile(&object).await.expect_err("throttled");
+    let mut retried = object.clone();
+    retried.status = Some(s.written_status());
+    assert_eq!(retried.status.as_ref().unwrap().observed_generation, Some(2), "the failure names generation 2");
+    s.reconcile(&retried).await.expect("applied");
+    let updates = s.connect.updates.lock().unwrap().clone();
+    assert_eq!(updates.last().and_then(|u| u.permissions.clone()), Some(vec!["BasicAgentAccess".to_string()]));
 }

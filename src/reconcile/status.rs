@@ -19,6 +19,8 @@ pub mod reason {
     pub const IN_SYNC: &str = "InSync";
     pub const DRIFTED: &str = "Drifted";
     pub const OBSERVING: &str = "Observing";
+    pub const CREATING: &str = "Creating";
+    pub const UPDATING: &str = "Updating";
 }
 
 /// What a reconcile concluded, in the terms of the two conditions: in sync, progressing (a step of a
