@@ -1,6 +1,15 @@
-//! The reconciler's one error type. Each variant is one failure; each says, in exactly one place
-//! ([`Error::retry`]), what happens next, and derives the status reason, the message and the metric
-//! category. Nothing else decides whether a failure is terminal.
+//! The reconciler's one error type. Each variant is one failure. What follows from it is decided in
+//! one table, [`Error::decision`]: one exhaustive match (no catch-all arm) giving each variant its retry
+//! decision (terminal or not: [`Retry`]), metric [`Category`], status [`Reason`], whether Ready stays,
+//! whether it is written to status and whether the adopt annotation lifts it. [`Error::retry`],
+//! [`Error::category`], [`Error::reason`], [`Error::keeps_ready`], [`Error::is_reported_in_status`] and
+//! [`Error::lifted_by_adoption`] only read that table; [`Error::status_message`] adds the words.
+//!
+//! The reconcile's retry decision (what happens after a failed pass) is made there and nowhere else.
+//! Below it, within one Connect call, `connect/sdk.rs` repeats a failed attempt in place: throttling and
+//! server errors for any call, and for reads any other recoverable failure, up to `--sdk-max-attempts`
+//! attempts, each through the rate limiter. That is the Connect client's attempt loop, not a reconcile
+//! retry: only the error its last attempt returns reaches this table.
 
 use std::time::Duration;
 
@@ -34,6 +43,10 @@ pub enum Category {
 }
 
 impl Category {
+    /// Every category, in the order of the enum (the chart's alerts decide on each).
+    pub const ALL: [Category; 5] =
+        [Category::Kubernetes, Category::Connect, Category::Validation, Category::Configuration, Category::Policy];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Kubernetes => "kubernetes",
@@ -150,6 +163,7 @@ pub enum Error {
 
 /// Our own condition reasons (the others are AWS exception names).
 pub mod reason {
+    pub const KUBERNETES_API_ERROR: &str = "KubernetesApiError";
     pub const VALIDATION_FAILED: &str = "ValidationFailed";
     pub const INVALID_OBJECT: &str = "InvalidObject";
     pub const PROFILE_OWNED_ELSEWHERE: &str = "ProfileOwnedElsewhere";
@@ -171,171 +185,204 @@ pub mod reason {
     pub const DEFAULT_PROFILE_NOT_ALLOWED: &str = "DefaultProfileNotAllowed";
 }
 
-impl Error {
-    /// The retry decision: the only place that says whether a failure is terminal.
-    pub fn retry(&self) -> Retry {
+/// A condition reason: fixed per variant, or the AWS exception name of the Connect error it carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Reason<'a> {
+    /// One of [`reason`], or a fixed name.
+    Fixed(&'static str),
+    /// The `code` (AWS exception name) of the variant's source [`ConnectError`].
+    AwsCode(&'a ConnectError),
+}
+
+impl<'a> Reason<'a> {
+    pub fn as_str(self) -> &'a str {
         match self {
-            Error::AddFinalizer(_)
-            | Error::RemoveFinalizer(_)
-            | Error::WriteStatus(_)
-            | Error::ReadInvalidObject(_) => Retry::Backoff,
-            Error::NoInstanceBinding { .. }
-            | Error::AmbiguousInstanceBinding { .. }
-            | Error::RegionNotBound { .. }
-            | Error::AdoptionNotAllowed { .. }
-            | Error::PermissionNotAllowed { .. }
-            | Error::PermissionRevoked { .. }
-            | Error::BindingRevoked { .. }
-            | Error::InstanceBoundElsewhere { .. }
-            | Error::RoleNotAllowed { .. }
-            // An admin may fix the binding's Region: looked at again when bindings change.
-            | Error::RegionChanged { .. }
-            | Error::DefaultProfileNotAllowed { .. } => Retry::WhenBindingsChange,
-            Error::NamespaceUnreadable { .. } => Retry::Backoff,
-            Error::InvalidSpec { .. }
-            | Error::InvalidObject { .. }
-            | Error::RenamedInConnect { .. }
-            | Error::OwnedElsewhere { .. }
-            | Error::NameTaken { .. } => Retry::WhenSpecChanges,
-            Error::NoRegion
-            | Error::InstanceNotFound { .. }
-            | Error::QuotaReached { .. }
-            | Error::ObservedProfileNotFound { .. } => Retry::Slowly,
-            Error::NameNotYetSearchable { .. }
-            | Error::DeleteBlocked { .. }
-            | Error::Delete { .. }
-            | Error::Unsettled => Retry::Backoff,
-            Error::Create(e)
-            | Error::Lookup(e)
-            | Error::Read(e)
-            | Error::Update(e)
-            | Error::Tag(e)
-            | Error::Untag(e) => match e.class {
-                ErrorClass::Terminal | ErrorClass::Duplicate => Retry::WhenSpecChanges,
-                ErrorClass::Quota | ErrorClass::NotFound => Retry::Slowly,
-                ErrorClass::Recoverable | ErrorClass::InUse => Retry::Backoff,
-            },
+            Reason::Fixed(reason) => reason,
+            Reason::AwsCode(source) => &source.code,
         }
+    }
+}
+
+/// Everything that follows from one failure, decided for every variant in [`Error::decision`].
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'a> {
+    /// What happens next (terminal or not).
+    pub retry: Retry,
+    /// The `category` label of the reconcile metric.
+    pub category: Category,
+    /// The Synced (and, when not Ready, Ready) reason.
+    pub reason: Reason<'a>,
+    /// Whether a profile that matched the spec may still match it (Ready stays True).
+    pub keeps_ready: bool,
+    /// Whether the failure is written to the resource's status.
+    pub in_status: bool,
+    /// Whether the adopt annotation lifts the (terminal) failure at the same generation.
+    pub lifted_by_adoption: bool,
+}
+
+impl Error {
+    /// The one table: every variant's retry decision, category, reason, whether Ready stays, whether it
+    /// is written to status and whether the adopt annotation lifts it. An exhaustive match on purpose
+    /// (no `_` arm): a new variant does not compile until its row is written here.
+    pub fn decision(&self) -> Decision<'_> {
+        use Category::{Configuration, Connect, Kubernetes, Policy, Validation};
+        use Reason::{AwsCode, Fixed};
+        use Retry::{Backoff, Slowly, WhenBindingsChange, WhenSpecChanges};
+        use reason::*;
+        // keeps_ready: a Ready profile stays Ready / the resource no longer describes what Connect holds.
+        const READY: bool = true;
+        const NOT_READY: bool = false;
+        // in_status: Kubernetes failures are not written (the status write would meet the same API server).
+        const STATUS: bool = true;
+        const NO_STATUS: bool = false;
+        // lifted_by_adoption: adding the adopt annotation retries at the same generation.
+        const LIFTED: bool = true;
+        const NOT_LIFTED: bool = false;
+        /// A Connect call's failure: decided by its error class, whichever call met it.
+        fn by_class(source: &ConnectError) -> Retry {
+            match source.class {
+                ErrorClass::Terminal | ErrorClass::Duplicate => WhenSpecChanges,
+                ErrorClass::Quota | ErrorClass::NotFound => Slowly,
+                ErrorClass::Recoverable | ErrorClass::InUse => Backoff,
+            }
+        }
+        let (retry, category, reason, keeps_ready, in_status, lifted_by_adoption) = match self {
+            // --- Kubernetes API ---
+            Error::AddFinalizer(_) => (Backoff, Kubernetes, Fixed(KUBERNETES_API_ERROR), READY, NO_STATUS, NOT_LIFTED),
+            Error::RemoveFinalizer(_) => {
+                (Backoff, Kubernetes, Fixed(KUBERNETES_API_ERROR), READY, NO_STATUS, NOT_LIFTED)
+            }
+            Error::WriteStatus(_) => (Backoff, Kubernetes, Fixed(KUBERNETES_API_ERROR), READY, NO_STATUS, NOT_LIFTED),
+            Error::ReadInvalidObject(_) => {
+                (Backoff, Kubernetes, Fixed(KUBERNETES_API_ERROR), READY, NO_STATUS, NOT_LIFTED)
+            }
+
+            // --- The resource itself ---
+            Error::InvalidSpec { .. } => {
+                (WhenSpecChanges, Validation, Fixed(VALIDATION_FAILED), READY, STATUS, NOT_LIFTED)
+            }
+            Error::InvalidObject { .. } => {
+                (WhenSpecChanges, Validation, Fixed(INVALID_OBJECT), NOT_READY, STATUS, NOT_LIFTED)
+            }
+            Error::RenamedInConnect { .. } => {
+                (WhenSpecChanges, Validation, Fixed(VALIDATION_FAILED), NOT_READY, STATUS, NOT_LIFTED)
+            }
+            // An admin may fix the binding's Region: looked at again when bindings change.
+            Error::RegionChanged { .. } => {
+                (WhenBindingsChange, Validation, Fixed(VALIDATION_FAILED), NOT_READY, STATUS, NOT_LIFTED)
+            }
+
+            // --- The operator's (or the cluster's) configuration ---
+            Error::NoRegion => (Slowly, Configuration, Fixed(NO_REGION), NOT_READY, STATUS, NOT_LIFTED),
+            Error::NamespaceUnreadable { .. } => {
+                (Backoff, Configuration, Fixed(NAMESPACE_UNREADABLE), READY, STATUS, NOT_LIFTED)
+            }
+            Error::RoleNotAllowed { .. } => {
+                (WhenBindingsChange, Configuration, Fixed(ROLE_NOT_ALLOWED), NOT_READY, STATUS, NOT_LIFTED)
+            }
+
+            // --- Refused by (or for want of) an InstanceBinding, or by ownership in Connect ---
+            Error::NoInstanceBinding { .. } => {
+                (WhenBindingsChange, Policy, Fixed(NO_INSTANCE_BINDING), NOT_READY, STATUS, NOT_LIFTED)
+            }
+            Error::AmbiguousInstanceBinding { .. } => {
+                (WhenBindingsChange, Policy, Fixed(AMBIGUOUS_INSTANCE_BINDING), NOT_READY, STATUS, NOT_LIFTED)
+            }
+            Error::RegionNotBound { .. } => {
+                (WhenBindingsChange, Policy, Fixed(REGION_NOT_BOUND), NOT_READY, STATUS, NOT_LIFTED)
+            }
+            Error::AdoptionNotAllowed { .. } => {
+                (WhenBindingsChange, Policy, Fixed(ADOPTION_NOT_ALLOWED), READY, STATUS, NOT_LIFTED)
+            }
+            Error::PermissionNotAllowed { .. } => {
+                (WhenBindingsChange, Policy, Fixed(PERMISSION_NOT_ALLOWED), READY, STATUS, NOT_LIFTED)
+            }
+            Error::PermissionRevoked { .. } => {
+                (WhenBindingsChange, Policy, Fixed(PERMISSION_REVOKED), NOT_READY, STATUS, NOT_LIFTED)
+            }
+            Error::BindingRevoked { .. } => {
+                (WhenBindingsChange, Policy, Fixed(BINDING_REVOKED), NOT_READY, STATUS, NOT_LIFTED)
+            }
+            Error::InstanceBoundElsewhere { .. } => {
+                (WhenBindingsChange, Policy, Fixed(INSTANCE_BOUND_ELSEWHERE), NOT_READY, STATUS, NOT_LIFTED)
+            }
+            Error::DefaultProfileNotAllowed { .. } => {
+                (WhenBindingsChange, Policy, Fixed(DEFAULT_PROFILE_NOT_ALLOWED), READY, STATUS, NOT_LIFTED)
+            }
+            Error::OwnedElsewhere { .. } => {
+                (WhenSpecChanges, Policy, Fixed(PROFILE_OWNED_ELSEWHERE), READY, STATUS, NOT_LIFTED)
+            }
+            Error::NameTaken { .. } => {
+                (WhenSpecChanges, Policy, Fixed("DuplicateResourceException"), READY, STATUS, LIFTED)
+            }
+
+            // --- Connect ---
+            Error::NameNotYetSearchable { .. } => {
+                (Backoff, Connect, Fixed(NAME_NOT_YET_SEARCHABLE), READY, STATUS, NOT_LIFTED)
+            }
+            Error::InstanceNotFound { source, .. } => (Slowly, Connect, AwsCode(source), READY, STATUS, NOT_LIFTED),
+            Error::QuotaReached { source, .. } => (Slowly, Connect, AwsCode(source), READY, STATUS, NOT_LIFTED),
+            Error::Create(source)
+            | Error::Lookup(source)
+            | Error::Read(source)
+            | Error::Update(source)
+            | Error::Tag(source)
+            | Error::Untag(source) => (by_class(source), Connect, AwsCode(source), READY, STATUS, NOT_LIFTED),
+            Error::DeleteBlocked { .. } => (Backoff, Connect, Fixed(DELETE_BLOCKED), READY, STATUS, NOT_LIFTED),
+            Error::Delete { source, .. } => (Backoff, Connect, AwsCode(source), READY, STATUS, NOT_LIFTED),
+            Error::ObservedProfileNotFound { .. } => {
+                (Slowly, Connect, Fixed(PROFILE_NOT_FOUND), NOT_READY, STATUS, NOT_LIFTED)
+            }
+            Error::Unsettled => (Backoff, Connect, Fixed(UNSETTLED), READY, STATUS, NOT_LIFTED),
+        };
+        Decision { retry, category, reason, keeps_ready, in_status, lifted_by_adoption }
+    }
+
+    /// The retry decision (from [`Error::decision`]): whether a failure is terminal.
+    pub fn retry(&self) -> Retry {
+        self.decision().retry
     }
 
     /// A terminal failure that the adopt annotation lifts (adding it retries at the same generation).
     pub fn lifted_by_adoption(&self) -> bool {
-        matches!(self, Error::NameTaken { .. })
+        self.decision().lifted_by_adoption
     }
 
     pub fn category(&self) -> Category {
-        match self {
-            Error::AddFinalizer(_)
-            | Error::RemoveFinalizer(_)
-            | Error::WriteStatus(_)
-            | Error::ReadInvalidObject(_) => Category::Kubernetes,
-            Error::InvalidSpec { .. } | Error::InvalidObject { .. } | Error::RenamedInConnect { .. } => {
-                Category::Validation
-            }
-            Error::NoRegion | Error::RoleNotAllowed { .. } | Error::NamespaceUnreadable { .. } => {
-                Category::Configuration
-            }
-            Error::NoInstanceBinding { .. }
-            | Error::AmbiguousInstanceBinding { .. }
-            | Error::RegionNotBound { .. }
-            | Error::RegionChanged { .. }
-            | Error::AdoptionNotAllowed { .. }
-            | Error::PermissionNotAllowed { .. }
-            | Error::PermissionRevoked { .. }
-            | Error::BindingRevoked { .. }
-            | Error::InstanceBoundElsewhere { .. }
-            | Error::DefaultProfileNotAllowed { .. }
-            | Error::OwnedElsewhere { .. }
-            | Error::NameTaken { .. } => Category::Policy,
-            _ => Category::Connect,
-        }
+        self.decision().category
     }
 
     /// Whether the failure is recorded in the resource's status (Kubernetes failures are not: the
     /// status write would meet the same API server).
     pub fn is_reported_in_status(&self) -> bool {
-        !matches!(
-            self,
-            Error::AddFinalizer(_) | Error::RemoveFinalizer(_) | Error::WriteStatus(_) | Error::ReadInvalidObject(_)
-        )
+        self.decision().in_status
     }
 
     /// Whether a profile that matched the spec may still match it (Ready stays True): false when the
     /// failure means the resource does not describe what Connect holds.
     pub fn keeps_ready(&self) -> bool {
-        !matches!(
-            self,
-            Error::NoRegion
-                | Error::RenamedInConnect { .. }
-                | Error::InvalidObject { .. }
-                | Error::RegionChanged { .. }
-                | Error::NoInstanceBinding { .. }
-                | Error::PermissionRevoked { .. }
-                | Error::BindingRevoked { .. }
-                | Error::InstanceBoundElsewhere { .. }
-                | Error::RoleNotAllowed { .. }
-                | Error::AmbiguousInstanceBinding { .. }
-                | Error::RegionNotBound { .. }
-                | Error::ObservedProfileNotFound { .. }
-        )
+        self.decision().keeps_ready
     }
 
     /// The Synced (and, when not Ready, Ready) reason: an AWS exception name or one of [`reason`].
     pub fn reason(&self) -> &str {
-        match self {
-            Error::AddFinalizer(_)
-            | Error::RemoveFinalizer(_)
-            | Error::WriteStatus(_)
-            | Error::ReadInvalidObject(_) => "KubernetesApiError",
-            Error::InvalidSpec { .. } | Error::RenamedInConnect { .. } | Error::RegionChanged { .. } => {
-                reason::VALIDATION_FAILED
-            }
-            Error::NamespaceUnreadable { .. } => reason::NAMESPACE_UNREADABLE,
-            Error::NoInstanceBinding { .. } => reason::NO_INSTANCE_BINDING,
-            Error::AmbiguousInstanceBinding { .. } => reason::AMBIGUOUS_INSTANCE_BINDING,
-            Error::RegionNotBound { .. } => reason::REGION_NOT_BOUND,
-            Error::AdoptionNotAllowed { .. } => reason::ADOPTION_NOT_ALLOWED,
-            Error::PermissionNotAllowed { .. } => reason::PERMISSION_NOT_ALLOWED,
-            Error::PermissionRevoked { .. } => reason::PERMISSION_REVOKED,
-            Error::BindingRevoked { .. } => reason::BINDING_REVOKED,
-            Error::InstanceBoundElsewhere { .. } => reason::INSTANCE_BOUND_ELSEWHERE,
-            Error::RoleNotAllowed { .. } => reason::ROLE_NOT_ALLOWED,
-            Error::DefaultProfileNotAllowed { .. } => reason::DEFAULT_PROFILE_NOT_ALLOWED,
-            Error::InvalidObject { .. } => reason::INVALID_OBJECT,
-            Error::NoRegion => reason::NO_REGION,
-            Error::OwnedElsewhere { .. } => reason::PROFILE_OWNED_ELSEWHERE,
-            Error::NameNotYetSearchable { .. } => reason::NAME_NOT_YET_SEARCHABLE,
-            Error::DeleteBlocked { .. } => reason::DELETE_BLOCKED,
-            Error::Unsettled => reason::UNSETTLED,
-            Error::ObservedProfileNotFound { .. } => reason::PROFILE_NOT_FOUND,
-            Error::NameTaken { .. } => "DuplicateResourceException",
-            Error::InstanceNotFound { source, .. }
-            | Error::QuotaReached { source, .. }
-            | Error::Delete { source, .. }
-            | Error::Create(source)
-            | Error::Lookup(source)
-            | Error::Read(source)
-            | Error::Update(source)
-            | Error::Tag(source)
-            | Error::Untag(source) => &source.code,
-        }
+        self.decision().reason.as_str()
     }
 
-    /// The status message: what failed and what to change, then what the operator does next.
+    /// The status message: what failed and what to change, then what the operator does next (every
+    /// message ends with the sentence of its [`Retry`]). No catch-all arm: a new variant chooses its words.
     pub fn status_message(&self, slow_retry: Duration) -> String {
         let what = match self {
-            Error::InvalidSpec { message } | Error::InvalidObject { message } => return message.clone(),
-            Error::NoRegion => return "No AWS Region: set spec.region, or AWS_REGION for the operator".into(),
-            Error::RenamedInConnect { id, connect_name, spec_name } => {
-                return format!(
-                    "spec.securityProfileName: is immutable: profile {id} is named {connect_name:?} in Connect, the spec says {spec_name:?}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
-                );
+            Error::InvalidSpec { message } | Error::InvalidObject { message } => {
+                format!("{}.", message.trim_end_matches('.'))
             }
-            Error::RegionChanged { id, profile_region, region } => {
-                return format!(
-                    "spec.region: is immutable once the profile exists: profile {id} is in region {profile_region}, the spec (or its InstanceBinding) says {region}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
-                );
-            }
+            Error::NoRegion => "No AWS Region: set spec.region, or AWS_REGION for the operator.".into(),
+            Error::RenamedInConnect { id, connect_name, spec_name } => format!(
+                "spec.securityProfileName: is immutable: profile {id} is named {connect_name:?} in Connect, the spec says {spec_name:?}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
+            ),
+            Error::RegionChanged { id, profile_region, region } => format!(
+                "spec.region: is immutable once the profile exists: profile {id} is in region {profile_region}, the spec (or its InstanceBinding) says {region}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
+            ),
             Error::NoInstanceBinding { instance, namespace } => format!(
                 "No InstanceBinding grants namespace {namespace} access to Connect instance {instance}: ask a cluster admin for one (kind InstanceBinding, spec.instanceId {instance}, spec.namespaces listing {namespace}). Nothing was sent to Connect."
             ),
@@ -410,7 +457,20 @@ impl Error {
                 source.message
             ),
             Error::Delete { id, source } => format!("Cannot delete security profile {id}: {}.", source.message),
-            other => format!("{}.", other.to_string().trim_end_matches('.')),
+            // The Display text says it all; what happens next follows.
+            Error::AddFinalizer(_)
+            | Error::RemoveFinalizer(_)
+            | Error::WriteStatus(_)
+            | Error::ReadInvalidObject(_)
+            | Error::NamespaceUnreadable { .. }
+            | Error::NameNotYetSearchable { .. }
+            | Error::Create(_)
+            | Error::Lookup(_)
+            | Error::Read(_)
+            | Error::Update(_)
+            | Error::Tag(_)
+            | Error::Untag(_)
+            | Error::Unsettled => format!("{}.", self.to_string().trim_end_matches('.')),
         };
         let next = match self.retry() {
             Retry::WhenSpecChanges => "Fix the spec; it is retried when the spec changes.".to_string(),
@@ -431,10 +491,184 @@ fn capitalise(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn connect(class: ErrorClass, code: &str) -> ConnectError {
         ConnectError::new(class, code, "injected")
+    }
+
+    fn kube_error() -> kube::Error {
+        kube::Error::Api(kube::core::Status::failure("the object has been modified", "Conflict").with_code(409).boxed())
+    }
+
+    /// One value of every variant (both outcomes of `PermissionRevoked`, both messages of `Delete`).
+    /// Adding a variant breaks the build in [`intended_category`] until its row is written there: add a
+    /// value of it here at the same time.
+    fn every_variant() -> Vec<Error> {
+        let s = |v: &str| v.to_string();
+        vec![
+            Error::AddFinalizer(kube_error()),
+            Error::RemoveFinalizer(kube_error()),
+            Error::WriteStatus(kube_error()),
+            Error::ReadInvalidObject(kube_error()),
+            Error::InvalidSpec { message: s("spec.tags: aws: is reserved") },
+            Error::InvalidObject { message: s("spec.permissions: invalid type: integer, expected a string") },
+            Error::RenamedInConnect { id: s("sp-1"), connect_name: s("A"), spec_name: s("B") },
+            Error::NoRegion,
+            Error::RegionChanged { id: s("sp-1"), profile_region: s("eu-west-2"), region: s("us-east-1") },
+            Error::NamespaceUnreadable { namespace: s("team-a"), source: kube_error() },
+            Error::NoInstanceBinding { instance: s("i-1"), namespace: s("team-a") },
+            Error::AmbiguousInstanceBinding {
+                instance: s("i-1"),
+                namespace: s("team-a"),
+                bindings: vec![s("one"), s("two")],
+            },
+            Error::RegionNotBound { spec_region: s("us-west-2"), binding: s("b"), binding_region: s("eu-west-2") },
+            Error::AdoptionNotAllowed { what: s("profile \"Agents\""), binding: s("b"), setting: "allowAdoption" },
+            Error::PermissionNotAllowed { what: s("permissions OutboundCallAccess"), binding: s("b") },
+            Error::PermissionRevoked { id: s("sp-1"), what: s("permissions X"), binding: s("b"), enforced: true },
+            Error::PermissionRevoked { id: s("sp-1"), what: s("permissions X"), binding: s("b"), enforced: false },
+            Error::BindingRevoked { id: s("sp-1"), instance: s("i-1"), namespace: s("team-a") },
+            Error::InstanceBoundElsewhere { instance: s("i-1"), namespace: s("team-a"), bindings: vec![s("b")] },
+            Error::RoleNotAllowed { binding: s("b"), role: s("arn:aws:iam::1:role/r") },
+            Error::DefaultProfileNotAllowed { name: s("Admin"), id: s("sp-0"), binding: s("b") },
+            Error::OwnedElsewhere { name: s("A"), id: s("sp-1"), instance: s("i-1"), owner: s("uid") },
+            Error::NameTaken { name: s("A"), id: s("sp-1"), instance: s("i-1") },
+            Error::NameNotYetSearchable { name: s("A") },
+            Error::InstanceNotFound {
+                instance: s("i-1"),
+                region: s("eu-west-2"),
+                source: connect(ErrorClass::NotFound, "ResourceNotFoundException"),
+            },
+            Error::QuotaReached { instance: s("i-1"), source: connect(ErrorClass::Quota, "LimitExceededException") },
+            Error::Create(connect(ErrorClass::Terminal, "InvalidParameterException")),
+            Error::Lookup(connect(ErrorClass::Recoverable, "ThrottlingException")),
+            Error::Read(connect(ErrorClass::NotFound, "ResourceNotFoundException")),
+            Error::Update(connect(ErrorClass::Recoverable, "InternalServiceException")),
+            Error::Tag(connect(ErrorClass::Recoverable, "AccessDeniedException")),
+            Error::Untag(connect(ErrorClass::Recoverable, "RequestTimeout")),
+            Error::DeleteBlocked { id: s("sp-1"), source: connect(ErrorClass::InUse, "ResourceInUseException") },
+            Error::Delete { id: s("sp-1"), source: connect(ErrorClass::Recoverable, "AccessDeniedException") },
+            Error::Delete { id: s("sp-1"), source: connect(ErrorClass::Recoverable, "ThrottlingException") },
+            Error::ObservedProfileNotFound { name: s("A"), instance: s("i-1") },
+            Error::Unsettled,
+        ]
+    }
+
+    /// The intended category of each variant, with its name: an exhaustive match (no `_` arm), so a
+    /// new variant does not compile until someone decides here what it is (and adds it to
+    /// [`every_variant`]).
+    fn intended_category(e: &Error) -> (&'static str, Category) {
+        use Category::*;
+        match e {
+            Error::AddFinalizer(_) => ("AddFinalizer", Kubernetes),
+            Error::RemoveFinalizer(_) => ("RemoveFinalizer", Kubernetes),
+            Error::WriteStatus(_) => ("WriteStatus", Kubernetes),
+            Error::ReadInvalidObject(_) => ("ReadInvalidObject", Kubernetes),
+            Error::InvalidSpec { .. } => ("InvalidSpec", Validation),
+            Error::InvalidObject { .. } => ("InvalidObject", Validation),
+            Error::RenamedInConnect { .. } => ("RenamedInConnect", Validation),
+            Error::RegionChanged { .. } => ("RegionChanged", Validation),
+            Error::NoRegion => ("NoRegion", Configuration),
+            Error::NamespaceUnreadable { .. } => ("NamespaceUnreadable", Configuration),
+            Error::RoleNotAllowed { .. } => ("RoleNotAllowed", Configuration),
+            Error::NoInstanceBinding { .. } => ("NoInstanceBinding", Policy),
+            Error::AmbiguousInstanceBinding { .. } => ("AmbiguousInstanceBinding", Policy),
+            Error::RegionNotBound { .. } => ("RegionNotBound", Policy),
+            Error::AdoptionNotAllowed { .. } => ("AdoptionNotAllowed", Policy),
+            Error::PermissionNotAllowed { .. } => ("PermissionNotAllowed", Policy),
+            Error::PermissionRevoked { .. } => ("PermissionRevoked", Policy),
+            Error::BindingRevoked { .. } => ("BindingRevoked", Policy),
+            Error::InstanceBoundElsewhere { .. } => ("InstanceBoundElsewhere", Policy),
+            Error::DefaultProfileNotAllowed { .. } => ("DefaultProfileNotAllowed", Policy),
+            Error::OwnedElsewhere { .. } => ("OwnedElsewhere", Policy),
+            Error::NameTaken { .. } => ("NameTaken", Policy),
+            Error::NameNotYetSearchable { .. } => ("NameNotYetSearchable", Connect),
+            Error::InstanceNotFound { .. } => ("InstanceNotFound", Connect),
+            Error::QuotaReached { .. } => ("QuotaReached", Connect),
+            Error::Create(_) => ("Create", Connect),
+            Error::Lookup(_) => ("Lookup", Connect),
+            Error::Read(_) => ("Read", Connect),
+            Error::Update(_) => ("Update", Connect),
+            Error::Tag(_) => ("Tag", Connect),
+            Error::Untag(_) => ("Untag", Connect),
+            Error::DeleteBlocked { .. } => ("DeleteBlocked", Connect),
+            Error::Delete { .. } => ("Delete", Connect),
+            Error::ObservedProfileNotFound { .. } => ("ObservedProfileNotFound", Connect),
+            Error::Unsettled => ("Unsettled", Connect),
+        }
+    }
+
+    /// The variant's name as Debug prints it (`NoRegion`, `Create(..)`, `NameTaken { .. }`).
+    fn debug_name(e: &Error) -> String {
+        format!("{e:?}").split(['(', ' ', '{']).next().unwrap().to_string()
+    }
+
+    /// Issue 21: every variant's decision, from the one table, is the intended one and reads well.
+    #[test]
+    fn every_variant_has_its_intended_category_a_reason_and_a_next_step() {
+        let slow = Duration::from_secs(300);
+        let all = every_variant();
+        // The names in intended_category are the variants' own, one per variant.
+        for e in &all {
+            assert_eq!(intended_category(e).0, debug_name(e), "intended_category names {e:?} wrongly");
+        }
+        let listed: BTreeSet<&str> = all.iter().map(|e| intended_category(e).0).collect();
+        let distinct: std::collections::HashSet<_> = all.iter().map(std::mem::discriminant).collect();
+        assert_eq!(distinct.len(), listed.len());
+
+        for e in &all {
+            let (name, intended) = intended_category(e);
+            let d = e.decision();
+            assert_eq!(d.category, intended, "{name}: category");
+            assert_eq!(e.category(), intended, "{name}: category()");
+            if matches!(intended, Category::Policy | Category::Validation | Category::Configuration) {
+                assert_ne!(
+                    e.category().as_str(),
+                    Category::Connect.as_str(),
+                    "{name} must not count as a Connect failure"
+                );
+            }
+            // The accessors read the table.
+            assert_eq!(e.retry(), d.retry, "{name}");
+            assert_eq!(e.keeps_ready(), d.keeps_ready, "{name}");
+            assert_eq!(e.is_reported_in_status(), d.in_status, "{name}");
+            assert_eq!(e.lifted_by_adoption(), d.lifted_by_adoption, "{name}");
+            assert_eq!(e.reason(), d.reason.as_str(), "{name}");
+            // Only Kubernetes failures stay out of status; only NameTaken is lifted by adoption.
+            assert_eq!(d.in_status, intended != Category::Kubernetes, "{name}: in status");
+            assert_eq!(d.lifted_by_adoption, matches!(e, Error::NameTaken { .. }), "{name}: lifted by adoption");
+            if d.lifted_by_adoption {
+                assert_eq!(d.retry, Retry::WhenSpecChanges, "{name}: only a terminal failure is lifted");
+            }
+
+            let reason = e.reason();
+            assert!(!reason.is_empty() && !reason.contains(' '), "{name}: reason {reason:?}");
+            if let Reason::AwsCode(source) = d.reason {
+                assert_eq!(reason, source.code, "{name}: the AWS code of its source");
+            }
+
+            let message = e.status_message(slow);
+            let next = match d.retry {
+                Retry::WhenSpecChanges => "Fix the spec; it is retried when the spec changes.",
+                Retry::Backoff => "Retrying with backoff.",
+                Retry::Slowly => "Retrying every 300s.",
+                Retry::WhenBindingsChange => {
+                    "It is retried when the spec, an InstanceBinding or the namespace's labels change."
+                }
+            };
+            assert!(message.ends_with(&format!(". {next}")), "{name}: says what happens next: {message}");
+            let what = message.strip_suffix(next).unwrap().trim();
+            assert!(what.len() > 1, "{name}: says what failed: {message}");
+        }
+
+        // Every category is produced by some variant (none is dead), and Category::ALL lists them all.
+        let produced: BTreeSet<&str> = all.iter().map(|e| e.category().as_str()).collect();
+        let every: BTreeSet<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(produced, every);
+        assert_eq!(every.len(), Category::ALL.len());
     }
 
     /// Every Connect class maps to one decision, whichever call met it; the reason is the AWS code.
