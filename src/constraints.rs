@@ -65,9 +65,10 @@ pub const RESERVED_ATTRIBUTE_PREFIXES: &[&str] = &["aws:", "connect:"];
 pub const LATIN1_PRINTABLE_PATTERN: &str = "^[\\t\\n\\r\\x20-\\x7E\\xA1-\\xFF]+$";
 /// An AWS Region name such as `us-east-1` or `us-gov-west-1`.
 pub const REGION_PATTERN: &str = r"^[a-z]{2}(-[a-z]+){1,2}-[0-9]$";
-/// `MaxResult1000` and `MaxResult100`.
-pub const LIST_MAX_RESULTS: i64 = 1000;
-pub const SEARCH_MAX_RESULTS: i64 = 100;
+/// `MaxResult1000` and `MaxResult100` (the SDK's `max_results` takes an i32): the page sizes of the
+/// operator's List* and SearchSecurityProfiles calls.
+pub const LIST_MAX_RESULTS: i32 = 1000;
+pub const SEARCH_MAX_RESULTS: i32 = 100;
 /// `NextToken2500`.
 pub const SEARCH_NEXT_TOKEN_MAX: usize = 2500;
 

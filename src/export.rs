@@ -122,7 +122,7 @@ pub fn manifest_yaml(name: &str, namespace: Option<&str>, spec: &SecurityProfile
         metadata["namespace"] = json!(ns);
     }
     let object = json!({
-        "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+        "apiVersion": crate::api::API_VERSION,
         "kind": "SecurityProfile",
         "metadata": metadata,
         "spec": spec,

@@ -769,8 +769,10 @@ fn the_emulator_and_the_operator_know_the_same_limits() {
     for (name, operator, emulator) in sizes {
         assert_eq!(operator, emulator, "{name}");
     }
-    assert_eq!(op::LIST_MAX_RESULTS, emu::LIST_MAX_RESULTS);
-    assert_eq!(op::SEARCH_MAX_RESULTS, emu::SEARCH_MAX_RESULTS);
+    // The page size of every List* and SearchSecurityProfiles call the operator makes
+    // (connect/operations.rs): the model's largest, which the emulator accepts and Connect too.
+    assert_eq!(i64::from(op::LIST_MAX_RESULTS), emu::LIST_MAX_RESULTS, "LIST_MAX_RESULTS");
+    assert_eq!(i64::from(op::SEARCH_MAX_RESULTS), emu::SEARCH_MAX_RESULTS, "SEARCH_MAX_RESULTS");
     let patterns = [
         ("PROFILE_NAME_PATTERN", op::PROFILE_NAME_PATTERN, emu::PROFILE_NAME_PATTERN),
         ("TAG_KEY_PATTERN", op::TAG_KEY_PATTERN, emu::TAG_KEY_PATTERN),

@@ -19,7 +19,33 @@ mod binding;
 use crate::constraints as c;
 pub use binding::{AdoptionGrant, InstanceBinding, InstanceBindingSpec, InstanceBindingStatus, OnRevoke, binding_crd};
 
+/// The API group of both kinds. The `#[kube(group, version)]` attributes take only literals; a test
+/// checks that they say [`API_VERSION`].
 pub const GROUP: &str = "connect.cloud-operators.dev";
+/// The version both kinds are served and stored at.
+pub const VERSION: &str = "v1alpha1";
+/// The `apiVersion` of both kinds: `{GROUP}/{VERSION}`.
+pub const API_VERSION: &str = {
+    const LEN: usize = GROUP.len() + 1 + VERSION.len();
+    const BYTES: [u8; LEN] = {
+        let (group, version) = (GROUP.as_bytes(), VERSION.as_bytes());
+        let mut out = [b'/'; LEN];
+        let mut i = 0;
+        while i < LEN {
+            if i < group.len() {
+                out[i] = group[i];
+            } else if i > group.len() {
+                out[i] = version[i - group.len() - 1];
+            }
+            i += 1;
+        }
+        out
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(s) => s,
+        Err(_) => panic!("GROUP and VERSION are UTF-8"),
+    }
+};
 
 /// The prefix of the operator's own tag keys (the API group and a slash): users may not set these keys.
 pub fn operator_tag_prefix() -> String {
@@ -395,8 +421,15 @@ mod tests {
     }
 
     fn object(spec: serde_json::Value) -> serde_json::Value {
-        json!({"apiVersion": "connect.cloud-operators.dev/v1alpha1", "kind": "SecurityProfile",
+        json!({"apiVersion": API_VERSION, "kind": "SecurityProfile",
                "metadata": {"name": "x"}, "spec": spec})
+    }
+
+    #[test]
+    fn api_version_is_the_one_of_both_kinds() {
+        use kube::Resource;
+        assert_eq!(SecurityProfile::api_version(&()), API_VERSION);
+        assert_eq!(InstanceBinding::api_version(&()), API_VERSION);
     }
 
     fn profile(spec: serde_json::Value) -> SecurityProfile {

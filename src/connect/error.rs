@@ -4,7 +4,8 @@ use std::fmt;
 
 use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
 
-/// ACK's taxonomy, without its sticky failure (see design.md).
+/// The error classes of ACK (AWS Controllers for Kubernetes), without its sticky terminal condition: a
+/// Terminal failure waits for the next spec change (generation), and the next success clears it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
     /// The spec must change: InvalidParameter, InvalidRequest. No retry until the generation changes.
@@ -39,19 +40,50 @@ impl fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
+/// What the operator knows of an AWS error code.
+struct Code {
+    name: &'static str,
+    class: ErrorClass,
+    /// The failed request had no effect and the same request may succeed at once (throttling, a server
+    /// error): the client repeats any call, write or read, in place.
+    repeat: bool,
+}
+
+const fn code(name: &'static str, class: ErrorClass, repeat: bool) -> Code {
+    Code { name, class, repeat }
+}
+
+/// Every AWS error code the operator tells apart. Any other (AccessDenied, expired or invalid
+/// credentials, anything new) is Recoverable and not repeated in place.
+const CODES: &[Code] = &[
+    code("InvalidParameterException", ErrorClass::Terminal, false),
+    code("InvalidRequestException", ErrorClass::Terminal, false),
+    code("ValidationException", ErrorClass::Terminal, false),
+    code("SerializationException", ErrorClass::Terminal, false),
+    code("LimitExceededException", ErrorClass::Quota, false),
+    code("ServiceQuotaExceededException", ErrorClass::Quota, false),
+    code("ResourceNotFoundException", ErrorClass::NotFound, false),
+    code("DuplicateResourceException", ErrorClass::Duplicate, false),
+    code("ResourceInUseException", ErrorClass::InUse, false),
+    code("ThrottlingException", ErrorClass::Recoverable, true),
+    code("TooManyRequestsException", ErrorClass::Recoverable, true),
+    code("InternalServiceException", ErrorClass::Recoverable, true),
+    code("ServiceUnavailableException", ErrorClass::Recoverable, true),
+];
+
+fn known(name: &str) -> Option<&'static Code> {
+    CODES.iter().find(|c| c.name == name)
+}
+
 /// The class of an AWS error code.
 pub fn classify(code: &str) -> ErrorClass {
-    match code {
-        "InvalidParameterException" | "InvalidRequestException" | "ValidationException" | "SerializationException" => {
-            ErrorClass::Terminal
-        }
-        "LimitExceededException" | "ServiceQuotaExceededException" => ErrorClass::Quota,
-        "ResourceNotFoundException" => ErrorClass::NotFound,
-        "DuplicateResourceException" => ErrorClass::Duplicate,
-        "ResourceInUseException" => ErrorClass::InUse,
-        // Throttling, InternalService, AccessDenied, expired or invalid credentials, anything new.
-        _ => ErrorClass::Recoverable,
-    }
+    known(code).map_or(ErrorClass::Recoverable, |c| c.class)
+}
+
+/// Whether an attempt that failed with the AWS error code `code` had no effect and may be repeated at
+/// once, whatever the call.
+pub fn repeatable(code: &str) -> bool {
+    known(code).is_some_and(|c| c.repeat)
 }
 
 impl ConnectError {
@@ -137,5 +169,16 @@ mod tests {
         assert_eq!(classify("DuplicateResourceException"), ErrorClass::Duplicate);
         assert_eq!(classify("ResourceInUseException"), ErrorClass::InUse);
         assert_eq!(classify("SomethingNew"), ErrorClass::Recoverable);
+    }
+
+    #[test]
+    fn only_recoverable_codes_are_repeated_in_place() {
+        for c in CODES {
+            assert!(!c.repeat || c.class == ErrorClass::Recoverable, "{}", c.name);
+            assert_eq!(CODES.iter().filter(|o| o.name == c.name).count(), 1, "{} listed once", c.name);
+        }
+        assert!(repeatable("ThrottlingException") && repeatable("ServiceUnavailableException"));
+        assert!(!repeatable("AccessDeniedException") && !repeatable("RequestTimeout"));
+        assert!(!repeatable("SomethingNew"));
     }
 }

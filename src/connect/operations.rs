@@ -9,6 +9,7 @@ use aws_smithy_types::date_time::Format as DateTimeFormat;
 use super::sdk::SdkConnect;
 use super::{ConnectApi, ConnectError, ErrorClass, convert};
 use crate::api::SecurityProfileSpec;
+use crate::constraints::{LIST_MAX_RESULTS, SEARCH_MAX_RESULTS};
 use crate::domain::{
     FoundProfile, ListedMembers, ListedProfile, Listing, ObservedProfile, ProfileRef, ProfileSummary, ProfileUpdate,
     Target, content_digest,
@@ -19,23 +20,35 @@ impl SdkConnect {
         let inst = &target.instance_id;
         let permissions = self
             .all_pages(target, "ListSecurityProfilePermissions", |c, token| async move {
-                let req = c.list_security_profile_permissions().instance_id(inst).security_profile_id(id);
-                let page = req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                let req = c
+                    .list_security_profile_permissions()
+                    .instance_id(inst)
+                    .security_profile_id(id)
+                    .max_results(LIST_MAX_RESULTS);
+                let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
                 Ok((page.permissions.unwrap_or_default(), page.next_token))
             })
             .await?;
         let applications = self
             .all_pages(target, "ListSecurityProfileApplications", |c, token| async move {
-                let req = c.list_security_profile_applications().instance_id(inst).security_profile_id(id);
-                let page = req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                let req = c
+                    .list_security_profile_applications()
+                    .instance_id(inst)
+                    .security_profile_id(id)
+                    .max_results(LIST_MAX_RESULTS);
+                let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
                 let items = page.applications.unwrap_or_default().iter().map(convert::from_sdk_application).collect();
                 Ok((items, page.next_token))
             })
             .await?;
         let modules = self
             .all_pages(target, "ListSecurityProfileFlowModules", |c, token| async move {
-                let req = c.list_security_profile_flow_modules().instance_id(inst).security_profile_id(id);
-                let page = req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                let req = c
+                    .list_security_profile_flow_modules()
+                    .instance_id(inst)
+                    .security_profile_id(id)
+                    .max_results(LIST_MAX_RESULTS);
+                let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
                 let items =
                     page.allowed_flow_modules.unwrap_or_default().iter().map(convert::from_sdk_flow_module).collect();
                 Ok((items, page.next_token))
@@ -43,8 +56,12 @@ impl SdkConnect {
             .await?;
         let agents = self
             .all_pages(target, "ListSecurityProfileAIAgents", |c, token| async move {
-                let req = c.list_security_profile_ai_agents().instance_id(inst).security_profile_id(id);
-                let page = req.max_results(1000).set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
+                let req = c
+                    .list_security_profile_ai_agents()
+                    .instance_id(inst)
+                    .security_profile_id(id)
+                    .max_results(LIST_MAX_RESULTS);
+                let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
                 let items = page.allowed_ai_agents.unwrap_or_default().iter().map(convert::from_sdk_ai_agent).collect();
                 Ok((items, page.next_token))
             })
@@ -58,7 +75,7 @@ impl ConnectApi for SdkConnect {
         let inst = &target.instance_id;
         let summaries = self
             .all_pages(target, "ListSecurityProfiles", |c, token| async move {
-                let req = c.list_security_profiles().instance_id(inst).max_results(1000);
+                let req = c.list_security_profiles().instance_id(inst).max_results(LIST_MAX_RESULTS);
                 let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
                 let items = page.security_profile_summary_list.unwrap_or_default().into_iter().filter_map(|s| {
                     let listed = ListedProfile {
@@ -74,7 +91,7 @@ impl ConnectApi for SdkConnect {
         if search {
             let found = self
                 .all_pages(target, "SearchSecurityProfiles", |c, token| async move {
-                    let req = c.search_security_profiles().instance_id(inst).max_results(100);
+                    let req = c.search_security_profiles().instance_id(inst).max_results(SEARCH_MAX_RESULTS);
                     let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
                     let items = page
                         .security_profiles
@@ -113,7 +130,7 @@ impl ConnectApi for SdkConnect {
     async fn list_profiles(&self, target: &Target) -> Result<Vec<ProfileSummary>, ConnectError> {
         let inst = &target.instance_id;
         self.all_pages(target, "ListSecurityProfiles", |c, token| async move {
-            let req = c.list_security_profiles().instance_id(inst).max_results(1000);
+            let req = c.list_security_profiles().instance_id(inst).max_results(LIST_MAX_RESULTS);
             let page = req.set_next_token(token).send().await.map_err(ConnectError::from_sdk)?;
             let summaries = page.security_profile_summary_list.unwrap_or_default().into_iter();
             let items =

@@ -175,7 +175,7 @@ impl SdkConnect {
             self.metrics.connect_call(operation, outcome);
             match result {
                 Err(e) if attempt < self.settings.max_attempts.max(1) && retryable(operation, &e) => {
-                    let backoff = Duration::from_millis(250 << attempt.min(5)).mul_f64(rand::random_range(0.75..1.25));
+                    let backoff = crate::domain::jitter(Duration::from_millis(250 << attempt.min(5)), 0.25);
                     tokio::time::sleep(backoff).await;
                     attempt += 1;
                 }
@@ -213,13 +213,7 @@ impl SdkConnect {
 /// a server error before any effect), or it is a read, which any number of repeats leaves unchanged.
 fn retryable(operation: &str, e: &ConnectError) -> bool {
     let read = ["Describe", "List", "Search"].iter().any(|p| operation.starts_with(p));
-    match e.code.as_str() {
-        "ThrottlingException"
-        | "TooManyRequestsException"
-        | "InternalServiceException"
-        | "ServiceUnavailableException" => true,
-        _ => read && e.class == ErrorClass::Recoverable,
-    }
+    super::error::repeatable(&e.code) || (read && e.class == ErrorClass::Recoverable)
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::plan::{plan_tags, plan_update};
+use super::plan::{Field, plan_tags, plan_update};
 use super::profile::ObservedProfile;
-use super::state::ProfileState;
+use super::state::{ListedMembers, ProfileState};
 use crate::api::{DiffEntry, SecurityProfileSpec};
 
 /// At most this many entries are listed (`diffCount` has the total).
@@ -35,32 +35,32 @@ pub fn diff(
     let want = ProfileState::desired(spec);
     let have = &observed.state;
     let mut out = Vec::new();
+    // The plan compares the listed members only when both sides have them.
+    let unread = ListedMembers::default();
+    let (h, w) = (have.listed.as_ref().unwrap_or(&unread), want.listed.as_ref().unwrap_or(&unread));
     for field in plan_update(spec, have).changed {
         let (connect, spec) = match field {
-            "description" => (show(&have.description), show(&want.description)),
-            "allowedAccessControlTags" => {
+            Field::Description => (show(&have.description), show(&want.description)),
+            Field::AllowedAccessControlTags => {
                 (show(&have.allowed_access_control_tags), show(&want.allowed_access_control_tags))
             }
-            "allowedAccessControlHierarchyGroupId" => (
+            Field::AllowedAccessControlHierarchyGroupId => (
                 show(&have.allowed_access_control_hierarchy_group_id),
                 show(&want.allowed_access_control_hierarchy_group_id),
             ),
-            "tagRestrictedResources" => (show(&have.tag_restricted_resources), show(&want.tag_restricted_resources)),
-            "hierarchyRestrictedResources" => {
+            Field::TagRestrictedResources => {
+                (show(&have.tag_restricted_resources), show(&want.tag_restricted_resources))
+            }
+            Field::HierarchyRestrictedResources => {
                 (show(&have.hierarchy_restricted_resources), show(&want.hierarchy_restricted_resources))
             }
-            "granularAccessControlConfiguration" => {
+            Field::GranularAccessControlConfiguration => {
                 (show(&have.granular_access_control_configuration), show(&want.granular_access_control_configuration))
             }
-            listed => {
-                let (h, w) = (have.listed.clone().unwrap_or_default(), want.listed.clone().unwrap_or_default());
-                match listed {
-                    "permissions" => (show(&h.permissions), show(&w.permissions)),
-                    "applications" => (show(&h.applications), show(&w.applications)),
-                    "allowedFlowModules" => (show(&h.allowed_flow_modules), show(&w.allowed_flow_modules)),
-                    _ => (show(&h.allowed_ai_agents), show(&w.allowed_ai_agents)),
-                }
-            }
+            Field::Permissions => (show(&h.permissions), show(&w.permissions)),
+            Field::Applications => (show(&h.applications), show(&w.applications)),
+            Field::AllowedFlowModules => (show(&h.allowed_flow_modules), show(&w.allowed_flow_modules)),
+            Field::AllowedAiAgents => (show(&h.allowed_ai_agents), show(&w.allowed_ai_agents)),
         };
         out.push(DiffEntry { field: field.to_string(), connect, spec });
     }

@@ -4,12 +4,14 @@
 
 pub mod allowlist;
 pub mod diff;
+pub mod jitter;
 pub mod listing;
 pub mod plan;
 pub mod profile;
 pub mod state;
 pub mod validate;
 
+pub use jitter::jitter;
 pub use listing::{Expectation, ListedProfile, Listing, Verdict, content_digest};
 pub use plan::{ProfileUpdate, TagPlan, UpdatePlan, plan_tags, plan_update};
 pub use profile::{

@@ -23,10 +23,49 @@ pub struct ProfileUpdate {
     pub granular_access_control_configuration: Option<Option<api::GranularAccessControlConfiguration>>,
 }
 
-/// An update, with the spec field names that differ (for Events and logs).
+/// A member of the spec that UpdateSecurityProfile sets: what a plan changes and a diff lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    Description,
+    AllowedAccessControlTags,
+    AllowedAccessControlHierarchyGroupId,
+    TagRestrictedResources,
+    HierarchyRestrictedResources,
+    GranularAccessControlConfiguration,
+    Permissions,
+    Applications,
+    AllowedFlowModules,
+    AllowedAiAgents,
+}
+
+impl Field {
+    /// The field's name in the spec (and in `status.diff`, Events and logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Description => "description",
+            Field::AllowedAccessControlTags => "allowedAccessControlTags",
+            Field::AllowedAccessControlHierarchyGroupId => "allowedAccessControlHierarchyGroupId",
+            Field::TagRestrictedResources => "tagRestrictedResources",
+            Field::HierarchyRestrictedResources => "hierarchyRestrictedResources",
+            Field::GranularAccessControlConfiguration => "granularAccessControlConfiguration",
+            Field::Permissions => "permissions",
+            Field::Applications => "applications",
+            Field::AllowedFlowModules => "allowedFlowModules",
+            Field::AllowedAiAgents => "allowedAIAgents",
+        }
+    }
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An update, with the spec fields that differ (for Events and logs).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct UpdatePlan {
-    pub changed: Vec<&'static str>,
+    pub changed: Vec<Field>,
     pub update: ProfileUpdate,
 }
 
@@ -43,44 +82,44 @@ pub fn plan_update(spec: &SecurityProfileSpec, observed: &ProfileState) -> Updat
     let mut plan = UpdatePlan::default();
     let u = &mut plan.update;
     if desired.description != observed.description {
-        plan.changed.push("description");
+        plan.changed.push(Field::Description);
         u.description = Some(desired.description.clone());
     }
     if desired.allowed_access_control_tags != observed.allowed_access_control_tags {
-        plan.changed.push("allowedAccessControlTags");
+        plan.changed.push(Field::AllowedAccessControlTags);
         u.allowed_access_control_tags = Some(desired.allowed_access_control_tags.clone());
     }
     if desired.allowed_access_control_hierarchy_group_id != observed.allowed_access_control_hierarchy_group_id {
-        plan.changed.push("allowedAccessControlHierarchyGroupId");
+        plan.changed.push(Field::AllowedAccessControlHierarchyGroupId);
         u.allowed_access_control_hierarchy_group_id = Some(desired.allowed_access_control_hierarchy_group_id.clone());
     }
     if desired.tag_restricted_resources != observed.tag_restricted_resources {
-        plan.changed.push("tagRestrictedResources");
+        plan.changed.push(Field::TagRestrictedResources);
         u.tag_restricted_resources = Some(desired.tag_restricted_resources.iter().cloned().collect());
     }
     if desired.hierarchy_restricted_resources != observed.hierarchy_restricted_resources {
-        plan.changed.push("hierarchyRestrictedResources");
+        plan.changed.push(Field::HierarchyRestrictedResources);
         u.hierarchy_restricted_resources = Some(desired.hierarchy_restricted_resources.iter().cloned().collect());
     }
     if desired.granular_access_control_configuration != observed.granular_access_control_configuration {
-        plan.changed.push("granularAccessControlConfiguration");
+        plan.changed.push(Field::GranularAccessControlConfiguration);
         u.granular_access_control_configuration = Some(desired.granular_access_control_configuration.clone());
     }
     if let (Some(want), Some(have)) = (&desired.listed, &observed.listed) {
         if want.permissions != have.permissions {
-            plan.changed.push("permissions");
+            plan.changed.push(Field::Permissions);
             u.permissions = Some(spec.permissions.clone().unwrap_or_default());
         }
         if want.applications != have.applications {
-            plan.changed.push("applications");
+            plan.changed.push(Field::Applications);
             u.applications = Some(spec.applications.clone().unwrap_or_default());
         }
         if want.allowed_flow_modules != have.allowed_flow_modules {
-            plan.changed.push("allowedFlowModules");
+            plan.changed.push(Field::AllowedFlowModules);
             u.allowed_flow_modules = Some(spec.allowed_flow_modules.clone().unwrap_or_default());
         }
         if want.allowed_ai_agents != have.allowed_ai_agents {
-            plan.changed.push("allowedAIAgents");
+            plan.changed.push(Field::AllowedAiAgents);
             u.allowed_ai_agents = Some(spec.allowed_ai_agents.clone().unwrap_or_default());
         }
     }
@@ -129,6 +168,28 @@ mod tests {
         expect_update: Option<serde_json::Value>,
     }
 
+    /// The spec-shaped profile Connect holds once `update` is applied to `held`: each member the update
+    /// sends replaces the held one (an empty value clears it), the others stay.
+    fn updated(held: &SecurityProfileSpec, update: &ProfileUpdate) -> SecurityProfileSpec {
+        fn set<T: serde::Serialize>(held: &mut serde_json::Value, member: &str, value: &Option<T>) {
+            if let Some(v) = value {
+                held[member] = serde_json::to_value(v).unwrap();
+            }
+        }
+        let mut after = serde_json::to_value(held).unwrap();
+        set(&mut after, "description", &update.description);
+        set(&mut after, "permissions", &update.permissions);
+        set(&mut after, "allowedAccessControlTags", &update.allowed_access_control_tags);
+        set(&mut after, "allowedAccessControlHierarchyGroupId", &update.allowed_access_control_hierarchy_group_id);
+        set(&mut after, "tagRestrictedResources", &update.tag_restricted_resources);
+        set(&mut after, "hierarchyRestrictedResources", &update.hierarchy_restricted_resources);
+        set(&mut after, "applications", &update.applications);
+        set(&mut after, "allowedFlowModules", &update.allowed_flow_modules);
+        set(&mut after, "allowedAIAgents", &update.allowed_ai_agents);
+        set(&mut after, "granularAccessControlConfiguration", &update.granular_access_control_configuration);
+        serde_json::from_value(after).unwrap()
+    }
+
     #[test]
     fn plans_from_yaml_fixtures() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/plan");
@@ -139,7 +200,8 @@ mod tests {
             let f: Fixture = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             let observed = ProfileState::desired(&f.observed);
             let plan = plan_update(&f.spec, &observed);
-            assert_eq!(plan.changed, f.expect_changed, "{}", path.display());
+            let changed: Vec<&str> = plan.changed.iter().map(|f| f.name()).collect();
+            assert_eq!(changed, f.expect_changed, "{}", path.display());
             if let Some(expect) = f.expect_update {
                 let got = serde_json::json!({
                     "description": plan.update.description,
@@ -151,8 +213,10 @@ mod tests {
                     assert_eq!(&got[k], v, "{}: update.{k}", path.display());
                 }
             }
-            // Applying the plan's view of the spec leaves nothing to do.
-            assert!(plan_update(&f.spec, &ProfileState::desired(&f.spec)).is_empty());
+            // Once Connect applied the update, it holds what the spec asks for: nothing is left to do.
+            let after = ProfileState::desired(&updated(&f.observed, &plan.update));
+            assert_eq!(after, ProfileState::desired(&f.spec), "{}: after the update", path.display());
+            assert!(plan_update(&f.spec, &after).is_empty(), "{}: planned again", path.display());
             count += 1;
         }
         assert!(count >= 5, "expected the plan fixtures, found {count}");

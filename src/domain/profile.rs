@@ -91,8 +91,13 @@ pub struct FoundProfile {
 impl FoundProfile {
     /// The UID of the SecurityProfile that owns it, if any.
     pub fn owner(&self) -> Option<&str> {
-        self.tags.get(OWNER_UID_TAG).map(String::as_str)
+        owner_of(&self.tags)
     }
+}
+
+/// The UID of the SecurityProfile that owns a profile with `tags`: its owner tag, if any.
+pub fn owner_of(tags: &BTreeMap<String, String>) -> Option<&str> {
+    tags.get(OWNER_UID_TAG).map(String::as_str)
 }
 
 /// One entry of an instance's profile listing (ListSecurityProfiles).
@@ -117,7 +122,7 @@ pub struct ObservedProfile {
 impl ObservedProfile {
     /// The UID of the SecurityProfile that owns it, if any.
     pub fn owner(&self) -> Option<&str> {
-        self.tags.get(OWNER_UID_TAG).map(String::as_str)
+        owner_of(&self.tags)
     }
 }
 

@@ -11,14 +11,8 @@ use super::Check;
 use super::merge::Found;
 use crate::api::SecurityProfile;
 
-/// The CRD's own openAPIV3Schema, with its CEL rules.
-static CRD_SCHEMA: LazyLock<Value> = LazyLock::new(|| {
-    let crd = serde_json::to_value(crate::api::crd()).expect("CRD serializes");
-    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
-});
-
 thread_local! {
-    static COMPILED: CompiledSchema = compile_schema(&CRD_SCHEMA);
+    static COMPILED: CompiledSchema = compile_schema(&super::CRD_SCHEMA);
 }
 
 /// The creation rules `profile` breaks. Which kinds of rule each enforces comes from

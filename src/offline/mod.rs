@@ -38,6 +38,7 @@ mod tests;
 use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use serde_json::Value;
 
@@ -47,7 +48,14 @@ use crate::domain::validate::validate_spec;
 use merge::Found;
 
 /// The apiVersion of SecurityProfile manifests.
-pub const API_VERSION: &str = "connect.cloud-operators.dev/v1alpha1";
+pub use crate::api::API_VERSION;
+
+/// The SecurityProfile CRD's own openAPIV3Schema, with its CEL rules: what [`schema`] (extended with
+/// the members every object has) and [`cel`] check against.
+static CRD_SCHEMA: LazyLock<Value> = LazyLock::new(|| {
+    let crd = serde_json::to_value(crate::api::crd()).expect("CRD serializes");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+});
 const KIND: &str = "SecurityProfile";
 
 /// Which check found a problem.

@@ -24,9 +24,8 @@ use crate::constraints::RuleId;
 
 /// The CRD's openAPIV3Schema, with the members every object has (apiVersion, kind, metadata) declared,
 /// and status left unchecked (the API server ignores status in a create or update of the resource).
-static CRD_SCHEMA: LazyLock<Value> = LazyLock::new(|| {
-    let crd = serde_json::to_value(crate::api::crd()).expect("CRD serializes");
-    let mut schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+static OBJECT_SCHEMA: LazyLock<Value> = LazyLock::new(|| {
+    let mut schema = super::CRD_SCHEMA.clone();
     let properties = schema["properties"].as_object_mut().expect("the root schema has properties");
     properties.insert("apiVersion".into(), json!({"type": "string"}));
     properties.insert("kind".into(), json!({"type": "string"}));
@@ -41,7 +40,7 @@ static VALIDATOR: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
     jsonschema::options()
         .with_draft(jsonschema::Draft::Draft4)
         .should_validate_formats(false)
-        .build(&with_nullable_as_type(&CRD_SCHEMA))
+        .build(&with_nullable_as_type(&OBJECT_SCHEMA))
         .expect("the CRD's schema is a valid JSON Schema")
 });
 
@@ -77,7 +76,7 @@ pub(super) struct SchemaCheck {
 /// `yaml11_scalars` are the plain scalars of its source that kubectl reads as booleans or numbers.
 pub(super) fn check(doc: &mut Value, yaml11_scalars: &[String]) -> SchemaCheck {
     let mut pre = Prepass { yaml11_scalars, out: SchemaCheck::default(), reported: Vec::new() };
-    pre.walk(&CRD_SCHEMA, doc, "", "");
+    pre.walk(&OBJECT_SCHEMA, doc, "", "");
     let mut out = pre.out;
     // (where, finding, whether the value is an empty string)
     let mut found: Vec<(String, Found, bool)> = VALIDATOR
@@ -209,7 +208,7 @@ impl Prepass<'_> {
 /// `location` in `doc`.
 fn locate(location: &jsonschema::paths::Location, doc: &Value) -> (String, &'static Value) {
     const NONE: &Value = &Value::Null;
-    let (mut field, mut schema, mut value) = (String::new(), &*CRD_SCHEMA, Some(doc));
+    let (mut field, mut schema, mut value) = (String::new(), &*OBJECT_SCHEMA, Some(doc));
     for segment in location.segments() {
         let key = match segment {
             LocationSegment::Property(p) => p.into_owned(),

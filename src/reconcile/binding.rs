@@ -32,6 +32,12 @@ impl Grant {
         self.binding.clone().unwrap_or_else(|| "(none: --allow-unbound)".into())
     }
 
+    /// Whether the profile `name` is one of the instance's default profiles, which the binding does not
+    /// let the operator change, adopt, delete or (without observeAnyProfile) observe.
+    pub fn default_profile_refused(&self, name: &str) -> bool {
+        DEFAULT_PROFILE_NAMES.contains(&name) && !self.allow_default_profiles
+    }
+
     /// Whether the adopt annotation may take over the unowned profile `name`.
     pub fn adoption_allows(&self, name: &str) -> bool {
         match &self.adoption {
@@ -166,7 +172,7 @@ impl<C> super::Step<'_, C> {
     /// Refuses to take over the profile named `name` unless the binding allows it.
     pub fn may_adopt(&self, name: &str) -> Result<(), Error> {
         let what = |kind: &str| format!("{kind} {name:?} of instance {}", self.target.instance_id);
-        if DEFAULT_PROFILE_NAMES.contains(&name) && !self.grant.allow_default_profiles {
+        if self.grant.default_profile_refused(name) {
             return Err(Error::AdoptionNotAllowed {
                 what: what("the default profile"),
                 binding: self.grant.binding_name(),
@@ -199,7 +205,7 @@ impl<C> super::Step<'_, C> {
                 owner: owner.to_string(),
             });
         }
-        if DEFAULT_PROFILE_NAMES.contains(&name) && !self.grant.allow_default_profiles {
+        if self.grant.default_profile_refused(name) {
             return Err(Error::DefaultProfileNotAllowed {
                 name: name.to_string(),
                 id: id.to_string(),

@@ -118,7 +118,7 @@ async fn report_all<C: ConnectApi>(
         };
         if next != current {
             let patch = serde_json::json!({
-                "apiVersion": "connect.cloud-operators.dev/v1alpha1",
+                "apiVersion": crate::api::API_VERSION,
                 "kind": "InstanceBinding",
                 "status": next,
             });

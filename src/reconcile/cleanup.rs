@@ -15,7 +15,6 @@ use super::events::{EventType, publish};
 use super::{audit, binding, finalizer};
 use crate::api::{DeletionPolicy, SecurityProfile};
 use crate::connect::{ConnectApi, ErrorClass};
-use crate::constraints::DEFAULT_PROFILE_NAMES;
 use crate::domain::{instance_of_arn, region_of_arn};
 
 pub async fn cleanup<C: ConnectApi>(
@@ -93,7 +92,7 @@ async fn delete_owned<C: ConnectApi>(
             observed.name,
             observed.owner().map(|o| format!("owner {o}")).unwrap_or_else(|| "no owner".into())
         ))
-    } else if DEFAULT_PROFILE_NAMES.contains(&observed.name.as_str()) && !grant.allow_default_profiles {
+    } else if grant.default_profile_refused(&observed.name) {
         Some(format!(
             "Security profile {id} is the instance's default profile {:?} and InstanceBinding {} does not allow changing it; it was left in Connect.",
             observed.name,

@@ -50,11 +50,12 @@ pub fn backoff(s: &Settings, failures: u32) -> Duration {
     jitter(exp.min(s.retry_max))
 }
 
+/// Retries are spread ±25%.
 fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::random_range(0.75..1.25))
+    crate::domain::jitter(d, 0.25)
 }
 
 /// The next observation of an in-sync profile: the resync interval ±10%.
 pub fn resync_delay(s: &Settings) -> Duration {
-    s.resync.mul_f64(rand::random_range(0.9..1.1))
+    crate::domain::jitter(s.resync, 0.1)
 }

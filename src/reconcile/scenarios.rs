@@ -927,8 +927,11 @@ async fn switching_to_manage_takes_an_unowned_profile_only_under_the_adoption_ru
     assert_eq!(s.events().last().map(String::as_str), Some("DriftRepaired"), "the Event names what changed");
 }
 
+/// `forget_expired_statuses`, what the controller's housekeeping task calls every LAST_STATUS_TTL,
+/// keeps a written status's copy for its TTL and drops it after, with no reconcile in between. The
+/// task itself (spawned in `controller::run`) is not exercised here.
 #[tokio::test]
-async fn the_copy_of_a_written_status_does_not_outlive_its_ttl_when_no_reconcile_follows() {
+async fn forgetting_expired_statuses_keeps_a_written_status_for_its_ttl_and_drops_it_after() {
     let object = resource(false);
     let s = Scenario::new(&object);
     s.reconcile(&object).await.expect("reconcile succeeds");

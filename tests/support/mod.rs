@@ -9,9 +9,9 @@ use aws_sdk_connect::error::{ProvideErrorMetadata, SdkError};
 use connect_emulator::{DEFAULT_INSTANCE_ID, Emulator, EmulatorConfig, Faults};
 
 pub const INSTANCE: &str = DEFAULT_INSTANCE_ID;
-/// The API group of the operator's resources.
-pub const GROUP: &str = "connect.cloud-operators.dev";
-pub const API_VERSION: &str = "connect.cloud-operators.dev/v1alpha1";
+/// The API group and apiVersion of the operator's resources.
+#[allow(unused_imports)] // each test target uses some of the shared helpers
+pub use connect_operator::api::{API_VERSION, GROUP};
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
