@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use connect_operator::connect::ConnectSettings;
 use connect_operator::connect::limiter::Rate;
+use connect_operator::reconcile::Settings;
 
 #[derive(Parser, Debug)]
 #[command(name = "connect-operator", version, about = "Kubernetes operator for Amazon Connect security profiles")]
@@ -110,8 +111,9 @@ pub(crate) struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    /// The client settings, with `max_attempts` per call inside the SDK; refuses a limiter that
-    /// could never admit a call.
+    /// The client settings, with up to `max_attempts` attempts per call (made by the operator's own
+    /// loop, each through the rate limiter: the SDK's retries are off); refuses a limiter that could
+    /// never admit a call.
     pub(crate) fn settings(&self, max_attempts: u32) -> anyhow::Result<ConnectSettings> {
         anyhow::ensure!(
             self.connect_rate >= 0.0 && self.connect_burst >= 1.0 || self.connect_rate == 0.0,
@@ -144,26 +146,26 @@ pub(crate) struct RunArgs {
     #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
     pub(crate) namespaces: Vec<String>,
     /// Re-observe every profile this often, e.g. 10m, 30s.
-    #[arg(long, env = "RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = Settings::DEFAULT_RESYNC, value_parser = parse_duration)]
     pub(crate) resync: Duration,
     /// First retry delay after a recoverable error (doubles per failure, with jitter).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "RETRY_BASE", default_value = Settings::DEFAULT_RETRY_BASE, value_parser = parse_duration)]
     pub(crate) retry_base: Duration,
     /// Longest retry delay after recoverable errors.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "RETRY_MAX", default_value = Settings::DEFAULT_RETRY_MAX, value_parser = parse_duration)]
     pub(crate) retry_max: Duration,
     /// Retry delay for quota (LimitExceeded) and unknown-instance errors.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "SLOW_RETRY", default_value = Settings::DEFAULT_SLOW_RETRY, value_parser = parse_duration)]
     pub(crate) slow_retry: Duration,
     /// Reconciles in parallel.
-    #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "CONCURRENCY", default_value_t = Settings::DEFAULT_CONCURRENCY)]
     pub(crate) concurrency: u16,
     /// How often each instance is listed (ListSecurityProfiles) to find the profiles that changed,
     /// vanished or differ; only those are read in full. See README "Spending the API quota".
-    #[arg(long, env = "OBSERVE_INTERVAL", default_value = "2m", value_parser = parse_duration)]
+    #[arg(long, env = "OBSERVE_INTERVAL", default_value = Settings::DEFAULT_OBSERVE_INTERVAL, value_parser = parse_duration)]
     pub(crate) observe_interval: Duration,
     /// Every how many listings descriptions and tags are read too (SearchSecurityProfiles).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "SEARCH_EVERY", default_value_t = Settings::DEFAULT_SEARCH_EVERY)]
     pub(crate) search_every: u32,
     /// Treat every SecurityProfile as managementPolicy Observe: read and compare, never write to Connect
     /// (pair it with the read-only IAM policy, deploy/iam-policy-readonly.json).
@@ -178,9 +180,12 @@ pub(crate) struct RunArgs {
     /// binds nothing (RoleNotAllowed). Empty: any role.
     #[arg(long, env = "ALLOWED_ROLE_ARNS", value_delimiter = ',')]
     pub(crate) allowed_role_arns: Vec<String>,
-    /// Attempts per Connect call inside the AWS SDK (with its backoff) before the controller's own
-    /// backoff takes over. Retrying a read in place keeps a multi-call observation from starting over.
-    #[arg(long, default_value_t = 3)]
+    /// Attempts per Connect call before the controller's own backoff takes over. The operator makes
+    /// them itself (the AWS SDK's retries are off): throttling and server errors, and for reads answers
+    /// that never came, are repeated after a short jittered pause (0.5 s, doubling), each attempt
+    /// waiting for the rate limiter. Retrying a read in place keeps a multi-call observation from
+    /// starting over.
+    #[arg(long, env = "SDK_MAX_ATTEMPTS", default_value_t = 3)]
     pub(crate) sdk_max_attempts: u32,
     #[command(flatten)]
     pub(crate) connect: ConnectArgs,
@@ -191,7 +196,7 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "LEADER_ELECT")]
     pub(crate) leader_elect: bool,
     /// Name of the Lease.
-    #[arg(long, default_value = "connect-operator")]
+    #[arg(long, env = "LEASE_NAME", default_value = "connect-operator")]
     pub(crate) lease_name: String,
     /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
@@ -199,8 +204,27 @@ pub(crate) struct RunArgs {
     /// How long a leader's Lease is valid without renewal: a standby takes over once it has seen no
     /// renewal for this long (on its own clock); the leader renews every third of it and stops
     /// leading when it could not renew for two thirds of it.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub(crate) lease_duration: Duration,
+}
+
+impl RunArgs {
+    /// The controller's settings from these flags (the only place the binary builds them).
+    pub(crate) fn settings(&self) -> Settings {
+        Settings {
+            resync: self.resync,
+            retry_base: self.retry_base,
+            retry_max: self.retry_max,
+            slow_retry: self.slow_retry,
+            concurrency: self.concurrency.max(1),
+            allow_unbound: self.allow_unbound,
+            observe_only: self.observe_only,
+            observe_interval: self.observe_interval,
+            search_every: self.search_every.max(1),
+            allowed_role_arns: self.allowed_role_arns.clone(),
+            watched_namespaces: self.namespaces.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

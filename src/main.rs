@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use connect_operator::connect::SdkConnect;
-use connect_operator::reconcile::{self, Context, Settings};
+use connect_operator::reconcile::{self, Context};
 use connect_operator::runtime::{self, Health, Metrics, leader};
 
 mod cli;
@@ -14,14 +14,26 @@ use cli::parse_duration;
 use cli::{Cli, Command, CrdKind, ExportArgs, LogFormat, RunArgs};
 
 fn init_tracing(format: LogFormat, level: &str) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    subscriber(format, level, std::io::stderr).init();
+}
+
+/// The log subscriber writing to `writer`. Each line carries the fields of the spans it happened in
+/// (the reconcile's namespace, profile name, generation and instance; an instance listing's Region and
+/// instance; a binding's name): text prefixes them, JSON has the innermost span as `span` and all of
+/// them, outermost first, as `spans`.
+fn subscriber<W>(format: LogFormat, level: &str, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
         eprintln!("invalid --log-level {level:?} ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().with_current_span(true).with_span_list(true).finish()),
     }
 }
 
@@ -163,22 +175,18 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     if region.is_none() {
         tracing::warn!("no default AWS Region (AWS_REGION); every SecurityProfile must set spec.region");
     }
-    let settings = Settings {
-        resync: args.resync,
-        retry_base: args.retry_base,
-        retry_max: args.retry_max,
-        slow_retry: args.slow_retry,
-        concurrency: args.concurrency.max(1),
-        allow_unbound: args.allow_unbound,
-        observe_only: args.observe_only,
-        observe_interval: args.observe_interval,
-        search_every: args.search_every.max(1),
-        allowed_role_arns: args.allowed_role_arns.clone(),
-        watched_namespaces: args.namespaces.clone(),
-    };
+    let settings = args.settings();
     tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, rate = args.connect.connect_rate, burst = args.connect.connect_burst, "starting connect-operator");
+    // /readyz turns ready once the API server lists what the controller watches, and back while it
+    // cannot; until its first answer nothing else starts (a replica, leader or standby, waits there).
+    let listables = reconcile::controller::listables(&args.namespaces, args.allow_unbound);
+    let mut readiness = runtime::ReadinessCheck::new(client.clone(), listables, health.clone());
+    tokio::select! {
+        _ = readiness.until_answered() => {}
+        _ = runtime::shutdown_signal() => return Ok(()),
+    }
+    tokio::spawn(readiness.run());
     let ctx = Arc::new(Context::new(client.clone(), connect, region, settings, metrics));
-    health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     if !args.leader_elect {
         health.leading.store(true, std::sync::atomic::Ordering::Relaxed);
         return reconcile::run(ctx, args.namespaces, runtime::shutdown_signal()).await;
@@ -234,6 +242,91 @@ mod tests {
             assert!(e.contains("is not a duration such as"), "{bad}: {e}");
         }
         assert_eq!(parse_duration("-5s").unwrap_err().to_string(), "\"-5s\": a duration cannot be negative");
+    }
+
+    /// A writer into a shared buffer, for the log subscriber.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> tracing_subscriber::fmt::MakeWriter<'w> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'w self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// What a reconcile logs carries its span's fields: in JSON the innermost span as `span`, every
+    /// span as `spans`; in text as a prefix.
+    #[test]
+    fn logs_carry_the_span_fields() {
+        let log = |format| {
+            let out = Captured::default();
+            tracing::subscriber::with_default(subscriber(format, "info", out.clone()), || {
+                let reconcile = tracing::info_span!(
+                    "reconcile",
+                    namespace = "team-a",
+                    profile = "agents",
+                    generation = 3,
+                    instance = "i-1"
+                );
+                let _reconcile = reconcile.enter();
+                let listing = tracing::info_span!("instance_listing", region = "eu-west-2", instance = "i-1");
+                listing.in_scope(|| tracing::warn!(reason = "ThrottlingException", "cannot list the instance"));
+            });
+            String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+        };
+        let json: serde_json::Value = serde_json::from_str(log(LogFormat::Json).trim()).expect("one JSON line");
+        assert_eq!(json["level"], "WARN");
+        assert_eq!(json["fields"]["reason"], "ThrottlingException");
+        assert_eq!(json["span"]["name"], "instance_listing");
+        assert_eq!(json["span"]["region"], "eu-west-2");
+        let spans = json["spans"].as_array().expect("the span list");
+        assert_eq!(spans[0]["name"], "reconcile");
+        assert_eq!(spans[0]["namespace"], "team-a");
+        assert_eq!(spans[0]["profile"], "agents");
+        assert_eq!(spans[0]["generation"], 3);
+        assert_eq!(spans[0]["instance"], "i-1");
+        assert_eq!(spans[1]["name"], "instance_listing");
+        // Without the terminal colours.
+        let text = regex::Regex::new("\x1b\\[[0-9;]*m").unwrap().replace_all(&log(LogFormat::Text), "").into_owned();
+        assert!(
+            text.contains("reconcile{namespace=\"team-a\" profile=\"agents\" generation=3 instance=\"i-1\"}"),
+            "{text}"
+        );
+    }
+
+    /// `run` without flags has the controller's defaults: one place holds them (Settings::DEFAULT_*).
+    #[test]
+    fn run_defaults_are_the_settings_defaults() {
+        let Command::Run(args) = Cli::try_parse_from(["connect-operator", "run"]).unwrap().command else {
+            panic!("run")
+        };
+        assert_eq!(format!("{:?}", args.settings()), format!("{:?}", connect_operator::reconcile::Settings::default()));
+    }
+
+    /// Every flag of `run` can be set from the environment.
+    #[test]
+    fn every_run_flag_has_an_environment_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("run");
+        let missing: Vec<String> = run
+            .get_arguments()
+            .filter(|a| a.get_long().is_some() && a.get_env().is_none() && !a.is_global_set())
+            .filter(|a| !["help", "version"].contains(&a.get_id().as_str()))
+            .map(|a| format!("--{}", a.get_long().unwrap()))
+            .collect();
+        assert!(missing.is_empty(), "flags without an environment variable: {missing:?}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use super::binding::covers;
 use super::context::{Context, MANAGER};
@@ -122,8 +122,13 @@ async fn report_all<C: ConnectApi>(
                 "kind": "InstanceBinding",
                 "status": next,
             });
-            if let Err(e) = api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await {
-                warn!(binding = %name, error = %e, "cannot write the InstanceBinding status");
+            let span = tracing::info_span!("binding_status", binding = %name, instance = %binding.spec.instance_id);
+            let params = PatchParams::apply(MANAGER).force();
+            let written = api.patch_status(&name, &params, &Patch::Apply(&patch)).instrument(span.clone()).await;
+            if let Err(e) = written {
+                span.in_scope(
+                    || warn!(reason = "StatusWriteFailed", error = %e, "cannot write the InstanceBinding status"),
+                );
             }
         }
     }
@@ -146,6 +151,7 @@ async fn concerns_us<C>(ctx: &Context<C>, namespaces: &[String], binding: &Insta
 }
 
 /// The Ready condition: can the binding's identity list the instance's profiles?
+#[tracing::instrument(name = "binding_probe", skip_all, fields(binding = %binding.name_any(), instance = %binding.spec.instance_id, region = %binding.spec.region))]
 async fn probe<C: ConnectApi>(
     ctx: &Context<C>,
     binding: &InstanceBinding,
@@ -154,6 +160,7 @@ async fn probe<C: ConnectApi>(
 ) -> Condition {
     let spec = &binding.spec;
     if let Some((reason, message)) = misconfiguration(&ctx.settings, binding) {
+        warn!(reason, %message, "the InstanceBinding is unusable");
         return condition("False", reason.into(), message, generation, previous);
     }
     let target = Target {
@@ -180,6 +187,9 @@ async fn probe<C: ConnectApi>(
             ),
         ),
     };
+    if status == "False" {
+        warn!(%reason, %message, "the InstanceBinding's identity cannot reach its instance");
+    }
     condition(status, reason, message, generation, previous)
 }
 

@@ -60,16 +60,34 @@ fn glob_matches(pattern: &str, value: &str) -> bool {
     regex::Regex::new(&format!("^{}$", parts.join(".*"))).is_ok_and(|r| r.is_match(value))
 }
 
+/// The defaults, once: `connect-operator run`'s flags take theirs from these (src/cli.rs), and
+/// [`Settings::default`] is built from them, so the binary and the tests cannot disagree. Durations are
+/// written as the flags spell them (their `--help` shows them).
+impl Settings {
+    pub const DEFAULT_RESYNC: &str = "10m";
+    pub const DEFAULT_RETRY_BASE: &str = "2s";
+    pub const DEFAULT_RETRY_MAX: &str = "5m";
+    pub const DEFAULT_SLOW_RETRY: &str = "5m";
+    pub const DEFAULT_CONCURRENCY: u16 = 4;
+    pub const DEFAULT_OBSERVE_INTERVAL: &str = "2m";
+    pub const DEFAULT_SEARCH_EVERY: u32 = 2;
+}
+
+/// The settings of `connect-operator run` without flags; the binary builds its own from the flags.
 impl Default for Settings {
     fn default() -> Self {
+        let duration = |text: &str| {
+            let d: jiff::SignedDuration = text.parse().expect("a default duration parses");
+            Duration::try_from(d).expect("a default duration is positive")
+        };
         Self {
-            resync: Duration::from_secs(600),
-            retry_base: Duration::from_secs(2),
-            retry_max: Duration::from_secs(300),
-            slow_retry: Duration::from_secs(300),
-            concurrency: 4,
-            observe_interval: Duration::from_secs(120),
-            search_every: 2,
+            resync: duration(Self::DEFAULT_RESYNC),
+            retry_base: duration(Self::DEFAULT_RETRY_BASE),
+            retry_max: duration(Self::DEFAULT_RETRY_MAX),
+            slow_retry: duration(Self::DEFAULT_SLOW_RETRY),
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            observe_interval: duration(Self::DEFAULT_OBSERVE_INTERVAL),
+            search_every: Self::DEFAULT_SEARCH_EVERY,
             allow_unbound: false,
             observe_only: false,
             allowed_role_arns: Vec::new(),

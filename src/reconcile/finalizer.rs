@@ -1,5 +1,20 @@
 //! The finalizer that keeps a SecurityProfile until its Connect profile is dealt with. Both patches are
-//! JSON patches with a `test` op, so that a stale cached object cannot add or remove the wrong entry.
+//! JSON patches with a `test` op, so that a stale cached object cannot add or remove the wrong entry:
+//! adding tests the object's resourceVersion, removing tests the entry at the index it removes.
+//!
+//! Hand-written rather than kube-runtime's `kube::runtime::finalizer()` helper, which does the same
+//! two patches (with `test` ops on the finalizer list) but owns the whole reconcile around them:
+//! - after adding the finalizer it returns `Action::await_change()` and applies on the next event;
+//!   after [`ensure`] the same pass goes on and creates the profile at once (the reconcile that the
+//!   finalizer change triggers then finds it in sync);
+//! - it wraps every failure in its own `finalizer::Error` (`ApplyFailed`, `CleanupFailed`, ...), while
+//!   the pipeline's [`Error`] decides per variant how to retry and what the status says (error.rs);
+//! - it needs the object typed: [`remove`] is generic and also releases an object that does not parse
+//!   as a SecurityProfile (`invalid.rs`, through `DeserializeGuard`), and treats an object already gone
+//!   (404) as done, where the helper reports `RemoveFinalizer`.
+//!
+//! Adopting the helper means moving the deletion branch (`cleanup.rs`) into its `Event::Cleanup` and
+//! mapping its errors back into [`Error`]; these few dozen lines stay until that is worth doing.
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc::UnboundedSender;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::context::Context;
 use crate::api::SecurityProfile;
@@ -212,7 +212,10 @@ async fn observe_instance<C: ConnectApi>(ctx: Arc<Context<C>>, key: InstanceKey,
     loop {
         let search = round.is_multiple_of(u64::from(every));
         let taken_at = jiff::Timestamp::now();
-        match ctx.connect.list_instance(&target, search).await {
+        // One span per listing: its calls and what it logs carry the Region and the instance.
+        let span = tracing::info_span!("instance_listing", region = %key.region, instance = %key.instance_id, search);
+        let listed = ctx.connect.list_instance(&target, search).instrument(span.clone()).await;
+        span.in_scope(|| match listed {
             Ok(listing) => {
                 let (requeue, unchanged) = ctx.observations.record(&key, listing, taken_at);
                 debug!(instance = %key.instance_id, requeued = requeue.len(), unchanged, search, "instance listed");
@@ -220,8 +223,8 @@ async fn observe_instance<C: ConnectApi>(ctx: Arc<Context<C>>, key: InstanceKey,
                 ctx.metrics.instance_listed(&key.region, &key.instance_id);
                 ctx.requeue_observed(requeue);
             }
-            Err(e) => warn!(instance = %key.instance_id, region = %key.region, error = %e, "cannot list the instance"),
-        }
+            Err(e) => warn!(reason = %e.code, error = %e, "cannot list the instance"),
+        });
         round += 1;
         let wait = ctx.settings.observe_interval.mul_f64(rand::random_range(0.9..1.1));
         tokio::time::sleep(wait).await;

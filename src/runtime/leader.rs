@@ -6,6 +6,17 @@
 //! own monotonic clock when it saw the lease record change, and takes over only when the lease
 //! duration has passed since then without a change. Clock skew between nodes cannot make it take a
 //! lease that is still being renewed.
+//!
+//! Hand-written, on purpose for that takeover rule ([`Observer`]): the maintained crates,
+//! kube-leader-election (`LeaseLock::try_acquire_or_renew`) and kube-lease-manager (`LeaseManager`),
+//! decide expiry by comparing the holder's `renewTime` plus `leaseDurationSeconds` with the local wall
+//! clock (as of the versions read when this was written), so a standby whose clock runs ahead of the
+//! holder's can take a lease that is still renewed. The rest is ordinary: a Lease read and a replace
+//! guarded by its resourceVersion (a compare-and-swap, as client-go does), a renew deadline shorter than
+//! the duration, release on shutdown. Switching to one of those crates is reasonable once it times
+//! expiry on the candidate's own monotonic clock; the tests of this module are then its acceptance
+//! tests (a lease another replica renews is never taken, a renewal time in the future does not delay
+//! the takeover, any change restarts the wait).
 
 use std::time::{Duration, Instant};
 

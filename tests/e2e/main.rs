@@ -17,6 +17,7 @@ mod namespace_deletion;
 mod node;
 mod observe_mode;
 mod onboarding;
+mod readiness;
 mod roles;
 #[path = "../support/mod.rs"]
 mod support;
