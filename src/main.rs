@@ -177,8 +177,8 @@ async fn run(args: RunArgs, log_format: LogFormat, log_level: &str) -> anyhow::R
     }
     let settings = args.settings();
     tracing::info!(namespaces = ?args.namespaces, region = ?region, ?settings, rate = args.connect.connect_rate, burst = args.connect.connect_burst, "starting connect-operator");
-    // /readyz turns ready once the API server lists what the controller watches, and back while it
-    // cannot; until its first answer nothing else starts (a replica, leader or standby, waits there).
+    // /readyz is ready while the API server lists what the controller watches (checked every 10 s);
+    // until the API server first answers nothing else starts (every replica, leader or standby, waits).
     let listables = reconcile::controller::listables(&args.namespaces, args.allow_unbound);
     let mut readiness = runtime::ReadinessCheck::new(client.clone(), listables, health.clone());
     tokio::select! {
