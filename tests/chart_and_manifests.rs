@@ -896,9 +896,9 @@ fn reconcile_error_pages(category: connect_operator::reconcile::error::Category)
         // A user's spec: the resource's status says what to fix; nothing for the operator's on-call.
         Category::Validation => false,
         // Refused by an InstanceBinding (a team asking for what its binding does not allow, a name
-        // another SecurityProfile owns). The chart's rule pages on these today (it excludes only
-        // validation); whether they should is an open question raised with issue 21, not changed here.
-        Category::Policy => true,
+        // another SecurityProfile owns): the team's status says so, like an invalid spec; a revoked
+        // profile has its own alert (ConnectOperatorProfilesRevoked).
+        Category::Policy => false,
     }
 }
 

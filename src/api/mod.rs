@@ -60,6 +60,13 @@ pub const OWNER_UID_TAG: &str = "connect.cloud-operators.dev/owner-uid";
 pub const NAMESPACE_TAG: &str = "connect.cloud-operators.dev/namespace";
 /// Annotation that allows adopting an existing profile of the same name that no resource owns.
 pub const ADOPT_ANNOTATION: &str = "connect.cloud-operators.dev/adopt";
+/// Annotation that pauses reconciliation of one resource (value "true"): no Connect call while it is
+/// set; the Synced condition says ReconcilePaused.
+pub const PAUSED_ANNOTATION: &str = "connect.cloud-operators.dev/paused";
+/// Annotation that requests a reconcile now (any new value, e.g. a timestamp, as Flux's
+/// `reconcile.fluxcd.io/requestedAt`): the profile is read from Connect at once, whatever its schedule;
+/// status.lastHandledReconcileAt records the value handled.
+pub const RECONCILE_REQUESTED_ANNOTATION: &str = "connect.cloud-operators.dev/reconcile-requested-at";
 
 /// Desired state of an Amazon Connect security profile. Field names and constraints follow the
 /// CreateSecurityProfile API (https://docs.aws.amazon.com/connect/latest/APIReference/API_CreateSecurityProfile.html).
@@ -78,9 +85,10 @@ pub const ADOPT_ANNOTATION: &str = "connect.cloud-operators.dev/adopt";
     doc = "An Amazon Connect security profile, managed by connect-operator.",
     printcolumn = r#"{"name":"Profile","type":"string","jsonPath":".spec.securityProfileName"}"#,
     printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.managementPolicy"}"#,
-    printcolumn = r#"{"name":"ID","type":"string","jsonPath":".status.securityProfileId"}"#,
+    printcolumn = r#"{"name":"ID","type":"string","priority":1,"jsonPath":".status.securityProfileId"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Synced","type":"string","jsonPath":".status.conditions[?(@.type==\"Synced\")].reason"}"#,
     printcolumn = r#"{"name":"InSync","type":"string","jsonPath":".status.conditions[?(@.type==\"InSync\")].status"}"#,
     printcolumn = r#"{"name":"Diffs","type":"integer","priority":1,"jsonPath":".status.diffCount"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -359,6 +367,9 @@ pub struct SecurityProfileStatus {
     /// deletionPolicy then defaults to Retain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopted: Option<bool>,
+    /// The value of the reconcile-requested-at annotation the last completed reconcile handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

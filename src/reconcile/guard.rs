@@ -8,7 +8,7 @@ use kube::runtime::controller::Action;
 
 use super::context::{Context, key};
 use super::status::{self, READY, SYNCED};
-use crate::api::{ADOPT_ANNOTATION, SecurityProfile};
+use crate::api::{ADOPT_ANNOTATION, PAUSED_ANNOTATION, RECONCILE_REQUESTED_ANNOTATION, SecurityProfile};
 use crate::domain::Priority;
 
 /// `cached` with the status this process last wrote when the watch cache has not caught up with it.
@@ -37,7 +37,8 @@ pub fn skip_terminal<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<A
     let key = key(&profile.metadata);
     let terminal = ctx.terminal.lock().expect("terminal lock").get(&key).copied();
     if let Some(t) = terminal {
-        if t.generation == profile.metadata.generation && !(t.lifted_by_adoption && wants_adoption(profile)) {
+        let lifted = (t.lifted_by_adoption && wants_adoption(profile)) || reconcile_requested(profile);
+        if t.generation == profile.metadata.generation && !lifted {
             // Already reported for this generation: nothing to do until the spec changes.
             return Some(Action::await_change());
         }
@@ -49,10 +50,26 @@ pub fn skip_terminal<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<A
 /// `Some(action)` when an in-sync profile is not due for its next observation yet (its guardrails,
 /// which cost no call, were checked before).
 pub fn not_due<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Action> {
-    let current = settled(profile);
+    let current = settled(profile) && !reconcile_requested(profile);
     let due = *ctx.next_observe.lock().expect("next_observe lock").get(&key(&profile.metadata))?;
     let now = Instant::now();
     (current && due > now).then(|| Action::requeue(due - now))
+}
+
+/// Whether the paused annotation is set.
+pub fn paused(profile: &SecurityProfile) -> bool {
+    profile.annotations().get(PAUSED_ANNOTATION).is_some_and(|v| v == "true")
+}
+
+/// The reconcile-requested-at annotation's value, when the status has not handled it yet.
+pub fn reconcile_requested(profile: &SecurityProfile) -> bool {
+    requested_at(profile).is_some_and(|v| {
+        profile.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) != Some(v.as_str())
+    })
+}
+
+pub fn requested_at(profile: &SecurityProfile) -> Option<&String> {
+    profile.annotations().get(RECONCILE_REQUESTED_ANNOTATION)
 }
 
 pub fn wants_adoption(profile: &SecurityProfile) -> bool {
@@ -62,7 +79,7 @@ pub fn wants_adoption(profile: &SecurityProfile) -> bool {
 /// A drift check of a profile that matched its spec is background work; anything a user asked for (a
 /// new resource, a spec change, an adoption, a failure being retried) goes first in the rate limiter.
 pub fn priority(profile: &SecurityProfile) -> Priority {
-    if settled(profile) { Priority::Background } else { Priority::User }
+    if settled(profile) && !reconcile_requested(profile) { Priority::Background } else { Priority::User }
 }
 
 /// The status names a profile that matched this generation of the spec at the last reconcile, which

@@ -114,6 +114,9 @@ pub async fn reconcile<C: ConnectApi>(
 async fn reconcile_profile<C: ConnectApi>(cached: &SecurityProfile, ctx: &Arc<Context<C>>) -> Result<Action, Error> {
     let profile = guard::freshest(cached, ctx);
     let api: Api<SecurityProfile> = Api::namespaced(ctx.client.clone(), &profile.namespace().unwrap_or_default());
+    if guard::paused(&profile) {
+        return report::paused(&profile, &api, ctx).await;
+    }
     let result = if profile.metadata.deletion_timestamp.is_some() {
         cleanup::cleanup(&profile, &api, ctx).await
     } else {

@@ -9,7 +9,6 @@ use super::guard::wants_adoption;
 use super::observer::{self, InstanceKey};
 use crate::api::SecurityProfileStatus;
 use crate::connect::{ConnectApi, ErrorClass};
-use crate::constraints::DEFAULT_PROFILE_NAMES;
 use crate::domain::{FoundProfile, ObservedProfile, Priority, Verdict, plan_tags, plan_update, tags_with_owner};
 
 /// What the observe step found.
@@ -100,8 +99,7 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
         // adoption, under the binding's rules.
         step.may_adopt(&observed.name)?;
     }
-    if DEFAULT_PROFILE_NAMES.contains(&observed.name.as_str()) && !step.grant.allow_default_profiles && !step.observing
-    {
+    if step.grant.default_profile_refused(&observed.name) && !step.observing {
         return Err(Error::DefaultProfileNotAllowed { name: observed.name, id, binding: step.grant.binding_name() });
     }
     if !full && observed.last_modified != status.connect_last_modified_time {

@@ -226,7 +226,7 @@ async fn observe_instance<C: ConnectApi>(ctx: Arc<Context<C>>, key: InstanceKey,
             Err(e) => warn!(reason = %e.code, error = %e, "cannot list the instance"),
         });
         round += 1;
-        let wait = ctx.settings.observe_interval.mul_f64(rand::random_range(0.9..1.1));
+        let wait = crate::domain::jitter(ctx.settings.observe_interval, 0.1);
         tokio::time::sleep(wait).await;
         if ctx.observations.idle(&key) {
             debug!(instance = %key.instance_id, "no profile left to observe");

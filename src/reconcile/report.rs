@@ -23,8 +23,12 @@ pub async fn write_status<C>(
     outcome: &Outcome,
 ) -> Result<SecurityProfileStatus, Error> {
     let current = profile.status.as_ref();
-    let next =
+    let mut next =
         status::next_status(current, identity, profile.metadata.generation, outcome, Time(jiff::Timestamp::now()));
+    if outcome.synced != "Unknown" {
+        // A completed reconcile (success or failure) handled the reconcile request it saw.
+        next.last_handled_reconcile_at = guard::requested_at(profile).cloned().or(next.last_handled_reconcile_at);
+    }
     if status::unchanged(current, &next) {
         return Ok(next);
     }
@@ -85,6 +89,18 @@ pub async fn pending<C>(
     );
     write_status(profile, api, ctx, Identity::Keep, &Outcome::progressing(reason, &message)).await?;
     Ok(())
+}
+
+/// The paused annotation is set: no Connect call; Synced False (ReconcilePaused), Ready as it was.
+pub async fn paused<C>(profile: &SecurityProfile, api: &Api<SecurityProfile>, ctx: &Context<C>) -> Result<Action, Error> {
+    let message = format!(
+        "Reconciliation is paused by the annotation {}: \"true\"; nothing is sent to Connect, drift is not repaired and deletion waits. Remove the annotation to resume.",
+        crate::api::PAUSED_ANNOTATION
+    );
+    let outcome = Outcome::failed(status::reason::PAUSED, &message, has_ready_profile(profile));
+    write_status(profile, api, ctx, Identity::Keep, &outcome).await?;
+    ctx.next_observe.lock().expect("next_observe lock").remove(&key(&profile.metadata));
+    Ok(Action::await_change())
 }
 
 /// The profile `id` matches the spec: Ready, and the next observation one resync interval away.

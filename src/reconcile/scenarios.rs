@@ -1176,3 +1176,46 @@ async fn a_permission_change_whose_update_failed_is_applied_on_the_retry() {
     let updates = s.connect.updates.lock().unwrap().clone();
     assert_eq!(updates.last().and_then(|u| u.permissions.clone()), Some(vec!["BasicAgentAccess".to_string()]));
 }
+
+/// The paused annotation: no Connect call, a condition that says so; removing it resumes.
+#[tokio::test]
+async fn a_paused_resource_costs_no_call_and_says_so() {
+    let mut object = resource(true);
+    object.metadata.annotations = Some([(crate::api::PAUSED_ANNOTATION.to_string(), "true".to_string())].into());
+    let s = Scenario::new(&object);
+    assert_eq!(s.reconcile(&object).await.expect("paused"), Action::await_change());
+    assert!(s.connect.calls().is_empty());
+    let synced = condition(&s.written_status(), "Synced").clone();
+    assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("False", "ReconcilePaused"));
+    assert!(synced.message.contains("Remove the annotation to resume"), "{}", synced.message);
+
+    object.metadata.annotations = None;
+    object.status = Some(s.written_status());
+    s.reconcile(&object).await.expect("resumed");
+    assert_eq!(s.connect.calls(), ["CreateSecurityProfile"]);
+}
+
+/// The reconcile-requested-at annotation: an in-sync profile not due for hours is read now, once per
+/// value, and the status records the value handled.
+#[tokio::test]
+async fn a_requested_reconcile_reads_the_profile_now_once_per_value() {
+    let mut object = resource(true);
+    object.status = Some(ready_status("sp-1"));
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-1", &object.spec, owner_tags());
+    in_sync_not_due(&s, &object);
+    s.reconcile(&object).await.expect("not due");
+    assert!(s.connect.calls().is_empty(), "not due: no call");
+
+    let value = "2026-12-04T18:00:00Z".to_string();
+    object.metadata.annotations = Some([(crate::api::RECONCILE_REQUESTED_ANNOTATION.to_string(), value.clone())].into());
+    s.reconcile(&object).await.expect("requested");
+    assert_eq!(s.connect.calls(), ["DescribeSecurityProfile"], "read now, at user priority");
+    let status = s.written_status();
+    assert_eq!(status.last_handled_reconcile_at.as_deref(), Some(value.as_str()));
+
+    object.status = Some(status);
+    in_sync_not_due(&s, &object);
+    s.reconcile(&object).await.expect("handled already");
+    assert_eq!(s.connect.calls().len(), 1, "the same value is not handled twice");
+}

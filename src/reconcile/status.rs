@@ -20,6 +20,7 @@ pub mod reason {
     pub const DRIFTED: &str = "Drifted";
     pub const OBSERVING: &str = "Observing";
     pub const CREATING: &str = "Creating";
+    pub const PAUSED: &str = "ReconcilePaused";
     pub const UPDATING: &str = "Updating";
 }
 
@@ -199,6 +200,7 @@ pub fn next_status(
         security_profile_arn: arn,
         connect_last_modified_time: last_modified,
         adopted,
+        last_handled_reconcile_at: current.last_handled_reconcile_at.clone(),
         observed_generation: generation,
         diff_count,
         diff,

@@ -4,6 +4,7 @@
 
 mod admission;
 mod bad_input;
+mod conventions;
 mod core_loop;
 mod faults;
 mod harness;
