@@ -73,6 +73,16 @@ pub fn reserved_operator_prefix() -> String {
 /// Checks `spec`; `current_instance` is the instance of the existing profile (from its ARN), if any.
 pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>) -> Result<(), Vec<FieldError>> {
     let mut ch = Checker::default();
+    check_identity(&mut ch, spec, current_instance);
+    check_scalars(&mut ch, spec);
+    check_members(&mut ch, spec);
+    check_granular(&mut ch, spec);
+    check_tags_and_region(&mut ch, spec);
+    if ch.errors.is_empty() { Ok(()) } else { Err(ch.errors) }
+}
+
+/// instanceId (and that it did not move) and securityProfileName.
+fn check_identity(ch: &mut Checker, spec: &SecurityProfileSpec, current_instance: Option<&str>) {
     ch.length("spec.instanceId", &spec.instance_id, 1, c::INSTANCE_ID_MAX);
     if let Some(current) = current_instance
         && current != spec.instance_id
@@ -98,6 +108,10 @@ pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>)
             &[RuleId::Length, RuleId::Pattern],
         );
     }
+}
+
+/// description, permissions, access-control tags, tag-restricted resources.
+fn check_scalars(ch: &mut Checker, spec: &SecurityProfileSpec) {
     if let Some(d) = &spec.description {
         ch.length("spec.description", d, 0, c::DESCRIPTION_MAX);
     }
@@ -113,6 +127,10 @@ pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>)
     if let Some(r) = &spec.tag_restricted_resources {
         ch.items("spec.tagRestrictedResources", r, 0, c::TAG_RESTRICTED_RESOURCES_MAX_ITEMS);
     }
+}
+
+/// applications, flow modules, AI agents.
+fn check_members(ch: &mut Checker, spec: &SecurityProfileSpec) {
     if let Some(apps) = &spec.applications {
         ch.items("spec.applications", apps, 0, c::APPLICATIONS_MAX_ITEMS);
         for (i, app) in apps.iter().enumerate() {
@@ -140,6 +158,10 @@ pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>)
     if let Some(agents) = &spec.allowed_ai_agents {
         ch.items("spec.allowedAIAgents", agents, 0, c::AI_AGENTS_MAX_ITEMS);
     }
+}
+
+/// granularAccessControlConfiguration's primary attribute values.
+fn check_granular(ch: &mut Checker, spec: &SecurityProfileSpec) {
     let values = spec
         .granular_access_control_configuration
         .as_ref()
@@ -166,6 +188,10 @@ pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>)
             }
         }
     }
+}
+
+/// The profile's tags (not the operator's) and the Region.
+fn check_tags_and_region(ch: &mut Checker, spec: &SecurityProfileSpec) {
     if let Some(tags) = &spec.tags {
         ch.string_map("spec.tags", tags, c::SPEC_TAGS_MAX_ENTRIES);
         let reserved = reserved_operator_prefix();
@@ -186,5 +212,4 @@ pub fn validate_spec(spec: &SecurityProfileSpec, current_instance: Option<&str>)
     {
         ch.fail("spec.region", format!("{region:?} is not an AWS Region name such as us-east-1"), &[RuleId::Pattern]);
     }
-    if ch.errors.is_empty() { Ok(()) } else { Err(ch.errors) }
 }

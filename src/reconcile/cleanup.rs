@@ -27,7 +27,7 @@ pub async fn cleanup<C: ConnectApi>(
     }
     let status = profile.status.clone().unwrap_or_default();
     // Observe never writes: deleting the resource only removes the finalizer.
-    let observing = super::observing::is_observing(profile, ctx);
+    let observing = super::observe_mode::is_observing(profile, ctx);
     if let (Some(id), DeletionPolicy::Delete, false) = (status.security_profile_id, deletion_policy(profile), observing)
     {
         let arn = status.security_profile_arn.unwrap_or_default();

@@ -135,7 +135,7 @@ pub struct Context<C> {
     /// Labels of namespaces (for the bindings' selectors), read at most once a minute each.
     namespace_labels: Mutex<HashMap<String, (Labels, Instant)>>,
     /// The instances' listings (instance-level observation).
-    pub observations: super::observer::Observations,
+    pub observations: super::instance_listing::Observations,
     /// Every InstanceBinding, kept by a watch (see [`super::controller::run`]).
     pub bindings: Store<InstanceBinding>,
     /// The objects whose binding no longer allows what Connect holds for them, with the error's reason

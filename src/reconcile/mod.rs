@@ -1,14 +1,18 @@
-//! The reconciler. One pass over one SecurityProfile is the pipeline below, each step in its own file:
+//! The reconciler. One pass over one SecurityProfile is the pipeline below, in the order the code runs
+//! it, each step in its own file:
 //!
 //! ```text
-//! guard -> finalizer -> validate -> observe -> (acquire | plan+apply) -> status
-//! guard.rs finalizer.rs validate.rs observe.rs  acquire.rs  apply.rs      report.rs
+//! paused? -> finalizer -> terminal? -> validate -> bind -> guardrails -> not due? -> pending status
+//! guard.rs   finalizer.rs guard.rs    domain/     binding.rs revocation.rs guard.rs  report.rs
+//!                                     validate.rs
+//!   -> read (listing or Connect) -> acquire | apply (| Observe: report) -> status
+//!      read_profile.rs              acquire.rs apply.rs  observe_mode.rs    report.rs
 //! ```
 //!
-//! Deletion runs [`cleanup`] instead; an object that does not parse runs [`invalid`]. Every failure is
-//! an [`Error`] variant that carries its own retry decision ([`error::Retry`]); [`retry`] turns it into
-//! the requeue. Connect is reached only through [`ConnectApi`]; the pure rules live in
-//! [`crate::domain`] and [`validate`].
+//! Deletion runs [`cleanup`] instead (after the paused check); an object that does not parse runs
+//! [`invalid`]. Every failure is an [`Error`] variant whose retry decision, category and reason come
+//! from one table ([`error`]); [`retry`] turns it into the requeue. Connect is reached only through
+//! [`ConnectApi`]; the pure rules live in [`crate::domain`] and [`validate`].
 
 pub mod acquire;
 pub mod apply;
@@ -23,9 +27,9 @@ pub mod events;
 pub mod finalizer;
 pub mod guard;
 pub mod invalid;
-pub mod observe;
-pub mod observer;
-pub mod observing;
+pub mod read_profile;
+pub mod instance_listing;
+pub mod observe_mode;
 pub mod report;
 pub mod retry;
 pub mod revocation;
@@ -53,7 +57,7 @@ use crate::domain::{Target, instance_of_arn, region_of_arn};
 use acquire::Acquired;
 use binding::Grant;
 use events::{EventType, publish};
-use observe::Observation;
+use read_profile::Observation;
 
 /// What one reconcile of one valid, live resource is about.
 pub struct Step<'a, C> {
@@ -156,7 +160,7 @@ async fn sync<C: ConnectApi>(
             (e, _) => e,
         })?;
     binding::check_region(profile, &grant)?;
-    let observing = observing::is_observing(profile, ctx);
+    let observing = observe_mode::is_observing(profile, ctx);
     let revoked = revocation::check(profile, &grant, existing.as_deref(), observing)?;
     // Only once the guardrails passed: an in-sync profile that is not due costs nothing more.
     if revoked.is_none()
@@ -219,13 +223,13 @@ async fn settle<C: ConnectApi>(
     // At most: take over a profile, observe it, and find it gone since (then create).
     for _ in 0..3 {
         let step = Step { profile, api, ctx, grant, target: &grant.target, observing };
-        let acquired = match observe::observe(&step).await? {
+        let acquired = match read_profile::observe(&step).await? {
             Observation::Present { id, observed, .. } if observing => {
                 step.may_observe(&id, &observed.name, observed.owner())?;
-                return Ok(Settled::Done(observing::report(&step, &id, &observed).await?));
+                return Ok(Settled::Done(observe_mode::report(&step, &id, &observed).await?));
             }
             Observation::Absent { adoptable } if observing => {
-                let status = observing::record(&step, adoptable).await?;
+                let status = observe_mode::record(&step, adoptable).await?;
                 profile.status = Some(status);
                 continue;
             }
@@ -237,14 +241,14 @@ async fn settle<C: ConnectApi>(
             }
             Observation::Present { id, observed, .. } => {
                 let last_modified = apply::apply(&step, &id, &observed).await?;
-                observer::watch(&step, &id, last_modified.clone());
+                instance_listing::watch(&step, &id, last_modified.clone());
                 return Ok(Settled::InSync { id, arn: observed.arn.clone(), last_modified });
             }
             Observation::Unchanged { id, arn, last_modified } => {
-                observer::watch(&step, &id, last_modified.clone());
+                instance_listing::watch(&step, &id, last_modified.clone());
                 return Ok(Settled::InSync { id, arn, last_modified });
             }
-            Observation::Waiting => return Ok(Settled::Done(Action::requeue(observer::FIRST_LISTING_WAIT))),
+            Observation::Waiting => return Ok(Settled::Done(Action::requeue(instance_listing::FIRST_LISTING_WAIT))),
             Observation::Absent { adoptable } => acquire::acquire(&step, adoptable).await?,
             Observation::Gone { id } => {
                 let note = format!("Security profile {id} was deleted outside the operator; creating it again");
@@ -255,7 +259,7 @@ async fn settle<C: ConnectApi>(
         match acquired {
             Acquired::Created(created) => {
                 let step = Step { profile, api, ctx, grant, target: &grant.target, observing };
-                observer::watch(&step, &created.id, None);
+                instance_listing::watch(&step, &created.id, None);
                 return Ok(Settled::InSync { id: created.id, arn: created.arn, last_modified: None });
             }
             Acquired::TakenOver(status) => profile.status = Some(status),

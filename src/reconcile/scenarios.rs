@@ -176,7 +176,7 @@ impl Scenario {
             ..Default::default()
         };
         let listing = self.connect.list_instance(&target, true).await.expect("listed");
-        let key = observer::InstanceKey::of(&target);
+        let key = instance_listing::InstanceKey::of(&target);
         let requeue = self.ctx.observations.record(&key, listing, jiff::Timestamp::now()).0;
         let names = requeue.iter().map(|o| o.name.clone()).collect();
         self.ctx.requeue_observed(requeue);
@@ -301,7 +301,7 @@ async fn in_sync_profile_costs_no_call_once_its_instance_is_listed() {
     s.connect.insert("sp-7", &object.spec, owner_tags());
 
     // Before its instance's first listing (just after a start) a settled profile waits, with no call.
-    assert_eq!(s.reconcile(&object).await.expect("waits"), Action::requeue(observer::FIRST_LISTING_WAIT));
+    assert_eq!(s.reconcile(&object).await.expect("waits"), Action::requeue(instance_listing::FIRST_LISTING_WAIT));
     assert!(s.connect.calls().is_empty());
     assert!(s.list().await.is_empty(), "nothing watched yet");
     assert_eq!(s.connect.calls(), ["ListSecurityProfiles", "SearchSecurityProfiles"], "one listing for the instance");

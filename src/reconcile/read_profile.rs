@@ -6,7 +6,7 @@
 use super::Step;
 use super::error::Error;
 use super::guard::wants_adoption;
-use super::observer::{self, InstanceKey};
+use super::instance_listing::{self, InstanceKey};
 use crate::api::SecurityProfileStatus;
 use crate::connect::{ConnectApi, ErrorClass};
 use crate::domain::{FoundProfile, ObservedProfile, Priority, Verdict, plan_tags, plan_update, tags_with_owner};
@@ -30,22 +30,7 @@ pub enum Observation {
 pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, Error> {
     let status = step.profile.status.clone().unwrap_or_default();
     let Some(id) = status.security_profile_id.clone() else {
-        if step.observing {
-            // Observe: find the profile of this name, whoever owns it; nothing is taken over.
-        } else if wants_adoption(step.profile) {
-            // Refused by the binding before any call.
-            step.may_adopt(step.name())?;
-        } else {
-            return Ok(Observation::Absent { adoptable: None });
-        }
-        let found = step.ctx.connect.find_profile_by_name(step.target, step.name()).await.map_err(Error::Lookup)?;
-        if step.observing
-            && let Some(f) = &found
-        {
-            // Observe records only a profile Manage could own (unless the binding opts in).
-            step.may_observe(&f.profile.id, step.name(), f.owner())?;
-        }
-        return Ok(Observation::Absent { adoptable: found });
+        return absent(step).await;
     };
     let drifted = status.diff_count.unwrap_or(0) > 0;
     let listed_as_changed = if step.target.priority == Priority::Background && !(step.observing && drifted) {
@@ -80,28 +65,7 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
         Err(e) if e.class == ErrorClass::NotFound => return Ok(Observation::Gone { id }),
         Err(e) => return Err(Error::Read(e)),
     };
-    if observed.name != step.name() {
-        return Err(Error::RenamedInConnect { id, connect_name: observed.name, spec_name: step.name().to_string() });
-    }
-    if let Some(owner) = observed.owner()
-        && owner != step.uid()
-        && !step.observing
-    {
-        return Err(Error::OwnedElsewhere {
-            name: step.name().to_string(),
-            id,
-            instance: step.target.instance_id.clone(),
-            owner: owner.to_string(),
-        });
-    }
-    if observed.owner().is_none() && !step.observing {
-        // A profile no resource owns (one observed before, then switched to Manage): taking it over is an
-        // adoption, under the binding's rules.
-        step.may_adopt(&observed.name)?;
-    }
-    if step.grant.default_profile_refused(&observed.name) && !step.observing {
-        return Err(Error::DefaultProfileNotAllowed { name: observed.name, id, binding: step.grant.binding_name() });
-    }
+    may_manage(step, &id, &observed)?;
     if !full && observed.last_modified != status.connect_last_modified_time {
         full = true;
     }
@@ -121,6 +85,65 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
     Ok(Observation::Present { id, observed: Box::new(observed), full })
 }
 
+/// The status names no profile: nothing to read, unless the adopt annotation (or Observe) asks for a
+/// lookup by name.
+async fn absent<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, Error> {
+    if step.observing {
+        // Observe: find the profile of this name; nothing is taken over.
+    } else if wants_adoption(step.profile) {
+        // Refused by the binding before any call.
+        step.may_adopt(step.name())?;
+    } else {
+        return Ok(Observation::Absent { adoptable: None });
+    }
+    let found = step.ctx.connect.find_profile_by_name(step.target, step.name()).await.map_err(Error::Lookup)?;
+    if step.observing
+        && let Some(f) = &found
+    {
+        // Observe records only a profile Manage could own (unless the binding opts in).
+        step.may_observe(&f.profile.id, step.name(), f.owner())?;
+    }
+    Ok(Observation::Absent { adoptable: found })
+}
+
+/// The profile `id` the status names may be changed by this resource: its name, its owner tag, and the
+/// binding's adoption and default-profile rules (Observe reads and is checked when it reports).
+fn may_manage<C>(step: &Step<'_, C>, id: &str, observed: &ObservedProfile) -> Result<(), Error> {
+    if observed.name != step.name() {
+        return Err(Error::RenamedInConnect {
+            id: id.to_string(),
+            connect_name: observed.name.clone(),
+            spec_name: step.name().to_string(),
+        });
+    }
+    if step.observing {
+        return Ok(());
+    }
+    if let Some(owner) = observed.owner()
+        && owner != step.uid()
+    {
+        return Err(Error::OwnedElsewhere {
+            name: step.name().to_string(),
+            id: id.to_string(),
+            instance: step.target.instance_id.clone(),
+            owner: owner.to_string(),
+        });
+    }
+    if observed.owner().is_none() {
+        // A profile no resource owns (one observed before, then switched to Manage): taking it over is an
+        // adoption, under the binding's rules.
+        step.may_adopt(&observed.name)?;
+    }
+    if step.grant.default_profile_refused(&observed.name) {
+        return Err(Error::DefaultProfileNotAllowed {
+            name: observed.name.clone(),
+            id: id.to_string(),
+            binding: step.grant.binding_name(),
+        });
+    }
+    Ok(())
+}
+
 /// What the instance's latest listing says about a settled profile.
 enum Listed {
     /// Unchanged (no call), or no listing yet (wait for the first one).
@@ -134,7 +157,7 @@ enum Listed {
 fn from_listing<C: ConnectApi>(step: &Step<'_, C>, id: &str, status: &SecurityProfileStatus) -> Listed {
     let key = InstanceKey::of(step.target);
     let Some(snapshot) = step.ctx.observations.snapshot(&key) else {
-        observer::ensure(step.ctx, step.target);
+        instance_listing::ensure(step.ctx, step.target);
         return Listed::Seen(Observation::Waiting);
     };
     let expect = step.expectation(status.connect_last_modified_time.clone());

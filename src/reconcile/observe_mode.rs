@@ -9,7 +9,7 @@ use super::context::Context;
 use super::error::Error;
 use super::report::write_status;
 use super::status::{Identity, Outcome, reason};
-use super::{Step, observer, retry};
+use super::{Step, instance_listing, retry};
 use crate::api::{ManagementPolicy, SecurityProfile, SecurityProfileStatus};
 use crate::connect::ConnectApi;
 use crate::domain::diff::diff;
@@ -40,7 +40,7 @@ pub async fn report<C: ConnectApi>(step: &Step<'_, C>, id: &str, observed: &Obse
     let entries = diff(&step.profile.spec, &expected_tags(step, observed), observed);
     // The observer requeues the profile when Connect changes it (not when it differs from the spec).
     let expect = Expectation::new(observed.last_modified.clone(), &observed.state.description, &observed.tags);
-    observer::watch_as(step, id, expect);
+    instance_listing::watch_as(step, id, expect);
     let generation = step.profile.metadata.generation.unwrap_or_default();
     let outcome = Outcome::observed(step.name(), id, generation, entries);
     let identity =
