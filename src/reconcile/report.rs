@@ -92,7 +92,11 @@ pub async fn pending<C>(
 }
 
 /// The paused annotation is set: no Connect call; Synced False (ReconcilePaused), Ready as it was.
-pub async fn paused<C>(profile: &SecurityProfile, api: &Api<SecurityProfile>, ctx: &Context<C>) -> Result<Action, Error> {
+pub async fn paused<C>(
+    profile: &SecurityProfile,
+    api: &Api<SecurityProfile>,
+    ctx: &Context<C>,
+) -> Result<Action, Error> {
     let message = format!(
         "Reconciliation is paused by the annotation {}: \"true\"; nothing is sent to Connect, drift is not repaired and deletion waits. Remove the annotation to resume.",
         crate::api::PAUSED_ANNOTATION

@@ -1208,7 +1208,8 @@ async fn a_requested_reconcile_reads_the_profile_now_once_per_value() {
     assert!(s.connect.calls().is_empty(), "not due: no call");
 
     let value = "2026-12-04T18:00:00Z".to_string();
-    object.metadata.annotations = Some([(crate::api::RECONCILE_REQUESTED_ANNOTATION.to_string(), value.clone())].into());
+    object.metadata.annotations =
+        Some([(crate::api::RECONCILE_REQUESTED_ANNOTATION.to_string(), value.clone())].into());
     s.reconcile(&object).await.expect("requested");
     assert_eq!(s.connect.calls(), ["DescribeSecurityProfile"], "read now, at user priority");
     let status = s.written_status();

@@ -62,7 +62,10 @@ async fn pause_and_reconcile_now_annotations() {
     let table = env.kubectl(&["get", "csp", "paused"]);
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     println!("{table}");
-    assert!(table.contains("SYNCED") && table.contains("ReconcilePaused"), "kubectl get csp names the reason:\n{table}");
+    assert!(
+        table.contains("SYNCED") && table.contains("ReconcilePaused"),
+        "kubectl get csp names the reason:\n{table}"
+    );
 
     env.apply_ok(&annotated("paused", spec.clone(), json!({})));
     let out = env.kubectl(&["annotate", "csp", "paused", &format!("{PAUSED}-")]);
