@@ -79,8 +79,8 @@ async fn a_valid_profile_becomes_ready_with_every_field_sent_to_connect() {
     assert_eq!(body["Tags"]["team"], "contact-center");
     assert_eq!(body["Tags"]["cost-center"], "cc:42");
 
-    // Printer columns show the profile name, ID and readiness.
-    let out = env.kubectl(&["get", "csp", "tier2"]);
+    // Printer columns show the profile name and readiness; -o wide the ID too.
+    let out = env.kubectl(&["get", "csp", "tier2", "-o", "wide"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.contains("Tier 2 Agents")
