@@ -197,6 +197,46 @@ async fn main() {
         ));
     }
 
+    // 1b. Fairness: team A rolls out 100 profiles under the real quota; 2 s later team B applies one. B's
+    //     apply-to-Ready, with the old default concurrency (4: B queues in the controller behind A's
+    //     reconciles, as before the fair limiter) and with the new one (128: B reaches the limiter, which
+    //     serves namespaces round-robin).
+    if wanted("fairness") {
+        for (label, concurrency) in [("concurrency 4 (the old default)", "4"), ("default concurrency 128", "128")] {
+            let mut env = TestEnv::new(
+                "bench-fair",
+                &["--throttle-rate", "2", "--throttle-burst", "5", "--profile-limit", "2000"],
+            )
+            .await;
+            let team_b = env.extra_namespace("b").await;
+            env.start_operator(&["--namespace", &team_b, "--concurrency", concurrency]);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let names: Vec<String> = (0..100).map(|i| format!("fair-{i:03}")).collect();
+            let rollout = Instant::now();
+            create_all(&env.api(), &names).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let b_api: Api<SecurityProfile> = Api::namespaced(env.client.clone(), &team_b);
+            let start = Instant::now();
+            b_api.create(&PostParams::default(), &object("single", 7)).await.unwrap();
+            loop {
+                let sp = b_api.get("single").await.unwrap();
+                if sp.condition("Ready").is_some_and(|c| c.status == "True") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let b_took = start.elapsed().as_secs_f64();
+            wait_ready(&env.api(), 100, Duration::from_secs(600)).await;
+            let a_took = rollout.elapsed().as_secs_f64();
+            let throttled = env.emulator.calls().iter().filter(|c| c.outcome == "ThrottlingException").count();
+            rows.push((
+                format!("team B's single profile Ready during team A's 100-profile rollout, {label}"),
+                format!("{b_took:.1} s (A's rollout: {a_took:.1} s; {throttled} throttled)"),
+                if concurrency == "4" { "- (before)".into() } else { "<= 3 s".into() },
+            ));
+        }
+    }
+
     // 2. apply-to-Ready latency, no quota.
     if wanted("latency") {
         let mut env = TestEnv::new("bench-latency", &["--throttle-rate", "0"]).await;

@@ -525,7 +525,7 @@ fn the_deployment_is_hardened_and_configured_from_values() {
     assert_eq!(pod["terminationGracePeriodSeconds"], 30);
     for (name, value) in [
         ("RESYNC_INTERVAL", "10m"),
-        ("CONCURRENCY", "4"),
+        ("CONCURRENCY", "128"),
         ("CONNECT_RATE", "2"),
         ("CONNECT_BURST", "5"),
         ("LEADER_ELECT", "true"),

@@ -11,11 +11,15 @@
 //!   is handed to a background call only when no user call waits for one. Background calls also take a
 //!   token from their own bucket of `background_share` of the rate, so that observation never uses more
 //!   than that share of the account's quota.
+//! - **Fair queuing.** Waiting user calls are served round-robin across tenants (the namespace of the
+//!   resource a call is for), and within a tenant in arrival order: one team's rollout of 100 profiles
+//!   does not put another team's single profile behind it; that team's first call waits at most one
+//!   turn of each other waiting team.
 //!
 //! Why by hand: the limiter crates (governor, leaky-bucket) have no notion of priority classes sharing
 //! one bucket; this file is that notion and nothing else.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,8 +50,50 @@ struct Bucket {
     tokens: f64,
     background_tokens: f64,
     last: Instant,
-    /// User calls waiting for a token: background calls yield to them.
-    users_waiting: usize,
+    /// User calls waiting for a token, in the order they are served: background calls yield to them.
+    queue: FairQueue,
+}
+
+/// Waiting user calls: tenants in turn order, each with its tickets in arrival order.
+#[derive(Default)]
+struct FairQueue {
+    next_ticket: u64,
+    turns: VecDeque<String>,
+    waiting: HashMap<String, VecDeque<u64>>,
+}
+
+impl FairQueue {
+    fn len(&self) -> usize {
+        self.waiting.values().map(VecDeque::len).sum()
+    }
+
+    fn enqueue(&mut self, tenant: &str) -> u64 {
+        self.next_ticket += 1;
+        let queue = self.waiting.entry(tenant.to_string()).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(tenant.to_string());
+        }
+        queue.push_back(self.next_ticket);
+        self.next_ticket
+    }
+
+    /// The ticket served next: the oldest of the tenant whose turn it is.
+    fn head(&self) -> Option<u64> {
+        self.turns.front().and_then(|t| self.waiting.get(t)).and_then(|q| q.front().copied())
+    }
+
+    /// Removes `ticket` of `tenant` (served or given up); a served tenant's turn passes to the next.
+    fn remove(&mut self, tenant: &str, ticket: u64) {
+        let Some(queue) = self.waiting.get_mut(tenant) else { return };
+        let was_head = self.turns.front().map(String::as_str) == Some(tenant) && queue.front() == Some(&ticket);
+        queue.retain(|t| *t != ticket);
+        if queue.is_empty() {
+            self.waiting.remove(tenant);
+            self.turns.retain(|t| t != tenant);
+        } else if was_head {
+            self.turns.rotate_left(1);
+        }
+    }
 }
 
 struct Key {
@@ -87,7 +133,7 @@ impl RateLimiter {
                         tokens: self.capacity(),
                         background_tokens: 1.0,
                         last: Instant::now(),
-                        users_waiting: 0,
+                        queue: FairQueue::default(),
                     }),
                     changed: Notify::new(),
                 })
@@ -108,7 +154,7 @@ impl RateLimiter {
                 Ok(())
             }
             Priority::User => Err(until(1.0 - b.tokens, self.per_second())),
-            Priority::Background if b.users_waiting == 0 && b.tokens >= 1.0 && b.background_tokens >= 1.0 => {
+            Priority::Background if b.queue.len() == 0 && b.tokens >= 1.0 && b.background_tokens >= 1.0 => {
                 b.tokens -= 1.0;
                 b.background_tokens -= 1.0;
                 Ok(())
@@ -118,34 +164,48 @@ impl RateLimiter {
         }
     }
 
-    /// Waits for a token for a call of `priority`; returns how long it waited. Cancel-safe: a caller
-    /// that drops the future while it waits (a timeout, a shutdown) leaves the bucket as if it had never
-    /// asked ([`UserWaiting`] undoes its registration).
-    pub async fn acquire(&self, key: &str, priority: Priority) -> Duration {
+    /// Waits for a token for a call of `priority` made for `tenant` (the namespace of the resource; ""
+    /// for the operator's own calls); returns how long it waited. Cancel-safe: a caller that drops the
+    /// future while it waits (a timeout, a shutdown) leaves the queue as if it had never asked
+    /// ([`Ticket`] takes its place back).
+    pub async fn acquire(&self, key: &str, priority: Priority, tenant: &str) -> Duration {
         if self.rate.per_second <= 0.0 {
             return Duration::ZERO;
         }
         let started = Instant::now();
         let key = self.key(key);
-        let mut registration: Option<UserWaiting> = None;
+        let mut ticket: Option<Ticket> = None;
         loop {
             let notified = key.changed.notified();
             let wait = {
                 let mut b = key.bucket.lock().expect("limiter lock");
-                match self.try_take(&mut b, priority, Instant::now()) {
-                    Ok(()) => {
-                        if let Some(r) = registration.take() {
-                            r.done(&mut b);
+                // A user call takes a token only in its turn: at the head of the queue, or with no queue.
+                let my_turn = match (&ticket, priority) {
+                    (Some(t), _) => b.queue.head() == Some(t.number),
+                    (None, Priority::User) => b.queue.len() == 0,
+                    (None, Priority::Background) => true,
+                };
+                match my_turn.then(|| self.try_take(&mut b, priority, Instant::now())) {
+                    Some(Ok(())) => {
+                        if let Some(t) = ticket.take() {
+                            t.done(&mut b);
                         }
                         drop(b);
                         key.changed.notify_waiters();
                         return started.elapsed();
                     }
-                    Err(wait) => {
-                        if priority == Priority::User && registration.is_none() {
-                            registration = Some(UserWaiting::register(&key, &mut b));
+                    Some(Err(wait)) => {
+                        if priority == Priority::User && ticket.is_none() {
+                            ticket = Some(Ticket::take(&key, &mut b, tenant));
                         }
                         wait
+                    }
+                    None => {
+                        if priority == Priority::User && ticket.is_none() {
+                            ticket = Some(Ticket::take(&key, &mut b, tenant));
+                        }
+                        // Not this call's turn: the call served before it wakes it.
+                        Duration::from_secs(1)
                     }
                 }
             };
@@ -157,31 +217,32 @@ impl RateLimiter {
     }
 }
 
-/// A user call registered as waiting (background calls yield to it). Dropped with the waiting future,
-/// it takes the registration back, so that background calls never wait for a caller that left.
-struct UserWaiting {
+/// A user call's place in the queue. Dropped with the waiting future, it takes the place back, so that
+/// neither background calls nor the calls behind it wait for a caller that left.
+struct Ticket {
     key: Arc<Key>,
-    counted: bool,
+    tenant: String,
+    number: u64,
+    queued: bool,
 }
 
-impl UserWaiting {
-    fn register(key: &Arc<Key>, b: &mut Bucket) -> Self {
-        b.users_waiting += 1;
-        Self { key: key.clone(), counted: true }
+impl Ticket {
+    fn take(key: &Arc<Key>, b: &mut Bucket, tenant: &str) -> Self {
+        let number = b.queue.enqueue(tenant);
+        Self { key: key.clone(), tenant: tenant.to_string(), number, queued: true }
     }
 
-    /// The call got its token: unregisters under the lock the caller already holds.
+    /// The call got its token: leaves the queue under the lock the caller already holds.
     fn done(mut self, b: &mut Bucket) {
-        b.users_waiting -= 1;
-        self.counted = false;
+        b.queue.remove(&self.tenant, self.number);
+        self.queued = false;
     }
 }
 
-impl Drop for UserWaiting {
+impl Drop for Ticket {
     fn drop(&mut self) {
-        if self.counted {
-            self.key.bucket.lock().expect("limiter lock").users_waiting -= 1;
-            // A background call may have been waiting only for this caller.
+        if self.queued {
+            self.key.bucket.lock().expect("limiter lock").queue.remove(&self.tenant, self.number);
             self.key.changed.notify_waiters();
         }
     }
@@ -216,7 +277,7 @@ mod tests {
         assert!(at(&limiter, "r", Priority::Background, t0).is_ok(), "one background token to start");
         let wait = at(&limiter, "r", Priority::Background, t0).unwrap_err();
         assert!(wait.as_secs_f64() > 2.0, "then a quarter of the rate: {wait:?}");
-        limiter.key("r").bucket.lock().unwrap().users_waiting = 1;
+        limiter.key("r").bucket.lock().unwrap().queue.enqueue("team-a");
         let later = t0 + Duration::from_secs(10);
         assert!(at(&limiter, "r", Priority::Background, later).is_err(), "a waiting user call goes first");
         assert!(at(&limiter, "r", Priority::User, later).is_ok());
@@ -229,21 +290,56 @@ mod tests {
     async fn a_user_call_dropped_while_waiting_does_not_stop_background_calls() {
         let limiter = RateLimiter::new(Rate { per_second: 2.0, burst: 5.0, background_share: 1.0 });
         for _ in 0..4 {
-            limiter.acquire("r", Priority::User).await;
+            limiter.acquire("r", Priority::User, "team-a").await;
         }
-        let gave_up = tokio::time::timeout(Duration::from_millis(50), limiter.acquire("r", Priority::User)).await;
+        let gave_up =
+            tokio::time::timeout(Duration::from_millis(50), limiter.acquire("r", Priority::User, "team-a")).await;
         assert!(gave_up.is_err(), "the user call was still waiting when it was dropped");
-        assert_eq!(limiter.key("r").bucket.lock().unwrap().users_waiting, 0, "its registration is undone");
+        assert_eq!(limiter.key("r").bucket.lock().unwrap().queue.len(), 0, "its place in the queue is given back");
         // The next token comes within 1/1.9 s; a background call gets it.
-        let background = tokio::time::timeout(Duration::from_secs(5), limiter.acquire("r", Priority::Background)).await;
+        let background =
+            tokio::time::timeout(Duration::from_secs(5), limiter.acquire("r", Priority::Background, "")).await;
         assert!(background.is_ok(), "background calls never ran again after a dropped user call");
+    }
+
+    /// One tenant's queued rollout does not put another tenant's first call behind it: that call waits
+    /// at most one turn (before: first come, first served, it came after all ten).
+    #[tokio::test]
+    async fn a_second_tenant_waits_at_most_one_turn_behind_a_rollout() {
+        let limiter = Arc::new(RateLimiter::new(Rate { per_second: 20.0, burst: 2.0, background_share: 1.0 }));
+        limiter.acquire("r", Priority::User, "team-a").await;
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let mut calls = Vec::new();
+        for i in 0..10 {
+            let (limiter, served) = (limiter.clone(), served.clone());
+            calls.push(tokio::spawn(async move {
+                limiter.acquire("r", Priority::User, "team-a").await;
+                served.lock().unwrap().push(format!("a{i}"));
+            }));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (l, s) = (limiter.clone(), served.clone());
+        calls.push(tokio::spawn(async move {
+            l.acquire("r", Priority::User, "team-b").await;
+            s.lock().unwrap().push("b".to_string());
+        }));
+        for call in calls {
+            call.await.unwrap();
+        }
+        let served = served.lock().unwrap().clone();
+        let b = served.iter().position(|s| s == "b").unwrap();
+        assert!(b <= 2, "team B's call waited behind {b} of team A's: {served:?}");
+        let a_order: Vec<&String> = served.iter().filter(|s| s.starts_with('a')).collect();
+        let mut sorted = a_order.clone();
+        sorted.sort_by_key(|s| s[1..].parse::<u32>().unwrap());
+        assert_eq!(a_order, sorted, "within a tenant, in arrival order");
     }
 
     #[tokio::test]
     async fn zero_rate_disables() {
         let limiter = RateLimiter::new(Rate { per_second: 0.0, burst: 0.0, background_share: 1.0 });
         for _ in 0..100 {
-            assert!(limiter.acquire("x", Priority::User).await.is_zero());
+            assert!(limiter.acquire("x", Priority::User, "team-a").await.is_zero());
         }
     }
 

@@ -167,7 +167,7 @@ impl SdkConnect {
         let key = format!("{}/{account}", target.region);
         let mut attempt = 1;
         loop {
-            let waited = self.limiter.acquire(&key, target.priority).await;
+            let waited = self.limiter.acquire(&key, target.priority, &target.tenant).await;
             self.metrics.limiter_wait(waited);
             self.metrics.prioritized_call(target.priority.as_str(), waited);
             let result = f(client.clone()).await;

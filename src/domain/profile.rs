@@ -35,6 +35,9 @@ pub struct Target {
     /// Session tags passed to AssumeRole with `role_arn` (`namespace`, `binding`), sorted by key: the
     /// role's trust and permission policies condition on them (deploy/iam/).
     pub session_tags: Vec<(String, String)>,
+    /// Whose work the calls are (the namespace of the resource; empty for the operator's own listings and
+    /// probes): the rate limiter serves waiting tenants round-robin.
+    pub tenant: String,
     /// The priority of the calls made for this target.
     pub priority: Priority,
 }

@@ -132,6 +132,7 @@ pub fn grant_of(binding: &InstanceBinding, namespace: &str, instance_id: &str) -
             role_arn: spec.role_arn.clone(),
             session_name: Some(session_name(namespace)),
             session_tags: vec![("binding".into(), name.clone()), ("namespace".into(), namespace.to_string())],
+            tenant: namespace.to_string(),
             priority: Priority::User,
         },
         binding: Some(name),
@@ -158,7 +159,12 @@ pub fn guardrails(binding: &InstanceBinding) -> Guardrails {
 fn unbound<C>(profile: &SecurityProfile, instance_id: &str, ctx: &Context<C>) -> Result<Grant, Error> {
     let region = profile.spec.region.clone().or_else(|| ctx.default_region.clone()).ok_or(Error::NoRegion)?;
     Ok(Grant {
-        target: Target { region, instance_id: instance_id.to_string(), ..Default::default() },
+        target: Target {
+            region,
+            instance_id: instance_id.to_string(),
+            tenant: profile.namespace().unwrap_or_default(),
+            ..Default::default()
+        },
         binding: None,
         adoption: AdoptionGrant::All,
         allow_default_profiles: true,

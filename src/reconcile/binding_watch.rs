@@ -170,6 +170,7 @@ async fn probe<C: ConnectApi>(
         session_name: Some(crate::domain::binding_session_name(&binding.name_any())),
         // Untagged: a read-only session (see the observer's).
         session_tags: Vec::new(),
+        tenant: String::new(),
         priority: crate::domain::Priority::Background,
     };
     let (status, reason, message) = match ctx.connect.probe_instance(&target).await {
