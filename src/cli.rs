@@ -167,6 +167,16 @@ pub(crate) struct RunArgs {
     /// Every how many listings descriptions and tags are read too (SearchSecurityProfiles).
     #[arg(long, env = "SEARCH_EVERY", default_value_t = Settings::DEFAULT_SEARCH_EVERY)]
     pub(crate) search_every: u32,
+    /// SQS queue URL that receives Connect's CloudTrail events through an EventBridge rule
+    /// (deploy/events/): the profiles they name are read and repaired at once, and each instance is listed
+    /// only every --events-observe-interval while the queue is read. Off when unset or empty. See README
+    /// "Drift from CloudTrail events".
+    #[arg(long, env = "EVENTS_QUEUE_URL")]
+    pub(crate) events_queue_url: Option<String>,
+    /// How often each instance is listed while the events queue is read (the safety net); while it cannot
+    /// be read, --observe-interval applies.
+    #[arg(long, env = "EVENTS_OBSERVE_INTERVAL", default_value = Settings::DEFAULT_EVENTS_OBSERVE_INTERVAL, value_parser = parse_duration)]
+    pub(crate) events_observe_interval: Duration,
     /// Treat every SecurityProfile as managementPolicy Observe: read and compare, never write to Connect
     /// (pair it with the read-only IAM policy, deploy/iam-policy-readonly.json).
     #[arg(long, env = "OBSERVE_ONLY")]
@@ -223,6 +233,8 @@ impl RunArgs {
             search_every: self.search_every.max(1),
             allowed_role_arns: self.allowed_role_arns.clone(),
             watched_namespaces: self.namespaces.clone(),
+            events_queue_url: self.events_queue_url.clone().filter(|u| !u.trim().is_empty()),
+            events_observe_interval: self.events_observe_interval,
         }
     }
 }

@@ -45,6 +45,11 @@ pub struct Settings {
     pub allowed_role_arns: Vec<String>,
     /// The namespaces this operator watches (`--namespace`); empty: all.
     pub watched_namespaces: Vec<String>,
+    /// The SQS queue of Connect's CloudTrail events (`--events-queue-url`, see
+    /// [`super::events_queue`]); None: drift is found by the instance listings alone.
+    pub events_queue_url: Option<String>,
+    /// How often each instance is listed while the events queue is read (the safety net).
+    pub events_observe_interval: Duration,
 }
 
 impl Settings {
@@ -71,6 +76,7 @@ impl Settings {
     pub const DEFAULT_CONCURRENCY: u16 = 4;
     pub const DEFAULT_OBSERVE_INTERVAL: &str = "2m";
     pub const DEFAULT_SEARCH_EVERY: u32 = 2;
+    pub const DEFAULT_EVENTS_OBSERVE_INTERVAL: &str = "30m";
 }
 
 /// The settings of `connect-operator run` without flags; the binary builds its own from the flags.
@@ -92,6 +98,8 @@ impl Default for Settings {
             observe_only: false,
             allowed_role_arns: Vec::new(),
             watched_namespaces: Vec::new(),
+            events_queue_url: None,
+            events_observe_interval: duration(Self::DEFAULT_EVENTS_OBSERVE_INTERVAL),
         }
     }
 }
@@ -142,6 +150,9 @@ pub struct Context<C> {
     /// (the `revoked_profiles` metric counts them).
     pub(crate) revoked: Mutex<HashMap<String, String>>,
     binding_writer: Mutex<Option<Writer<InstanceBinding>>>,
+    /// Whether the events queue is being read ([`super::events_queue`]): the listings then come every
+    /// `events_observe_interval`.
+    pub(crate) events_up: std::sync::atomic::AtomicBool,
 }
 
 impl<C> Context<C> {
@@ -170,6 +181,17 @@ impl<C> Context<C> {
             last_status: Mutex::default(),
             namespace_labels: Mutex::default(),
             revoked: Mutex::default(),
+            events_up: Default::default(),
+        }
+    }
+
+    /// How long an instance's observer waits between listings: `events_observe_interval` while the
+    /// events queue is read (never shorter than `observe_interval`), else `observe_interval`.
+    pub fn observe_interval(&self) -> Duration {
+        if self.events_up.load(std::sync::atomic::Ordering::Relaxed) {
+            self.settings.events_observe_interval.max(self.settings.observe_interval)
+        } else {
+            self.settings.observe_interval
         }
     }
 

@@ -46,6 +46,10 @@ pub async fn run<C: ConnectApi>(
         .map(|(i, api)| scope_controller(&ctx, api, api_namespace(&namespaces, i), &mut wiring, shutdown.clone()))
         .collect();
     tokio::spawn(route_observed(observed_rx, wiring.routes));
+    if let Some(url) = ctx.settings.events_queue_url.clone() {
+        // Drift found by events: the profiles Connect's CloudTrail events name are requeued at once.
+        tokio::spawn(super::events_queue::run(ctx.clone(), url));
+    }
     tokio::spawn(forget_expired_statuses_periodically(ctx.clone()));
     if bindings_installed {
         tokio::spawn(binding_watch::run(ctx.clone(), namespaces.clone(), wiring.requeue, wiring.stores));

@@ -10,7 +10,7 @@
 //! snapshot with [`Observations::snapshot`]; an instance's observer starts on the first request and
 //! stops when it watches nothing any more.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,8 @@ struct Watched {
 struct Instance {
     latest: Option<Arc<Snapshot>>,
     watched: HashMap<String, Watched>,
+    /// Watched profiles a CloudTrail event named since their last read ([`Observations::mark_changed`]).
+    changed: HashSet<String>,
     running: bool,
 }
 
@@ -108,7 +110,34 @@ impl Observations {
     pub fn unwatch(&self, object: &Object) {
         for instance in self.instances.lock().expect("observations lock").values_mut() {
             instance.watched.retain(|_, w| w.object != *object);
+            let Instance { watched, changed, .. } = instance;
+            changed.retain(|id| watched.contains_key(id));
         }
+    }
+
+    /// Marks the watched profile `id` (of instance `instance_id`, when the event names it) as changed
+    /// in Connect, as a CloudTrail event said ([`super::events_queue`]): its next reconcile reads it in
+    /// full whatever the latest listing shows ([`Self::take_changed`]). Returns the objects that watch
+    /// it, to requeue.
+    pub fn mark_changed(&self, instance_id: Option<&str>, id: &str) -> Vec<Object> {
+        let mut instances = self.instances.lock().expect("observations lock");
+        let mut objects = Vec::new();
+        for (key, instance) in instances.iter_mut() {
+            if instance_id.is_some_and(|i| i != key.instance_id) {
+                continue;
+            }
+            if let Some(w) = instance.watched.get(id) {
+                objects.push(w.object.clone());
+                instance.changed.insert(id.to_string());
+            }
+        }
+        objects
+    }
+
+    /// Whether an event marked profile `id` of the instance as changed; the mark is taken (the caller
+    /// reads the profile now).
+    pub fn take_changed(&self, key: &InstanceKey, id: &str) -> bool {
+        self.instances.lock().expect("observations lock").get_mut(key).is_some_and(|i| i.changed.remove(id))
     }
 
     /// Tests: no observer task is ever started; listings come from [`Self::record`].
@@ -226,12 +255,28 @@ async fn observe_instance<C: ConnectApi>(ctx: Arc<Context<C>>, key: InstanceKey,
             Err(e) => warn!(reason = %e.code, error = %e, "cannot list the instance"),
         });
         round += 1;
-        let wait = crate::domain::jitter(ctx.settings.observe_interval, 0.1);
-        tokio::time::sleep(wait).await;
+        wait_for_next_listing(&ctx).await;
         if ctx.observations.idle(&key) {
             debug!(instance = %key.instance_id, "no profile left to observe");
             return;
         }
+    }
+}
+
+/// Waits until the next listing is due: [`Context::observe_interval`] ±10%, looked at again every few
+/// seconds, so that an events queue that can no longer be read brings the listings back to
+/// `--observe-interval` at once, not after the long interval of the events.
+async fn wait_for_next_listing<C>(ctx: &Context<C>) {
+    const LOOK_AGAIN: Duration = Duration::from_secs(5);
+    let started = Instant::now();
+    let factor = crate::domain::jitter(Duration::from_secs(1), 0.1).as_secs_f64();
+    loop {
+        let due = ctx.observe_interval().mul_f64(factor);
+        let elapsed = started.elapsed();
+        if elapsed >= due {
+            return;
+        }
+        tokio::time::sleep((due - elapsed).min(LOOK_AGAIN)).await;
     }
 }
 

@@ -24,6 +24,7 @@ pub mod context;
 pub mod controller;
 pub mod error;
 pub mod events;
+pub mod events_queue;
 pub mod finalizer;
 pub mod guard;
 pub mod instance_listing;

@@ -33,7 +33,13 @@ pub async fn observe<C: ConnectApi>(step: &Step<'_, C>) -> Result<Observation, E
         return absent(step).await;
     };
     let drifted = status.diff_count.unwrap_or(0) > 0;
-    let listed_as_changed = if step.target.priority == Priority::Background && !(step.observing && drifted) {
+    // A CloudTrail event named the profile (reconcile/events_queue.rs): read it as a listing that shows
+    // it changed would have it read.
+    let named_by_event = step.ctx.observations.take_changed(&InstanceKey::of(step.target), &id);
+    let listed_as_changed = if named_by_event {
+        tracing::debug!(id, "a CloudTrail event names the profile: reading it");
+        true
+    } else if step.target.priority == Priority::Background && !(step.observing && drifted) {
         match from_listing(step, &id, &status) {
             Listed::Seen(seen) => return Ok(seen),
             Listed::Changed => {

@@ -56,6 +56,7 @@ pub struct Metrics {
     reads_saved: Counter,
     listing_success: Family<InstanceLabels, Gauge<f64, AtomicU64>>,
     revoked: Gauge,
+    events_queue_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -75,6 +76,7 @@ impl Default for Metrics {
             reads_saved: Counter::default(),
             listing_success: Family::default(),
             revoked: Gauge::default(),
+            events_queue_up: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("reconciles", "Reconciles by result and error category", m.reconciles.clone());
@@ -112,6 +114,11 @@ impl Default for Metrics {
             "revoked_profiles",
             "SecurityProfiles whose profile exists in Connect but whose InstanceBinding no longer allows it (PermissionRevoked, BindingRevoked)",
             m.revoked.clone(),
+        );
+        r.register(
+            "events_queue_up",
+            "Whether the queue of Connect's CloudTrail events is being read (0 when it cannot be, or --events-queue-url is not set)",
+            m.events_queue_up.clone(),
         );
         m
     }
@@ -154,6 +161,11 @@ impl Metrics {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let labels = InstanceLabels { region: region.into(), instance: instance.into() };
         self.listing_success.get_or_create(&labels).set(now.as_secs_f64());
+    }
+
+    /// Whether the events queue is being read.
+    pub fn set_events_queue_up(&self, up: bool) {
+        self.events_queue_up.set(i64::from(up));
     }
 
     /// How many profiles are revoked now.
@@ -222,7 +234,7 @@ mod tests {
     fn declares_the_families_the_rules_and_dashboards_know() {
         let m = Metrics::default();
         let declared = |text: &str| text.lines().filter(|l| l.starts_with("# TYPE ")).count();
-        assert_eq!(declared(&m.render()), 7, "{}", m.render());
+        assert_eq!(declared(&m.render()), 8, "{}", m.render());
         m.reconcile("error", "validation", Duration::from_secs(1));
         m.connect_call("DescribeSecurityProfile", "ok");
         m.prioritized_call("background", Duration::from_millis(250));
@@ -256,6 +268,8 @@ mod tests {
                 "# TYPE connect_operator_instance_listing_last_success_timestamp_seconds gauge",
                 "# HELP connect_operator_revoked_profiles SecurityProfiles whose profile exists in Connect but whose InstanceBinding no longer allows it (PermissionRevoked, BindingRevoked).",
                 "# TYPE connect_operator_revoked_profiles gauge",
+                "# HELP connect_operator_events_queue_up Whether the queue of Connect's CloudTrail events is being read (0 when it cannot be, or --events-queue-url is not set).",
+                "# TYPE connect_operator_events_queue_up gauge",
             ]
         );
     }

@@ -349,6 +349,12 @@ fn connect_call(shared: &Shared, call: ConnectCall, read_lag_ms: u64) -> Answer 
     drop(connect);
     match result {
         Ok(out) => {
+            if super::events::WRITES.contains(&operation) {
+                let request = super::events::request_parameters(operation, &params);
+                let response =
+                    if operation == "CreateSecurityProfile" { strip_nulls(out.clone()) } else { Value::Null };
+                shared.publish_write(operation, &caller, request, response);
+            }
             // Some(hold) when this create's answer is to be lost after holding the connection.
             let lose = (operation == "CreateSecurityProfile")
                 .then(|| {

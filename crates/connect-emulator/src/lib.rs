@@ -22,6 +22,7 @@
 //! (the library in process, the `connect-emulator` binary in the end-to-end tests).
 
 mod authz;
+mod events;
 pub mod http;
 pub mod iam;
 pub mod input;
@@ -122,6 +123,9 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// IAM to enforce ([`iam`]); `None` (the default): every caller may do anything.
     pub iam: Option<iam::IamConfig>,
+    /// An SQS queue URL: every successful write is sent there as the CloudTrail event EventBridge
+    /// would deliver (`--events-queue-url`; see the `events` module). `None`: no events.
+    pub events_queue_url: Option<String>,
 }
 
 impl Default for EmulatorConfig {
@@ -135,6 +139,7 @@ impl Default for EmulatorConfig {
             profile_limit: 100,
             faults: Faults::default(),
             iam: None,
+            events_queue_url: None,
         }
     }
 }
@@ -184,6 +189,8 @@ pub struct Shared {
     bucket: Mutex<throttle::TokenBucket>,
     started: Instant,
     default_profiles: bool,
+    /// Where the writes' CloudTrail events go (`--events-queue-url`).
+    events: Option<events::Publisher>,
 }
 
 /// A session the emulator's AssumeRole issued.
@@ -233,6 +240,10 @@ impl Shared {
             iam: Mutex::new(config.iam.clone()),
             started: Instant::now(),
             default_profiles: config.default_profiles,
+            events: config
+                .events_queue_url
+                .as_deref()
+                .map(|url| events::Publisher::start(url, &config.region, &config.account)),
         }
     }
 
@@ -301,6 +312,24 @@ impl Shared {
             let params = serde_json::json!({"action": "edit", "labels": [instance_id, profile_id], "body": edit});
             self.record_console(params, result.as_ref().map(|_| ()), arrived);
         }
+        if let (Some(events), Ok(profile)) = (&self.events, &result) {
+            // What the console calls: UpdateSecurityProfile for the profile's members, the tag
+            // operations for its tags.
+            let ids = serde_json::json!({"InstanceId": instance_id, "SecurityProfileId": profile_id});
+            let arn = serde_json::json!({"resourceArn": profile.arn});
+            let updated = edit
+                .keys()
+                .any(|k| !service::console::FLAG_KEYS.contains(&k.as_str()) && k != "tags" && k != "untagKeys");
+            for (present, operation, request) in [
+                (updated, "UpdateSecurityProfile", ids),
+                (edit.contains_key("tags"), "TagResource", arn.clone()),
+                (edit.contains_key("untagKeys"), "UntagResource", arn),
+            ] {
+                if present {
+                    events.publish(operation, events.console_identity(), request, Value::Null);
+                }
+            }
+        }
         result
     }
 
@@ -310,7 +339,19 @@ impl Shared {
         let result = self.connect.lock().expect("state lock").console_delete(instance_id, profile_id);
         let params = serde_json::json!({"action": "delete", "labels": [instance_id, profile_id]});
         self.record_console(params, result.as_ref().map(|_| ()), arrived);
+        if let (Some(events), Ok(())) = (&self.events, &result) {
+            let ids = serde_json::json!({"InstanceId": instance_id, "SecurityProfileId": profile_id});
+            events.publish("DeleteSecurityProfile", events.console_identity(), ids, Value::Null);
+        }
         result
+    }
+
+    /// Publishes the CloudTrail event of a successful Connect write, when events are on.
+    fn publish_write(&self, operation: &str, caller: &Caller, request: Value, response: Value) {
+        if let Some(events) = &self.events {
+            let identity = events.identity(caller, self.iam.lock().expect("iam lock").as_ref());
+            events.publish(operation, identity, request, response);
+        }
     }
 
     fn record_console(&self, params: Value, result: Result<(), &ApiError>, arrived: Instant) {

@@ -62,6 +62,11 @@ struct Args {
     /// policies authorize every Connect call and AssumeRole (see the emulator's `http` module docs).
     #[arg(long, value_name = "FILE.json")]
     iam: Option<PathBuf>,
+    /// Send every successful write (API calls and console edits) to this SQS queue as the CloudTrail
+    /// event EventBridge delivers (`AWS API Call via CloudTrail`, source `aws.connect`); static
+    /// credentials `emulator`, the endpoint of the URL's origin.
+    #[arg(long, value_name = "URL")]
+    events_queue_url: Option<String>,
 }
 
 #[tokio::main]
@@ -89,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = EmulatorConfig {
         iam,
+        events_queue_url: args.events_queue_url,
         listen: args.listen,
         region: args.region,
         account: args.account,

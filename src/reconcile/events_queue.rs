@@ -1,0 +1,302 @@
+//! Drift found by events (`--events-queue-url`, opt-in). AWS delivers every Connect write as a
+//! CloudTrail management event; an EventBridge rule (deploy/events/) routes those of the security
+//! profiles to an SQS queue. This task long-polls the queue and, for each event that names a profile
+//! the operator watches, marks that profile as changed (as a listing that shows a moved
+//! LastModifiedTime would, see [`Observations::mark_changed`]) and requeues its SecurityProfile: the
+//! next reconcile reads the profile in full from Connect and repairs it. The instance listing stays as
+//! the safety net, every `--events-observe-interval` while the queue is read.
+//!
+//! Delivery is at least once and unordered: a duplicate or late event only requeues a profile once
+//! more, and the reconcile reads what Connect holds now, whatever the event said. The operator's own
+//! writes (its sessions `csp-*` and `csp.*`, or its own access key without a role) are ignored. A
+//! message that is not such an event is logged and deleted; a queue that cannot be read is retried
+//! with backoff, `connect_operator_events_queue_up` drops to 0 and the listings fall back to
+//! `--observe-interval`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aws_sdk_sqs::config::ProvideCredentials;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use serde_json::Value;
+use tracing::{debug, info, warn};
+
+use super::context::Context;
+use crate::connect::ConnectApi;
+
+/// The CloudTrail events that can change a security profile.
+pub const EVENT_NAMES: [&str; 5] =
+    ["CreateSecurityProfile", "UpdateSecurityProfile", "DeleteSecurityProfile", "TagResource", "UntagResource"];
+
+/// ReceiveMessage's long poll (the longest SQS allows) and batch size.
+const WAIT_TIME_SECONDS: i32 = 20;
+const MAX_MESSAGES: i32 = 10;
+/// Backoff of a queue that cannot be read: from 1 s, doubling, up to a minute.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Who the operator is in CloudTrail: the access key of its own credentials (without a role its
+/// writes carry it); with a role its writes carry the session names it chooses (`csp-<namespace>`,
+/// `csp.binding.<name>`, `csp.observer`, or `connect-operator` for `--role-arn` alone).
+#[derive(Debug, Clone, Default)]
+pub struct Own {
+    pub access_key_id: Option<String>,
+}
+
+impl Own {
+    fn session(name: &str) -> bool {
+        name.starts_with("csp-") || name.starts_with("csp.") || name == "connect-operator"
+    }
+
+    /// Whether `identity` (an event's `userIdentity`) is the operator.
+    pub fn is(&self, identity: &Value) -> bool {
+        let key = identity.get("accessKeyId").and_then(Value::as_str);
+        if key.is_some() && key == self.access_key_id.as_deref() {
+            return true;
+        }
+        // arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION
+        let arn = identity.get("arn").and_then(Value::as_str).unwrap_or_default();
+        arn.split_once(":assumed-role/")
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .is_some_and(|(_, session)| Self::session(session))
+    }
+}
+
+/// What one message of the queue says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A write of another caller names this profile (its instance when the event says it).
+    Changed { event: String, instance_id: Option<String>, profile_id: String },
+    /// A write of the operator's own.
+    Own { event: String },
+    /// A Connect event that names no security profile (a tag on another resource, a create without
+    /// its answer).
+    Other { event: String },
+}
+
+/// Reads one message's body: an EventBridge envelope of a CloudTrail event of Connect. An error says
+/// why it is not one.
+pub fn parse(body: &str, own: &Own) -> Result<Message, String> {
+    let envelope: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    let detail = envelope.get("detail").filter(|d| d.is_object()).ok_or("no detail object")?;
+    let source = detail.get("eventSource").and_then(Value::as_str).unwrap_or_default();
+    if source != "connect.amazonaws.com" {
+        return Err(format!("eventSource {source:?} is not connect.amazonaws.com"));
+    }
+    let event = detail.get("eventName").and_then(Value::as_str).ok_or("no eventName")?.to_string();
+    if !EVENT_NAMES.contains(&event.as_str()) {
+        return Err(format!("eventName {event:?} is not a security-profile write"));
+    }
+    if detail.get("userIdentity").is_some_and(|i| own.is(i)) {
+        return Ok(Message::Own { event });
+    }
+    let request = detail.get("requestParameters").unwrap_or(&Value::Null);
+    let response = detail.get("responseElements").unwrap_or(&Value::Null);
+    let (instance_id, profile_id) = if event.ends_with("Resource") {
+        match member(request, "resourceArn").and_then(profile_of_arn) {
+            Some((instance, id)) => (Some(instance), Some(id)),
+            None => (None, None),
+        }
+    } else {
+        let id = member(request, "SecurityProfileId").or_else(|| member(response, "SecurityProfileId"));
+        (member(request, "InstanceId").map(str::to_string), id.map(str::to_string))
+    };
+    Ok(match profile_id {
+        Some(profile_id) => Message::Changed { event, instance_id, profile_id },
+        None => Message::Other { event },
+    })
+}
+
+/// A member of CloudTrail's request parameters, whichever the case of its first letter.
+fn member<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
+    let lower = name[..1].to_lowercase() + &name[1..];
+    let upper = name[..1].to_uppercase() + &name[1..];
+    v.get(&upper).or_else(|| v.get(&lower)).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+/// `arn:aws:connect:REGION:ACCOUNT:instance/INSTANCE/security-profile/ID` -> (INSTANCE, ID).
+fn profile_of_arn(arn: &str) -> Option<(String, String)> {
+    let (head, id) = arn.split_once("/security-profile/")?;
+    let instance = head.split_once(":instance/")?.1;
+    (!instance.is_empty() && !id.is_empty() && !id.contains('/')).then(|| (instance.to_string(), id.to_string()))
+}
+
+/// The Region of an SQS queue URL (`https://sqs.REGION.amazonaws.com/...`), if it names one.
+fn region_of_queue(url: &str) -> Option<String> {
+    let host = url.split("://").nth(1)?.split('/').next()?;
+    let mut parts = host.split('.');
+    (parts.next()? == "sqs").then(|| parts.next().map(str::to_string)).flatten()
+}
+
+/// Reads the queue `url` until the process ends.
+pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let mut builder = aws_sdk_sqs::config::Builder::from(&config);
+    if config.region().is_none() {
+        let region = region_of_queue(&url).unwrap_or_else(|| "us-east-1".into());
+        builder = builder.region(aws_sdk_sqs::config::Region::new(region));
+    }
+    let client = aws_sdk_sqs::Client::from_conf(builder.build());
+    let access_key_id = match config.credentials_provider() {
+        Some(p) => p.provide_credentials().await.ok().map(|c| c.access_key_id().to_string()),
+        None => None,
+    };
+    let own = Own { access_key_id };
+    info!(queue = %url, "reading Connect's CloudTrail events from the queue");
+    let mut failures: u32 = 0;
+    loop {
+        let received = client
+            .receive_message()
+            .queue_url(&url)
+            .wait_time_seconds(WAIT_TIME_SECONDS)
+            .max_number_of_messages(MAX_MESSAGES)
+            .send()
+            .await;
+        match received {
+            Ok(out) => {
+                if failures > 0 {
+                    info!(queue = %url, "the events queue is read again");
+                }
+                failures = 0;
+                set_up(&ctx, true);
+                for m in out.messages() {
+                    handle(&ctx, &own, m.body().unwrap_or_default());
+                    if let Some(receipt) = m.receipt_handle()
+                        && let Err(e) = client.delete_message().queue_url(&url).receipt_handle(receipt).send().await
+                    {
+                        // Delivered again later: a requeue is harmless.
+                        warn!(error = %DisplayErrorContext(&e), "cannot delete a message of the events queue");
+                    }
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                set_up(&ctx, false);
+                let wait = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(failures - 1)).min(BACKOFF_MAX);
+                warn!(queue = %url, error = %DisplayErrorContext(&e), retry_in = ?wait, "cannot read the events queue; the instance listings fall back to --observe-interval");
+                tokio::time::sleep(crate::domain::jitter(wait, 0.1)).await;
+            }
+        }
+    }
+}
+
+fn set_up<C>(ctx: &Context<C>, up: bool) {
+    ctx.events_up.store(up, Ordering::Relaxed);
+    ctx.metrics.set_events_queue_up(up);
+}
+
+/// One message: requeues the profiles it names; logs (and so drops) anything else.
+fn handle<C: ConnectApi>(ctx: &Context<C>, own: &Own, body: &str) {
+    match parse(body, own) {
+        Ok(Message::Changed { event, instance_id, profile_id }) => {
+            let objects = ctx.observations.mark_changed(instance_id.as_deref(), &profile_id);
+            debug!(event, profile = profile_id, requeued = objects.len(), "a CloudTrail event names the profile");
+            ctx.requeue_observed(objects);
+        }
+        Ok(Message::Own { event }) => debug!(event, "ignoring an event of the operator's own write"),
+        Ok(Message::Other { event }) => debug!(event, "the event names no security profile"),
+        Err(reason) => {
+            let start: String = body.chars().take(200).collect();
+            warn!(reason, body = start, "deleting a message of the events queue that is not a Connect event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ARN: &str = "arn:aws:connect:eu-west-2:111122223333:instance/i-1/security-profile/sp-1";
+
+    fn event(name: &str, identity: Value, request: Value) -> String {
+        json!({
+            "version": "0", "detail-type": "AWS API Call via CloudTrail", "source": "aws.connect",
+            "detail": {"eventSource": "connect.amazonaws.com", "eventName": name, "userIdentity": identity,
+                       "requestParameters": request}
+        })
+        .to_string()
+    }
+
+    fn person() -> Value {
+        json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/alice", "accessKeyId": "AKIAALICE"})
+    }
+
+    fn session(name: &str) -> Value {
+        json!({"type": "AssumedRole", "arn": format!("arn:aws:sts::111122223333:assumed-role/team-a/{name}"),
+               "accessKeyId": "ASIASESSION"})
+    }
+
+    #[test]
+    fn reads_the_profile_an_event_names() {
+        let own = Own { access_key_id: Some("AKIAOPERATOR".into()) };
+        let ids = json!({"InstanceId": "i-1", "SecurityProfileId": "sp-1"});
+        let changed = |event: &str| Message::Changed {
+            event: event.into(),
+            instance_id: Some("i-1".into()),
+            profile_id: "sp-1".into(),
+        };
+        assert_eq!(
+            parse(&event("UpdateSecurityProfile", person(), ids.clone()), &own),
+            Ok(changed("UpdateSecurityProfile"))
+        );
+        assert_eq!(
+            parse(&event("DeleteSecurityProfile", session("alice"), ids.clone()), &own),
+            Ok(changed("DeleteSecurityProfile"))
+        );
+        assert_eq!(
+            parse(&event("TagResource", person(), json!({"resourceArn": ARN})), &own),
+            Ok(changed("TagResource"))
+        );
+        assert_eq!(
+            parse(&event("UntagResource", person(), json!({"ResourceArn": ARN})), &own),
+            Ok(changed("UntagResource"))
+        );
+        let queue = "arn:aws:connect:eu-west-2:111122223333:instance/i-1/queue/q-1";
+        assert_eq!(
+            parse(&event("TagResource", person(), json!({"resourceArn": queue})), &own),
+            Ok(Message::Other { event: "TagResource".into() })
+        );
+    }
+
+    #[test]
+    fn ignores_the_operators_own_writes() {
+        let own = Own { access_key_id: Some("AKIAOPERATOR".into()) };
+        let ids = json!({"InstanceId": "i-1", "SecurityProfileId": "sp-1"});
+        for identity in [
+            session("csp-team-a"),
+            session("csp.binding.team-a"),
+            session("csp.observer"),
+            json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/operator", "accessKeyId": "AKIAOPERATOR"}),
+        ] {
+            let parsed = parse(&event("UpdateSecurityProfile", identity.clone(), ids.clone()), &own);
+            assert_eq!(parsed, Ok(Message::Own { event: "UpdateSecurityProfile".into() }), "{identity}");
+        }
+        // A person's session whose name merely contains csp is not the operator.
+        let parsed = parse(&event("UpdateSecurityProfile", session("alice-csp-x"), ids), &own);
+        assert!(matches!(parsed, Ok(Message::Changed { .. })), "{parsed:?}");
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_connect_write() {
+        let own = Own::default();
+        for body in [
+            "not json".to_string(),
+            "{}".to_string(),
+            json!({"detail": {"eventSource": "s3.amazonaws.com", "eventName": "PutObject"}}).to_string(),
+            json!({"detail": {"eventSource": "connect.amazonaws.com", "eventName": "DescribeSecurityProfile"}})
+                .to_string(),
+            json!({"detail": {"eventSource": "connect.amazonaws.com"}}).to_string(),
+        ] {
+            assert!(parse(&body, &own).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn queue_regions() {
+        assert_eq!(region_of_queue("https://sqs.eu-west-2.amazonaws.com/111122223333/q").as_deref(), Some("eu-west-2"));
+        assert_eq!(region_of_queue("http://127.0.0.1:5000/123456789012/q"), None);
+    }
+}
