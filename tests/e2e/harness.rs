@@ -599,3 +599,77 @@ impl TestNode {
         Self { host_ip: get("HOST_IP"), cgroup_root: get("NODE_CGROUP_ROOT") }
     }
 }
+
+// --- Additions for tests/e2e/events.rs (kept at the end of the file) ---------------------------------
+
+/// An SQS for the events tests: moto's server mode (PyPI `moto[server]`, which
+/// tests/cluster/install-deps.sh installs as `moto_server` beside kubectl) on a free port of 127.0.0.1.
+pub struct SqsServer {
+    pub proc: Proc,
+    /// `http://127.0.0.1:<port>`: what `AWS_ENDPOINT_URL_SQS` names.
+    pub endpoint: String,
+}
+
+impl SqsServer {
+    pub fn start(name: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = log_dir().join(format!("{name}-moto.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|dir| dir.join("moto_server").exists()));
+        let cached =
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/connect-operator/bin/moto_server");
+        let program = if on_path || !cached.exists() { PathBuf::from("moto_server") } else { cached };
+        let child = Command::new(program)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect(
+                "moto_server on PATH (tests/cluster/install-deps.sh installs it into ~/.cache/connect-operator/bin)",
+            );
+        let proc = Proc { child, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start: see {}", proc.log.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { proc, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    pub fn client(&self) -> aws_sdk_sqs::Client {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "e2e"))
+            .endpoint_url(&self.endpoint)
+            .build();
+        aws_sdk_sqs::Client::from_conf(config)
+    }
+
+    /// Creates the queue `name`; returns its URL on [`Self::endpoint`].
+    pub async fn create_queue(&self, name: &str) -> String {
+        let out = self.client().create_queue().queue_name(name).send().await.expect("CreateQueue");
+        let url = out.queue_url().expect("a queue URL");
+        // moto names the host it was asked under; keep the path on our endpoint.
+        let path = url.split("://").nth(1).and_then(|rest| rest.split_once('/')).map(|(_, p)| p).unwrap_or_default();
+        format!("{}/{path}", self.endpoint)
+    }
+
+    /// Messages in the queue: visible and in flight.
+    pub async fn depth(&self, url: &str) -> u64 {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .client()
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("GetQueueAttributes");
+        let attrs = out.attributes().cloned().unwrap_or_default();
+        let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+    }
+}

@@ -6,6 +6,7 @@ mod admission;
 mod bad_input;
 mod conventions;
 mod core_loop;
+mod events;
 mod faults;
 mod harness;
 mod helm_install;
