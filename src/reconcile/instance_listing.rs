@@ -308,4 +308,24 @@ mod tests {
         drop(Running { observations: &observations, key: &key });
         assert!(observations.claim(&key), "claimed again once the task ended");
     }
+
+    /// An event marks a watched profile changed once (its next read takes the mark), only in the
+    /// instance it names; a profile nobody watches requeues nothing.
+    #[test]
+    fn an_event_marks_the_watched_profile_changed_until_it_is_read() {
+        let observations = Observations::default();
+        let key = InstanceKey { region: "eu-west-2".into(), instance_id: "i-1".into(), role_arn: None };
+        let object: Object = ObjectRef::new("agents").within("team-a");
+        observations.watch(&key, "sp-1", object.clone(), Expectation::default());
+        assert!(observations.mark_changed(Some("i-2"), "sp-1").is_empty(), "another instance");
+        assert!(observations.mark_changed(None, "sp-9").is_empty(), "not watched");
+        assert!(!observations.take_changed(&key, "sp-1"));
+        assert_eq!(observations.mark_changed(Some("i-1"), "sp-1"), vec![object.clone()]);
+        assert_eq!(observations.mark_changed(None, "sp-1"), vec![object.clone()], "a duplicate: requeued again");
+        assert!(observations.take_changed(&key, "sp-1"), "read in full");
+        assert!(!observations.take_changed(&key, "sp-1"), "once");
+        observations.mark_changed(None, "sp-1");
+        observations.unwatch(&object);
+        assert!(!observations.take_changed(&key, "sp-1"), "deleted: the mark goes with it");
+    }
 }

@@ -147,3 +147,50 @@ async fn a_malformed_message_is_deleted_and_the_loop_goes_on() {
     let ops = e.ops_after(before);
     assert!(!ops.iter().any(|o| o == "ListSecurityProfiles" || o == "SearchSecurityProfiles"), "{ops:?}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `connect_operator_events_queue_up` as the operator's /metrics on `port` shows it.
+async fn queue_up(port: u16) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let line = out.lines().find(|l| l.starts_with("connect_operator_events_queue_up "))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_queue_that_cannot_be_read_brings_the_listings_back_until_it_can() {
+    let sqs = SqsServer::start(&format!("events-down-{:05}", rand::random_range(0..100_000)));
+    // The queue does not exist yet: every ReceiveMessage fails.
+    let queue = format!("{}/123456789012/connect-events-late", sqs.endpoint);
+    let mut env = TestEnv::new("events-down", &["--throttle-rate", "0"]).await;
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    env.start_operator_with_env(
+        &["--observe-interval", "1s", "--metrics-addr", &metrics],
+        &[("EVENTS_QUEUE_URL", &queue), ("AWS_ENDPOINT_URL_SQS", &sqs.endpoint)],
+    );
+    let e = EventsEnv { env, sqs, queue };
+    e.profile("ev-down").await;
+    e.env.wait_for("events_queue_up 0", T, async || (queue_up(port).await? == 0.0).then_some(())).await;
+    let lists = e.count("ListSecurityProfiles");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        e.count("ListSecurityProfiles") >= lists + 2,
+        "the queue cannot be read: the instance is listed every --observe-interval (1s)"
+    );
+
+    // The queue appears: it is read (with backoff, within seconds), and the listings slow down to
+    // --events-observe-interval (30m).
+    assert_eq!(e.sqs.create_queue("connect-events-late").await, e.queue);
+    e.env.wait_for("events_queue_up 1", T, async || (queue_up(port).await? == 1.0).then_some(())).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lists = e.count("ListSecurityProfiles");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(e.count("ListSecurityProfiles"), lists, "no listing while the events queue is read");
+}
