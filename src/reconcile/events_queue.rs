@@ -36,23 +36,48 @@ const MAX_MESSAGES: i32 = 10;
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
-/// Who the operator is in CloudTrail: the access key of its own credentials (without a role its
-/// writes carry it); with a role its writes carry the session names it chooses (`csp-<namespace>`,
-/// `csp.binding.<name>`, `csp.observer`, or `connect-operator` for `--role-arn` alone).
+/// Who the operator is in CloudTrail: the access keys of its own credentials (without a role its writes
+/// carry them; the last few are kept, as temporary credentials of IRSA or Pod Identity rotate while
+/// their events are on the way); with a role its writes carry the session names it chooses
+/// (`csp-<namespace>`, `csp.binding.<name>`, `csp.observer`, or `connect-operator` for `--role-arn`
+/// alone).
 #[derive(Debug, Clone, Default)]
 pub struct Own {
-    pub access_key_id: Option<String>,
+    pub access_key_ids: std::collections::VecDeque<String>,
 }
 
+/// How many of the operator's own access keys are remembered.
+const OWN_KEYS: usize = 4;
+
 impl Own {
+    /// Remembers `key` as one of the operator's own (the newest).
+    pub fn add_key(&mut self, key: &str) {
+        if key.is_empty() || self.access_key_ids.iter().any(|k| k == key) {
+            return;
+        }
+        if self.access_key_ids.len() == OWN_KEYS {
+            self.access_key_ids.pop_front();
+        }
+        self.access_key_ids.push_back(key.to_string());
+    }
+
+    /// Adds the access key the SDK's credentials provider gives now (cached by the SDK: no call).
+    async fn refresh(&mut self, provider: Option<&aws_sdk_sqs::config::SharedCredentialsProvider>) {
+        if let Some(p) = provider
+            && let Ok(credentials) = p.provide_credentials().await
+        {
+            self.add_key(credentials.access_key_id());
+        }
+    }
+
     fn session(name: &str) -> bool {
         name.starts_with("csp-") || name.starts_with("csp.") || name == "connect-operator"
     }
 
     /// Whether `identity` (an event's `userIdentity`) is the operator.
     pub fn is(&self, identity: &Value) -> bool {
-        let key = identity.get("accessKeyId").and_then(Value::as_str);
-        if key.is_some() && key == self.access_key_id.as_deref() {
+        let key = identity.get("accessKeyId").and_then(Value::as_str).unwrap_or_default();
+        if !key.is_empty() && self.access_key_ids.iter().any(|k| k == key) {
             return true;
         }
         // arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION
@@ -138,11 +163,8 @@ pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
         builder = builder.region(aws_sdk_sqs::config::Region::new(region));
     }
     let client = aws_sdk_sqs::Client::from_conf(builder.build());
-    let access_key_id = match config.credentials_provider() {
-        Some(p) => p.provide_credentials().await.ok().map(|c| c.access_key_id().to_string()),
-        None => None,
-    };
-    let own = Own { access_key_id };
+    let provider = config.credentials_provider();
+    let mut own = Own::default();
     info!(queue = %url, "reading Connect's CloudTrail events from the queue");
     let mut failures: u32 = 0;
     loop {
@@ -160,6 +182,9 @@ pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
                 }
                 failures = 0;
                 set_up(&ctx, true);
+                if !out.messages().is_empty() {
+                    own.refresh(provider.as_ref()).await;
+                }
                 for m in out.messages() {
                     handle(&ctx, &own, m.body().unwrap_or_default());
                     if let Some(receipt) = m.receipt_handle()
@@ -231,7 +256,8 @@ mod tests {
 
     #[test]
     fn reads_the_profile_an_event_names() {
-        let own = Own { access_key_id: Some("AKIAOPERATOR".into()) };
+        let mut own = Own::default();
+        own.add_key("AKIAOPERATOR");
         let ids = json!({"InstanceId": "i-1", "SecurityProfileId": "sp-1"});
         let changed = |event: &str| Message::Changed {
             event: event.into(),
@@ -263,7 +289,8 @@ mod tests {
 
     #[test]
     fn ignores_the_operators_own_writes() {
-        let own = Own { access_key_id: Some("AKIAOPERATOR".into()) };
+        let mut own = Own::default();
+        own.add_key("AKIAOPERATOR");
         let ids = json!({"InstanceId": "i-1", "SecurityProfileId": "sp-1"});
         for identity in [
             session("csp-team-a"),
@@ -277,6 +304,20 @@ mod tests {
         // A person's session whose name merely contains csp is not the operator.
         let parsed = parse(&event("UpdateSecurityProfile", session("alice-csp-x"), ids), &own);
         assert!(matches!(parsed, Ok(Message::Changed { .. })), "{parsed:?}");
+    }
+
+    /// Temporary credentials rotate while their events are on the way: the last few keys are the
+    /// operator's.
+    #[test]
+    fn remembers_the_last_few_own_keys() {
+        let mut own = Own::default();
+        for k in ["ASIA1", "ASIA2", "ASIA2", "ASIA3", "ASIA4", "ASIA5"] {
+            own.add_key(k);
+        }
+        let by = |key: &str| json!({"type": "AssumedRole", "arn": "arn:aws:sts::1:assumed-role/irsa/botocore-session-1", "accessKeyId": key});
+        assert!(own.is(&by("ASIA2")) && own.is(&by("ASIA5")));
+        assert!(!own.is(&by("ASIA1")), "forgotten");
+        assert!(!own.is(&by("")), "no key");
     }
 
     #[test]
