@@ -9,6 +9,10 @@
 //! every Connect call and every AssumeRole is authorized against the configured users' and roles' policies
 //! (with tag and session conditions) the way AWS authorizes it; see [`iam`] for the policy language.
 //!
+//! Events, off unless configured ([`EmulatorConfig::events_queue_url`], `--events-queue-url`): every
+//! successful write, console edits included, is also sent to an SQS queue as the CloudTrail event that
+//! EventBridge delivers (see the `events` module), without delaying or failing the call.
+//!
 //! Connect's request quota is an exact token bucket ([`throttle`]): one per emulator (its account and
 //! Region), shared by every Connect operation, a token taken at the instant a request's head arrives.
 //!
