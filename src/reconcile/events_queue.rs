@@ -147,20 +147,38 @@ fn profile_of_arn(arn: &str) -> Option<(String, String)> {
     (!instance.is_empty() && !id.is_empty() && !id.contains('/')).then(|| (instance.to_string(), id.to_string()))
 }
 
-/// The Region of an SQS queue URL (`https://sqs.REGION.amazonaws.com/...`), if it names one.
+/// The Region of an SQS queue URL, if it names one: `https://sqs.REGION.amazonaws.com/...` (also
+/// `sqs-fips.`, and a VPC endpoint's `vpce-....sqs.REGION.vpce.amazonaws.com`) or the legacy
+/// `https://REGION.queue.amazonaws.com/...`.
 fn region_of_queue(url: &str) -> Option<String> {
     let host = url.split("://").nth(1)?.split('/').next()?;
-    let mut parts = host.split('.');
-    (parts.next()? == "sqs").then(|| parts.next().map(str::to_string)).flatten()
+    let labels: Vec<&str> = host.split('.').collect();
+    if !host.ends_with(".amazonaws.com") && !host.ends_with(".amazonaws.com.cn") {
+        return None;
+    }
+    if labels.get(1) == Some(&"queue") {
+        return Some(labels[0].to_string());
+    }
+    let at = labels.iter().position(|l| *l == "sqs" || *l == "sqs-fips")?;
+    labels.get(at + 1).map(|r| r.to_string())
 }
 
 /// Reads the queue `url` until the process ends.
 pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-    let mut builder = aws_sdk_sqs::config::Builder::from(&config);
-    if config.region().is_none() {
-        let region = region_of_queue(&url).unwrap_or_else(|| "us-east-1".into());
-        builder = builder.region(aws_sdk_sqs::config::Region::new(region));
+    let mut builder = aws_sdk_sqs::config::Builder::from(&config)
+        // A long poll answers after up to WAIT_TIME_SECONDS: an attempt may take that long, and more.
+        .timeout_config(
+            aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(WAIT_TIME_SECONDS as u64 + 10))
+                .build(),
+        );
+    // The queue's own Region (a real queue URL names it), else the operator's, else us-east-1.
+    match region_of_queue(&url) {
+        Some(region) => builder = builder.region(aws_sdk_sqs::config::Region::new(region)),
+        None if config.region().is_none() => builder = builder.region(aws_sdk_sqs::config::Region::new("us-east-1")),
+        None => {}
     }
     let client = aws_sdk_sqs::Client::from_conf(builder.build());
     let provider = config.credentials_provider();
@@ -191,7 +209,7 @@ pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
                         && let Err(e) = client.delete_message().queue_url(&url).receipt_handle(receipt).send().await
                     {
                         // Delivered again later: a requeue is harmless.
-                        warn!(error = %DisplayErrorContext(&e), "cannot delete a message of the events queue");
+                        warn!(error = %short(&e), "cannot delete a message of the events queue");
                     }
                 }
             }
@@ -199,10 +217,23 @@ pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
                 failures = failures.saturating_add(1);
                 set_up(&ctx, false);
                 let wait = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(failures - 1)).min(BACKOFF_MAX);
-                warn!(queue = %url, error = %DisplayErrorContext(&e), retry_in = ?wait, "cannot read the events queue; the instance listings fall back to --observe-interval");
+                warn!(queue = %url, error = %short(&e), retry_in = ?wait, "cannot read the events queue; the instance listings fall back to --observe-interval");
                 tokio::time::sleep(crate::domain::jitter(wait, 0.1)).await;
             }
         }
+    }
+}
+
+/// An SQS error in one line: the service's code and message, else the whole chain of causes (no
+/// response dump).
+fn short<E, R>(e: &aws_sdk_sqs::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(s) => format!("{}: {}", s.code().unwrap_or("unknown"), s.message().unwrap_or_default()),
+        None => DisplayErrorContext(e).to_string(),
     }
 }
 
@@ -338,6 +369,12 @@ mod tests {
     #[test]
     fn queue_regions() {
         assert_eq!(region_of_queue("https://sqs.eu-west-2.amazonaws.com/111122223333/q").as_deref(), Some("eu-west-2"));
+        assert_eq!(region_of_queue("https://eu-west-2.queue.amazonaws.com/1/q").as_deref(), Some("eu-west-2"));
+        assert_eq!(
+            region_of_queue("https://vpce-0a1b-xyz.sqs.us-east-1.vpce.amazonaws.com/1/q").as_deref(),
+            Some("us-east-1")
+        );
         assert_eq!(region_of_queue("http://127.0.0.1:5000/123456789012/q"), None);
+        assert_eq!(region_of_queue("http://sqs.local:5000/123456789012/q"), None);
     }
 }
