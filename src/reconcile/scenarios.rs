@@ -855,6 +855,40 @@ async fn a_listing_requeues_only_the_profiles_that_changed() {
     assert_eq!(s.list().await, [NAME]);
 }
 
+/// Drift found by events (reconcile/events_queue.rs): a CloudTrail event names a profile whose
+/// instance listing still shows it unchanged; its reconcile reads it in full and repairs it, once.
+#[tokio::test]
+async fn a_profile_an_event_names_is_read_in_full_although_the_listing_shows_it_unchanged() {
+    let mut object = resource(true);
+    object.status = Some(ready_status("sp-7"));
+    let s = Scenario::new(&object);
+    s.connect.insert("sp-7", &object.spec, owner_tags());
+    s.list().await;
+    s.reconcile(&object).await.expect("watched");
+    assert_eq!(s.connect.calls().len(), 2, "the listing's calls only");
+
+    // Edited in the console after the listing: the listing cannot tell, a reconcile costs no call.
+    let mut changed = object.spec.clone();
+    changed.description = Some("edited in the console".into());
+    s.connect.insert("sp-7", &changed, owner_tags());
+    s.connect.profiles.lock().unwrap().get_mut("sp-7").unwrap().last_modified = Some("2026-11-02T00:00:00Z".into());
+    s.reconcile(&object).await.expect("in sync as far as the listing knows");
+    assert_eq!(s.connect.calls().len(), 2);
+
+    // The event: the profile is marked and requeued; an event about a profile nobody holds does nothing.
+    assert!(s.ctx.observations.mark_changed(Some(INSTANCE), "sp-unknown").is_empty());
+    let requeued = s.ctx.observations.mark_changed(Some(INSTANCE), "sp-7");
+    assert_eq!(requeued.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(), [NAME]);
+    s.ctx.requeue_observed(requeued);
+    s.reconcile(&object).await.expect("repaired");
+    assert_eq!(
+        s.connect.calls()[2..],
+        ["DescribeSecurityProfile", "ListSecurityProfilePermissions", "UpdateSecurityProfile"],
+        "read in full, as when a listing shows a moved LastModifiedTime, then repaired"
+    );
+    assert_eq!(s.events(), ["DriftRepaired"]);
+}
+
 fn observing(object: &mut SecurityProfile) {
     object.spec.management_policy = Some(crate::api::ManagementPolicy::Observe);
 }
