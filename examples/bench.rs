@@ -209,7 +209,16 @@ async fn main() {
             )
             .await;
             let team_b = env.extra_namespace("b").await;
-            env.start_operator(&["--namespace", &team_b, "--concurrency", concurrency]);
+            env.start_operator(&[
+                "--namespace",
+                &team_b,
+                "--concurrency",
+                concurrency,
+                "--connect-rate",
+                "2",
+                "--connect-burst",
+                "5",
+            ]);
             tokio::time::sleep(Duration::from_secs(3)).await;
             let names: Vec<String> = (0..100).map(|i| format!("fair-{i:03}")).collect();
             let rollout = Instant::now();

@@ -73,7 +73,11 @@ impl Settings {
     pub const DEFAULT_RETRY_BASE: &str = "2s";
     pub const DEFAULT_RETRY_MAX: &str = "5m";
     pub const DEFAULT_SLOW_RETRY: &str = "5m";
-    pub const DEFAULT_CONCURRENCY: u16 = 4;
+    /// Reconciles in flight. Most of them wait in the rate limiter, which serves tenants round-robin:
+    /// the limit must exceed a team's rollout for another team's resource to reach the limiter (and its
+    /// turn) at once instead of queueing behind the rollout in the controller. A waiting reconcile costs
+    /// a few kilobytes.
+    pub const DEFAULT_CONCURRENCY: u16 = 128;
     pub const DEFAULT_OBSERVE_INTERVAL: &str = "2m";
     pub const DEFAULT_SEARCH_EVERY: u32 = 2;
     pub const DEFAULT_EVENTS_OBSERVE_INTERVAL: &str = "30m";

@@ -228,6 +228,8 @@ pub fn ensure<C: ConnectApi>(ctx: &Arc<Context<C>>, target: &Target) {
         // No session tags: without a namespace tag a binding role's policies allow reads alone, and its
         // trust policy needs no sts:TagSession for it (deploy/iam/).
         session_tags: Vec::new(),
+        // The operator's own work, not a tenant's.
+        tenant: String::new(),
         ..target.clone()
     };
     tokio::spawn(observe_instance(ctx.clone(), key, target));
