@@ -224,6 +224,7 @@ impl Error {
     /// The one table: every variant's retry decision, category, reason, whether Ready stays, whether it
     /// is written to status and whether the adopt annotation lifts it. An exhaustive match on purpose
     /// (no `_` arm): a new variant does not compile until its row is written here.
+    #[rustfmt::skip]
     pub fn decision(&self) -> Decision<'_> {
         use Category::{Configuration, Connect, Kubernetes, Policy, Validation};
         use Reason::{AwsCode, Fixed};
@@ -246,93 +247,46 @@ impl Error {
                 ErrorClass::Recoverable | ErrorClass::InUse => Backoff,
             }
         }
+        // The common rows: a Kubernetes API failure; a refusal by an InstanceBinding (retried when
+        // bindings change); a Connect call failure decided by its class.
+        let kube = || (Backoff, Kubernetes, Fixed(KUBERNETES_API_ERROR), READY, NO_STATUS, NOT_LIFTED);
+        let bound = |reason, ready| (WhenBindingsChange, Policy, Fixed(reason), ready, STATUS, NOT_LIFTED);
+        let call = |source| (by_class(source), Connect, AwsCode(source), READY, STATUS, NOT_LIFTED);
         let (retry, category, reason, keeps_ready, in_status, lifted_by_adoption) = match self {
             // --- Kubernetes API ---
-            Error::AddFinalizer(_) => (Backoff, Kubernetes, Fixed(KUBERNETES_API_ERROR), READY, NO_STATUS, NOT_LIFTED),
-            Error::RemoveFinalizer(_) => {
-                (Backoff, Kubernetes, Fixed(KUBERNETES_API_ERROR), READY, NO_STATUS, NOT_LIFTED)
-            }
-            Error::WriteStatus(_) => (Backoff, Kubernetes, Fixed(KUBERNETES_API_ERROR), READY, NO_STATUS, NOT_LIFTED),
-            Error::ReadInvalidObject(_) => {
-                (Backoff, Kubernetes, Fixed(KUBERNETES_API_ERROR), READY, NO_STATUS, NOT_LIFTED)
-            }
-
+            Error::AddFinalizer(_) | Error::RemoveFinalizer(_) | Error::WriteStatus(_) => kube(),
+            Error::ReadInvalidObject(_) => kube(),
             // --- The resource itself ---
-            Error::InvalidSpec { .. } => {
-                (WhenSpecChanges, Validation, Fixed(VALIDATION_FAILED), READY, STATUS, NOT_LIFTED)
-            }
-            Error::InvalidObject { .. } => {
-                (WhenSpecChanges, Validation, Fixed(INVALID_OBJECT), NOT_READY, STATUS, NOT_LIFTED)
-            }
-            Error::RenamedInConnect { .. } => {
-                (WhenSpecChanges, Validation, Fixed(VALIDATION_FAILED), NOT_READY, STATUS, NOT_LIFTED)
-            }
+            Error::InvalidSpec { .. } => (WhenSpecChanges, Validation, Fixed(VALIDATION_FAILED), READY, STATUS, NOT_LIFTED),
+            Error::InvalidObject { .. } => (WhenSpecChanges, Validation, Fixed(INVALID_OBJECT), NOT_READY, STATUS, NOT_LIFTED),
+            Error::RenamedInConnect { .. } => (WhenSpecChanges, Validation, Fixed(VALIDATION_FAILED), NOT_READY, STATUS, NOT_LIFTED),
             // An admin may fix the binding's Region: looked at again when bindings change.
-            Error::RegionChanged { .. } => {
-                (WhenBindingsChange, Validation, Fixed(VALIDATION_FAILED), NOT_READY, STATUS, NOT_LIFTED)
-            }
-
+            Error::RegionChanged { .. } => (WhenBindingsChange, Validation, Fixed(VALIDATION_FAILED), NOT_READY, STATUS, NOT_LIFTED),
             // --- The operator's (or the cluster's) configuration ---
             Error::NoRegion => (Slowly, Configuration, Fixed(NO_REGION), NOT_READY, STATUS, NOT_LIFTED),
-            Error::NamespaceUnreadable { .. } => {
-                (Backoff, Configuration, Fixed(NAMESPACE_UNREADABLE), READY, STATUS, NOT_LIFTED)
-            }
-            Error::RoleNotAllowed { .. } => {
-                (WhenBindingsChange, Configuration, Fixed(ROLE_NOT_ALLOWED), NOT_READY, STATUS, NOT_LIFTED)
-            }
-
+            Error::NamespaceUnreadable { .. } => (Backoff, Configuration, Fixed(NAMESPACE_UNREADABLE), READY, STATUS, NOT_LIFTED),
+            Error::RoleNotAllowed { .. } => (WhenBindingsChange, Configuration, Fixed(ROLE_NOT_ALLOWED), NOT_READY, STATUS, NOT_LIFTED),
             // --- Refused by (or for want of) an InstanceBinding, or by ownership in Connect ---
-            Error::NoInstanceBinding { .. } => {
-                (WhenBindingsChange, Policy, Fixed(NO_INSTANCE_BINDING), NOT_READY, STATUS, NOT_LIFTED)
-            }
-            Error::AmbiguousInstanceBinding { .. } => {
-                (WhenBindingsChange, Policy, Fixed(AMBIGUOUS_INSTANCE_BINDING), NOT_READY, STATUS, NOT_LIFTED)
-            }
-            Error::RegionNotBound { .. } => {
-                (WhenBindingsChange, Policy, Fixed(REGION_NOT_BOUND), NOT_READY, STATUS, NOT_LIFTED)
-            }
-            Error::AdoptionNotAllowed { .. } => {
-                (WhenBindingsChange, Policy, Fixed(ADOPTION_NOT_ALLOWED), READY, STATUS, NOT_LIFTED)
-            }
-            Error::PermissionNotAllowed { .. } => {
-                (WhenBindingsChange, Policy, Fixed(PERMISSION_NOT_ALLOWED), READY, STATUS, NOT_LIFTED)
-            }
-            Error::PermissionRevoked { .. } => {
-                (WhenBindingsChange, Policy, Fixed(PERMISSION_REVOKED), NOT_READY, STATUS, NOT_LIFTED)
-            }
-            Error::BindingRevoked { .. } => {
-                (WhenBindingsChange, Policy, Fixed(BINDING_REVOKED), NOT_READY, STATUS, NOT_LIFTED)
-            }
-            Error::InstanceBoundElsewhere { .. } => {
-                (WhenBindingsChange, Policy, Fixed(INSTANCE_BOUND_ELSEWHERE), NOT_READY, STATUS, NOT_LIFTED)
-            }
-            Error::DefaultProfileNotAllowed { .. } => {
-                (WhenBindingsChange, Policy, Fixed(DEFAULT_PROFILE_NOT_ALLOWED), READY, STATUS, NOT_LIFTED)
-            }
-            Error::OwnedElsewhere { .. } => {
-                (WhenSpecChanges, Policy, Fixed(PROFILE_OWNED_ELSEWHERE), READY, STATUS, NOT_LIFTED)
-            }
-            Error::NameTaken { .. } => {
-                (WhenSpecChanges, Policy, Fixed("DuplicateResourceException"), READY, STATUS, LIFTED)
-            }
-
+            Error::NoInstanceBinding { .. } => bound(NO_INSTANCE_BINDING, NOT_READY),
+            Error::AmbiguousInstanceBinding { .. } => bound(AMBIGUOUS_INSTANCE_BINDING, NOT_READY),
+            Error::RegionNotBound { .. } => bound(REGION_NOT_BOUND, NOT_READY),
+            Error::AdoptionNotAllowed { .. } => bound(ADOPTION_NOT_ALLOWED, READY),
+            Error::PermissionNotAllowed { .. } => bound(PERMISSION_NOT_ALLOWED, READY),
+            Error::PermissionRevoked { .. } => bound(PERMISSION_REVOKED, NOT_READY),
+            Error::BindingRevoked { .. } => bound(BINDING_REVOKED, NOT_READY),
+            Error::InstanceBoundElsewhere { .. } => bound(INSTANCE_BOUND_ELSEWHERE, NOT_READY),
+            Error::DefaultProfileNotAllowed { .. } => bound(DEFAULT_PROFILE_NOT_ALLOWED, READY),
+            Error::OwnedElsewhere { .. } => (WhenSpecChanges, Policy, Fixed(PROFILE_OWNED_ELSEWHERE), READY, STATUS, NOT_LIFTED),
+            Error::NameTaken { .. } => (WhenSpecChanges, Policy, Fixed("DuplicateResourceException"), READY, STATUS, LIFTED),
             // --- Connect ---
-            Error::NameNotYetSearchable { .. } => {
-                (Backoff, Connect, Fixed(NAME_NOT_YET_SEARCHABLE), READY, STATUS, NOT_LIFTED)
-            }
+            Error::NameNotYetSearchable { .. } => (Backoff, Connect, Fixed(NAME_NOT_YET_SEARCHABLE), READY, STATUS, NOT_LIFTED),
             Error::InstanceNotFound { source, .. } => (Slowly, Connect, AwsCode(source), READY, STATUS, NOT_LIFTED),
             Error::QuotaReached { source, .. } => (Slowly, Connect, AwsCode(source), READY, STATUS, NOT_LIFTED),
-            Error::Create(source)
-            | Error::Lookup(source)
-            | Error::Read(source)
-            | Error::Update(source)
-            | Error::Tag(source)
-            | Error::Untag(source) => (by_class(source), Connect, AwsCode(source), READY, STATUS, NOT_LIFTED),
+            Error::Create(source) | Error::Lookup(source) | Error::Read(source) => call(source),
+            Error::Update(source) | Error::Tag(source) | Error::Untag(source) => call(source),
             Error::DeleteBlocked { .. } => (Backoff, Connect, Fixed(DELETE_BLOCKED), READY, STATUS, NOT_LIFTED),
             Error::Delete { source, .. } => (Backoff, Connect, AwsCode(source), READY, STATUS, NOT_LIFTED),
-            Error::ObservedProfileNotFound { .. } => {
-                (Slowly, Connect, Fixed(PROFILE_NOT_FOUND), NOT_READY, STATUS, NOT_LIFTED)
-            }
+            Error::ObservedProfileNotFound { .. } => (Slowly, Connect, Fixed(PROFILE_NOT_FOUND), NOT_READY, STATUS, NOT_LIFTED),
             Error::Unsettled => (Backoff, Connect, Fixed(UNSETTLED), READY, STATUS, NOT_LIFTED),
         };
         Decision { retry, category, reason, keeps_ready, in_status, lifted_by_adoption }
@@ -369,20 +323,10 @@ impl Error {
         self.decision().reason.as_str()
     }
 
-    /// The status message: what failed and what to change, then what the operator does next (every
-    /// message ends with the sentence of its [`Retry`]). No catch-all arm: a new variant chooses its words.
-    pub fn status_message(&self, slow_retry: Duration) -> String {
-        let what = match self {
-            Error::InvalidSpec { message } | Error::InvalidObject { message } => {
-                format!("{}.", message.trim_end_matches('.'))
-            }
-            Error::NoRegion => "No AWS Region: set spec.region, or AWS_REGION for the operator.".into(),
-            Error::RenamedInConnect { id, connect_name, spec_name } => format!(
-                "spec.securityProfileName: is immutable: profile {id} is named {connect_name:?} in Connect, the spec says {spec_name:?}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
-            ),
-            Error::RegionChanged { id, profile_region, region } => format!(
-                "spec.region: is immutable once the profile exists: profile {id} is in region {profile_region}, the spec (or its InstanceBinding) says {region}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
-            ),
+    /// The message of a refusal (or revocation) by an InstanceBinding: [`Error::status_message`] sends
+    /// exactly these variants here.
+    fn binding_message(&self) -> String {
+        match self {
             Error::NoInstanceBinding { instance, namespace } => format!(
                 "No InstanceBinding grants namespace {namespace} access to Connect instance {instance}: ask a cluster admin for one (kind InstanceBinding, spec.instanceId {instance}, spec.namespaces listing {namespace}). Nothing was sent to Connect."
             ),
@@ -425,6 +369,34 @@ impl Error {
                 "{}: a cluster admin must set spec.allowDefaultProfiles on the binding. Nothing was changed in Connect.",
                 self
             ),
+            other => format!("{}.", other.to_string().trim_end_matches('.')),
+        }
+    }
+
+    /// The status message: what failed and what to change, then what the operator does next (every
+    /// message ends with the sentence of its [`Retry`]). No catch-all arm: a new variant chooses its words.
+    pub fn status_message(&self, slow_retry: Duration) -> String {
+        let what = match self {
+            Error::InvalidSpec { message } | Error::InvalidObject { message } => {
+                format!("{}.", message.trim_end_matches('.'))
+            }
+            Error::NoRegion => "No AWS Region: set spec.region, or AWS_REGION for the operator.".into(),
+            Error::RenamedInConnect { id, connect_name, spec_name } => format!(
+                "spec.securityProfileName: is immutable: profile {id} is named {connect_name:?} in Connect, the spec says {spec_name:?}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
+            ),
+            Error::RegionChanged { id, profile_region, region } => format!(
+                "spec.region: is immutable once the profile exists: profile {id} is in region {profile_region}, the spec (or its InstanceBinding) says {region}. Set it back, or create a new SecurityProfile; nothing was changed in Connect."
+            ),
+            e @ (Error::NoInstanceBinding { .. }
+            | Error::AmbiguousInstanceBinding { .. }
+            | Error::RegionNotBound { .. }
+            | Error::AdoptionNotAllowed { .. }
+            | Error::PermissionNotAllowed { .. }
+            | Error::PermissionRevoked { .. }
+            | Error::BindingRevoked { .. }
+            | Error::InstanceBoundElsewhere { .. }
+            | Error::RoleNotAllowed { .. }
+            | Error::DefaultProfileNotAllowed { .. }) => e.binding_message(),
             Error::ObservedProfileNotFound { .. } => format!(
                 "{}: managementPolicy Observe never creates one; fix securityProfileName, or switch to Manage to create it.",
                 capitalise(&self.to_string())
