@@ -20,7 +20,7 @@ mod faults;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use harness::{TestEnv, manifest};
+use harness::{TestEnv, free_port, manifest};
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
@@ -130,10 +130,6 @@ async fn scrape(port: u16) -> String {
     let out =
         tokio::process::Command::new("curl").args(["-s", &format!("http://127.0.0.1:{port}/metrics")]).output().await;
     out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::main]

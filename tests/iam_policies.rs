@@ -5,6 +5,8 @@
 //! team A's role cannot touch team B's profiles, a role cannot be assumed with another team's namespace
 //! tag or without the ExternalId, and the operator's identity can never rewrite or remove an ownership tag.
 
+mod support;
+
 use std::collections::HashMap;
 
 use aws_sdk_connect::Client;
@@ -27,10 +29,8 @@ fn role_arn(team: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/connect-{team}")
 }
 
-/// A deploy/ policy with its placeholders filled in.
+/// A deploy/ policy with `vars` and this file's operator, account and instance filled in.
 fn deploy_policy(path: &str, vars: &[(&str, &str)]) -> Value {
-    let mut text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
     let common = [
         ("OPERATOR_ROLE_ARN", OPERATOR_ROLE),
         ("EXTERNAL_ID", EXTERNAL_ID),
@@ -38,12 +38,8 @@ fn deploy_policy(path: &str, vars: &[(&str, &str)]) -> Value {
         ("ACCOUNT_ID", ACCOUNT),
         ("INSTANCE_ID", INSTANCE),
     ];
-    for (placeholder, value) in vars.iter().chain(common.iter()) {
-        text = text.replace(placeholder, value);
-    }
-    let policy: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert!(!text.contains("NAMESPACE_") && !text.contains("BINDING_NAME"), "{path}: a placeholder is left: {text}");
-    policy
+    let all: Vec<(&str, &str)> = vars.iter().chain(common.iter()).copied().collect();
+    support::deploy_policy(path, &all)
 }
 
 /// A team's binding role: team `a` trusts the operator for namespaces `team-a` and `team-a-staging`,

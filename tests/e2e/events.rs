@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{INSTANCE, SqsServer, TestEnv, manifest};
+use crate::harness::{INSTANCE, SqsServer, TestEnv, free_port, manifest, scrape};
 
 const T: Duration = Duration::from_secs(60);
 /// A console edit is repaired through the queue within this.
@@ -148,17 +148,9 @@ async fn a_malformed_message_is_deleted_and_the_loop_goes_on() {
     assert!(!ops.iter().any(|o| o == "ListSecurityProfiles" || o == "SearchSecurityProfiles"), "{ops:?}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// `connect_operator_events_queue_up` as the operator's /metrics on `port` shows it.
 async fn queue_up(port: u16) -> Option<f64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
+    let out = scrape(port).await?;
     let line = out.lines().find(|l| l.starts_with("connect_operator_events_queue_up "))?;
     line.rsplit(' ').next()?.parse().ok()
 }

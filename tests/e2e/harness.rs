@@ -315,6 +315,27 @@ pub async fn wait_until<T>(
 
 /// The value of the first sample of a Prometheus text exposition whose line starts with `series`
 /// (0 when there is none).
+/// A free TCP port on 127.0.0.1 (for an operator's `--metrics-addr`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The whole answer (status line, headers, body) to `GET path` on 127.0.0.1:`port`; None while nothing
+/// answers.
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    Some(out)
+}
+
+/// The operator's `/metrics` on 127.0.0.1:`port`.
+pub async fn scrape(port: u16) -> Option<String> {
+    http_get(port, "/metrics").await
+}
+
 pub fn metric_value(metrics: &str, series: &str) -> f64 {
     metrics.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0)
 }

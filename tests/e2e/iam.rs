@@ -24,9 +24,8 @@ fn role(team: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/connect-{team}")
 }
 
-/// A deploy/ policy with its placeholders filled in.
+/// A deploy/ policy with `vars` and this test's operator, account and instance filled in.
 fn policy(path: &str, vars: &[(&str, &str)]) -> Value {
-    let mut text = std::fs::read_to_string(crate::harness::repo_path(path)).expect("a deploy/ policy");
     let common = [
         ("OPERATOR_ROLE_ARN", OPERATOR_ARN),
         ("EXTERNAL_ID", EXTERNAL_ID),
@@ -34,10 +33,8 @@ fn policy(path: &str, vars: &[(&str, &str)]) -> Value {
         ("ACCOUNT_ID", ACCOUNT),
         ("INSTANCE_ID", INSTANCE),
     ];
-    for (placeholder, value) in vars.iter().chain(common.iter()) {
-        text = text.replace(placeholder, value);
-    }
-    serde_json::from_str(&text).expect("valid JSON")
+    let all: Vec<(&str, &str)> = vars.iter().chain(common.iter()).copied().collect();
+    crate::support::deploy_policy(path, &all)
 }
 
 /// The emulator's IAM: the operator's identity with deploy/iam-policy.json, and one role per team whose

@@ -5,20 +5,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestEnv, e2e_log_dir, kubeconfig, manifest};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::harness::{TestEnv, e2e_log_dir, free_port, http_get, kubeconfig, manifest};
 
 /// The status code of `GET path` on 127.0.0.1:`port` (None while nothing answers).
 async fn status(port: u16, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    out.split(' ').nth(1)?.parse().ok()
+    http_get(port, path).await?.split(' ').nth(1)?.parse().ok()
 }
 
 /// The test cluster's kubeconfig with its server moved to a port where nothing listens.

@@ -6,23 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{BindingGuard, INSTANCE, TestEnv, manifest, metric_value};
+use crate::harness::{BindingGuard, INSTANCE, TestEnv, free_port, manifest, metric_value, scrape};
 
 const T: Duration = Duration::from_secs(60);
 const REGION: &str = "us-east-1";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn scrape(port: u16) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    Some(out)
-}
 
 /// An operator in bound mode watching this test's namespace and `extra` ones; returns the namespaces
 /// and the operator's metrics port.

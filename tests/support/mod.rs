@@ -18,6 +18,20 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A policy of deploy/ (`path` from the repository root) with each placeholder of `vars` replaced by its
+/// value; panics when a placeholder is left.
+pub fn deploy_policy(path: &str, vars: &[(&str, &str)]) -> serde_json::Value {
+    let mut text = std::fs::read_to_string(repo_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    for (placeholder, value) in vars {
+        text = text.replace(placeholder, value);
+    }
+    let policy = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    for left in ["NAMESPACE_", "BINDING_NAME", "OPERATOR_ROLE_ARN", "EXTERNAL_ID", "ACCOUNT_ID", "INSTANCE_ID"] {
+        assert!(!text.contains(left), "{path}: the placeholder {left} is left: {text}");
+    }
+    policy
+}
+
 /// The `.yaml` files of `dir`, sorted.
 pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
