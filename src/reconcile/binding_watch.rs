@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use tracing::{Instrument, info, warn};
 
 use super::binding::covers;
-use super::context::{Context, MANAGER};
+use super::context::{Context, MANAGER, key};
 use crate::api::{InstanceBinding, InstanceBindingStatus, SecurityProfile};
 use crate::connect::ConnectApi;
 use crate::domain::Target;
@@ -258,8 +258,7 @@ async fn bound_profiles<C>(
             let Ok(labels) = ctx.namespace_labels(&namespace).await else { continue };
             if covers(binding, &namespace, &labels) {
                 count.0 += 1;
-                let revoked =
-                    ctx.revoked.lock().expect("revoked lock").contains_key(&format!("{namespace}/{}", p.name_any()));
+                let revoked = ctx.revoked.lock().expect("revoked lock").contains_key(&key(&p.metadata));
                 count.1 += i32::from(revoked);
             }
         }

@@ -4,8 +4,6 @@
 //! `onRevoke: Report` reports it (reason PermissionRevoked, an Event, the `revoked_profiles` metric);
 //! `Enforce` also brings the profile in Connect inside the grant (see [`super::sync`]).
 
-use kube::ResourceExt;
-
 use super::binding::Grant;
 use super::context::{Context, key};
 use super::error::Error;
@@ -62,7 +60,6 @@ pub async fn track<C>(profile: &SecurityProfile, ctx: &Context<C>, err: &Error) 
         );
         publish(ctx, profile, EventType::Warning, "RevocationEnforced", note).await;
     }
-    tracing::warn!(profile = %profile.name_any(), reason = err.reason(), "{err}");
 }
 
 /// After a successful reconcile: the profile is inside its grant.
