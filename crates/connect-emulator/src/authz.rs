@@ -136,7 +136,11 @@ pub(crate) fn authorize_connect(
 ) -> Result<(), ApiError> {
     let action = format!("connect:{operation}");
     let label = |i: usize| labels.get(i).cloned().unwrap_or_default();
-    let instance_arn = |id: &str| format!("arn:aws:connect:{}:{}:instance/{id}", connect.region, connect.account);
+    // An instance of another account never gets here (ResourceNotFoundException first).
+    let instance_arn = |id: &str| match connect.instances.get(id) {
+        Some(i) => i.arn.clone(),
+        None => format!("arn:aws:connect:{}:{}:instance/{id}", connect.region, caller.account(&connect.account)),
+    };
     let instance_tags = |id: &str| connect.instances.get(id).map(|i| i.tags.clone()).unwrap_or_default();
     let resources: Vec<(String, BTreeMap<String, String>)> = match operation {
         "CreateSecurityProfile" => vec![

@@ -52,6 +52,8 @@ impl Publisher {
 
     /// Publishes the CloudTrail event of `operation` by `identity` (see [`identity`]).
     pub(crate) fn publish(&self, operation: &str, identity: Value, request: Value, response: Value) {
+        // The account whose trail records the call: the caller's (its instance is in that account).
+        let account = identity.get("accountId").and_then(Value::as_str).unwrap_or(&self.account).to_string();
         let now = jiff::Timestamp::now();
         let time = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         let event = json!({
@@ -59,7 +61,7 @@ impl Publisher {
             "id": uuid::Uuid::new_v4().to_string(),
             "detail-type": "AWS API Call via CloudTrail",
             "source": "aws.connect",
-            "account": self.account,
+            "account": account,
             "time": time,
             "region": self.region,
             "resources": [],
@@ -79,7 +81,7 @@ impl Publisher {
                 "readOnly": false,
                 "eventType": "AwsApiCall",
                 "managementEvent": true,
-                "recipientAccountId": self.account,
+                "recipientAccountId": account,
                 "eventCategory": "Management",
             }
         });
@@ -90,7 +92,7 @@ impl Publisher {
     /// CloudTrail's `userIdentity` of `caller`: an assumed-role session, else the IAM user of the access
     /// key (its ARN from the IAM config when one names it).
     pub(crate) fn identity(&self, caller: &Caller, iam: Option<&iam::IamConfig>) -> Value {
-        let account = &self.account;
+        let account = caller.account(&self.account);
         match &caller.session {
             Some(s) => {
                 let role_name = s.role_arn.rsplit('/').next().unwrap_or_default();

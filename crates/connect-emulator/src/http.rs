@@ -160,8 +160,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     let segments: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
     let route = route(&method, &segments);
     // The quota is taken on arrival, from the head alone: before the body is read or any delay.
-    let admission = route.is_some().then(|| shared.admit());
     let caller = shared.caller(&access_key(&req));
+    let admission = route.is_some().then(|| shared.admit(caller.account(&shared.account)));
     let query = parse_query(req.uri().query());
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     if segments.first().map(String::as_str) == Some("_emulator") {
@@ -327,6 +327,20 @@ fn connect_call(shared: &Shared, call: ConnectCall, read_lag_ms: u64) -> Answer 
     // Authorization (on the true state, before input validation, as AWS) and the call hold the state's
     // lock together: no tag can change between the decision and the call.
     let mut connect = shared.connect.lock().expect("state lock");
+    let caller_account = caller.account(&shared.account);
+    if let Some(account) = connect.call_account(operation, &labels, parsed_body.as_ref().ok())
+        && account != caller_account
+    {
+        drop(connect);
+        let what = labels.first().map(String::as_str).unwrap_or_default();
+        let e = ApiError::new(
+            "ResourceNotFoundException",
+            404,
+            format!("{what} not found in account {caller_account} (it is in account {account})"),
+        );
+        record(params, e.code, e.status);
+        return Answer::Respond(error_response(&e));
+    }
     if let Some(iam) = shared.iam.lock().expect("iam lock").as_ref()
         && let Err(e) =
             authz::authorize_connect(iam, &caller, operation, &labels, &query, parsed_body.as_ref().ok(), &connect)
@@ -407,11 +421,11 @@ fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Re
         (&Method::POST, ["instances", id]) => {
             let status: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
             let mut connect = shared.connect.lock().expect("state lock");
-            add_instance(&mut connect, id, shared.default_profiles);
+            let id = add_instance(&mut connect, id, shared.default_profiles);
             if let Some(s) = status.get("instanceStatus").and_then(Value::as_str) {
-                connect.instances.get_mut(*id).expect("added").instance_status = s.to_string();
+                connect.instances.get_mut(&id).expect("added").instance_status = s.to_string();
             }
-            json_response(200, &json!(connect.instances[*id]))
+            json_response(200, &json!(connect.instances[&id]))
         }
         (&Method::GET, ["iam"]) => json_response(200, &json!(shared.iam())),
         (&Method::PUT, ["iam"]) => match serde_json::from_slice::<Option<iam::IamConfig>>(body) {
@@ -438,8 +452,11 @@ fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Re
     }
 }
 
-fn add_instance(connect: &mut Connect, id: &str, default_profiles: bool) {
+/// Adds the instance `spec` (`ID` or `ACCOUNT:ID`) unless it exists; returns its ID.
+pub(crate) fn add_instance(connect: &mut Connect, spec: &str, default_profiles: bool) -> String {
+    let id = spec.rsplit(':').next().unwrap_or(spec);
     if !connect.instances.contains_key(id) {
-        connect.add_instance(id, default_profiles, unix_now());
+        connect.add_instance(spec, default_profiles, unix_now());
     }
+    id.to_string()
 }

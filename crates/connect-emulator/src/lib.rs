@@ -13,8 +13,12 @@
 //! successful write, console edits included, is also sent to an SQS queue as the CloudTrail event that
 //! EventBridge delivers (see the `events` module), without delaying or failing the call.
 //!
-//! Connect's request quota is an exact token bucket ([`throttle`]): one per emulator (its account and
-//! Region), shared by every Connect operation, a token taken at the instant a request's head arrives.
+//! Connect's request quota is an exact token bucket ([`throttle`]) per account (the emulator serves one
+//! Region), shared by every Connect operation of the account, a token taken at the instant a request's
+//! head arrives. The caller's account is its session's role account (a role ARN's fifth field), else the
+//! emulator's own (`--account`). Instances belong to an account (`--instance ACCOUNT:ID`; a bare ID is in
+//! the emulator's own account): a call on an instance of another account than the caller's finds no such
+//! instance (ResourceNotFoundException), as IAM builds the resource ARN in the caller's account.
 //!
 //! When a call takes effect: at its arrival, plus `holdAnswersMs` when that fault is set; its answer
 //! leaves `latencyMs` after that. Either way the call runs to its end even if the caller has hung up, so a
@@ -190,7 +194,10 @@ pub struct Shared {
     pub(crate) sessions: Mutex<std::collections::HashMap<String, Session>>,
     /// The IAM in force (the control API replaces it); `None`: no IAM, every call allowed.
     pub(crate) iam: Mutex<Option<iam::IamConfig>>,
-    bucket: Mutex<throttle::TokenBucket>,
+    /// The quota: one token bucket per account (see the module docs), created full on first use.
+    buckets: Mutex<std::collections::HashMap<String, throttle::TokenBucket>>,
+    /// The emulator's own account: of callers without a session, and of instances given without one.
+    pub(crate) account: String,
     started: Instant,
     default_profiles: bool,
     /// Where the writes' CloudTrail events go (`--events-queue-url`).
@@ -221,6 +228,13 @@ pub(crate) struct Caller {
     pub session: Option<Session>,
 }
 
+impl Caller {
+    /// The account the caller acts in: its session's role account, else `default` (the emulator's).
+    pub(crate) fn account<'a>(&'a self, default: &'a str) -> &'a str {
+        self.session.as_ref().and_then(|s| s.role_arn.split(':').nth(4)).filter(|a| !a.is_empty()).unwrap_or(default)
+    }
+}
+
 pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as f64 / 1000.0).unwrap_or_default()
 }
@@ -228,16 +242,13 @@ pub fn unix_now() -> f64 {
 impl Shared {
     fn new(config: &EmulatorConfig) -> Self {
         let mut connect = Connect::new(&config.region, &config.account, config.profile_limit);
-        for id in &config.instances {
-            connect.add_instance(id, config.default_profiles, unix_now());
+        for spec in &config.instances {
+            http::add_instance(&mut connect, spec, config.default_profiles);
         }
         Self {
             connect: Mutex::new(connect),
-            bucket: Mutex::new(throttle::TokenBucket::new(
-                config.faults.throttle_rate,
-                config.faults.throttle_burst,
-                Instant::now(),
-            )),
+            buckets: Mutex::new(std::collections::HashMap::new()),
+            account: config.account.clone(),
             faults: Mutex::new(config.faults.clone()),
             calls: Mutex::new(Vec::new()),
             sessions: Mutex::new(std::collections::HashMap::new()),
@@ -251,11 +262,20 @@ impl Shared {
         }
     }
 
-    /// A Connect request has arrived: takes a token now; `false` means the caller is throttled (and
-    /// took nothing). The instant is read under the bucket's lock, so the bucket sees arrivals in order.
-    fn admit(&self) -> (bool, Instant) {
-        let mut bucket = self.bucket.lock().expect("bucket lock");
+    /// A Connect request of `account` has arrived: takes a token of that account's bucket now; `false`
+    /// means the caller is throttled (and took nothing). The instant is read under the buckets' lock, so
+    /// each bucket sees arrivals in order.
+    fn admit(&self, account: &str) -> (bool, Instant) {
+        let mut buckets = self.buckets.lock().expect("bucket lock");
         let now = Instant::now();
+        let bucket = match buckets.get_mut(account) {
+            Some(b) => b,
+            None => {
+                let faults = self.faults.lock().expect("faults lock");
+                let bucket = throttle::TokenBucket::new(faults.throttle_rate, faults.throttle_burst, now);
+                buckets.entry(account.to_string()).or_insert(bucket)
+            }
+        };
         (bucket.take(now), now)
     }
 
@@ -295,16 +315,22 @@ impl Shared {
         Ok(())
     }
 
-    /// Replaces the faults. The bucket keeps its tokens (at most the new burst): new faults do not refill it.
+    /// Replaces the faults. The buckets keep their tokens (at most the new burst): new faults do not
+    /// refill them.
     pub fn set_faults(&self, faults: Faults) {
-        let mut bucket = self.bucket.lock().expect("bucket lock");
-        bucket.reconfigure(faults.throttle_rate, faults.throttle_burst, Instant::now());
+        let mut buckets = self.buckets.lock().expect("bucket lock");
+        let now = Instant::now();
+        for bucket in buckets.values_mut() {
+            bucket.reconfigure(faults.throttle_rate, faults.throttle_burst, now);
+        }
         *self.faults.lock().expect("faults lock") = faults;
     }
 
-    /// The tokens in the bucket now.
+    /// The tokens in the emulator's own account's bucket now.
     pub fn throttle_tokens(&self) -> f64 {
-        self.bucket.lock().expect("bucket lock").tokens(Instant::now())
+        let tokens = self.buckets.lock().expect("bucket lock").get(&self.account).map(|b| b.tokens(Instant::now()));
+        // No call yet: a full bucket.
+        tokens.unwrap_or_else(|| self.faults.lock().expect("faults lock").throttle_burst)
     }
 
     /// A console edit (see [`Connect::console_edit`]), recorded as a `Console` call unless it only sets the
@@ -458,11 +484,11 @@ impl Emulator {
         profile.map(f).is_some()
     }
 
-    /// Adds an instance in the given status (`ACTIVE`, `CREATION_FAILED`, ...).
-    pub fn add_instance(&self, id: &str, status: &str) {
+    /// Adds an instance (`ID` or `ACCOUNT:ID`) in the given status (`ACTIVE`, `CREATION_FAILED`, ...).
+    pub fn add_instance(&self, spec: &str, status: &str) {
         let default_profiles = self.shared.default_profiles;
         let mut connect = self.shared.connect.lock().expect("state lock");
-        connect.add_instance(id, default_profiles, unix_now());
-        connect.instances.get_mut(id).expect("added").instance_status = status.into();
+        let id = http::add_instance(&mut connect, spec, default_profiles);
+        connect.instances.get_mut(&id).expect("added").instance_status = status.into();
     }
 }

@@ -19,7 +19,8 @@ struct Args {
     /// Write the bound address (host:port) to this file once listening.
     #[arg(long)]
     addr_file: Option<PathBuf>,
-    /// Instance IDs to create (repeatable).
+    /// Instances to create (repeatable): `ID` (in --account) or `ACCOUNT:ID` (in that account, with its
+    /// own quota; only sessions of that account's roles reach it).
     #[arg(long = "instance", default_values_t = [DEFAULT_INSTANCE_ID.to_string()])]
     instances: Vec<String>,
     #[arg(long, default_value = "us-east-1")]

@@ -37,6 +37,9 @@ pub use profile::Profile;
 #[serde(rename_all = "PascalCase")]
 pub struct Instance {
     pub id: String,
+    /// The AWS account the instance is in.
+    #[serde(default)]
+    pub account: String,
     pub arn: String,
     pub instance_alias: String,
     pub created_time: f64,
@@ -87,11 +90,15 @@ impl Connect {
         Self { region: region.into(), account: account.into(), profile_limit, instances: BTreeMap::new() }
     }
 
-    pub fn add_instance(&mut self, id: &str, with_default_profiles: bool, now: f64) {
-        let arn = format!("arn:aws:connect:{}:{}:instance/{id}", self.region, self.account);
+    /// Adds an instance: `spec` is its ID, in the emulator's account, or `ACCOUNT:ID`, in that account.
+    /// Returns the instance's ID.
+    pub fn add_instance(&mut self, spec: &str, with_default_profiles: bool, now: f64) -> String {
+        let (account, id) = spec.split_once(':').unwrap_or((self.account.as_str(), spec));
+        let arn = format!("arn:aws:connect:{}:{account}:instance/{id}", self.region);
         let alias = format!("emulated-{}", id.chars().take(8).collect::<String>());
         let mut instance = Instance {
             id: id.into(),
+            account: account.into(),
             arn,
             instance_alias: alias,
             created_time: now,
@@ -107,6 +114,7 @@ impl Connect {
             }
         }
         self.instances.insert(id.into(), instance);
+        id.to_string()
     }
 
     fn new_profile(&self, instance: &Instance, name: &str, now: f64) -> Profile {
@@ -133,6 +141,19 @@ impl Connect {
             ));
         }
         Ok(instance)
+    }
+
+    /// The account of the instance a Connect call addresses (for the tag operations, the account of the
+    /// resource ARN), when there is one: a caller of another account sees no such resource.
+    pub fn call_account(&self, operation: &str, labels: &[String], body: Option<&Object>) -> Option<String> {
+        let instance = match operation {
+            "SearchSecurityProfiles" => body?.get("InstanceId")?.as_str()?,
+            "TagResource" | "UntagResource" | "ListTagsForResource" => {
+                return labels.first()?.split(':').nth(4).map(str::to_string);
+            }
+            _ => labels.first()?.as_str(),
+        };
+        self.instances.get(instance).map(|i| i.account.clone())
     }
 
     fn any_instance(&self, id: &str) -> Result<&Instance, ApiError> {
@@ -214,7 +235,7 @@ impl Connect {
                 Ok(json!({"Instance": {
                     "Id": i.id, "Arn": i.arn, "IdentityManagementType": "CONNECT_MANAGED",
                     "InstanceAlias": i.instance_alias, "CreatedTime": i.created_time,
-                    "ServiceRole": format!("arn:aws:iam::{}:role/aws-service-role/connect.amazonaws.com/AWSServiceRoleForAmazonConnect", self.account),
+                    "ServiceRole": format!("arn:aws:iam::{}:role/aws-service-role/connect.amazonaws.com/AWSServiceRoleForAmazonConnect", i.account),
                     "InstanceStatus": i.instance_status, "InboundCallsEnabled": true, "OutboundCallsEnabled": true,
                     "InstanceAccessUrl": format!("https://{}.my.connect.aws", i.instance_alias),
                     "Tags": i.tags,
