@@ -201,6 +201,9 @@ pub struct InstanceBindingStatus {
     pub revoked_profiles: i32,
     /// Ready: the binding is usable: its role is allowed by the operator's --allowed-role-arns, its
     /// allowAdoption parses, and the operator reached the instance with its identity (ListSecurityProfiles).
+    /// EventsQueue, only with the operator's --events-queue-url: True (Reading) while it reads Connect's
+    /// CloudTrail events from the queue, False (QueueUnreadable, with SQS's error) while it cannot, and
+    /// the instance listings fall back to --observe-interval.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

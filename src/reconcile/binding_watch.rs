@@ -1,8 +1,9 @@
 //! The InstanceBinding watch: it fills the bindings store the bind step reads, requeues every
 //! SecurityProfile when a binding is created, changed (its spec) or deleted, and reports each binding's
 //! status: Ready when the operator reaches the instance with the binding's identity (one
-//! ListSecurityProfiles page per binding and generation, and again every `PROBE_EVERY`), and the number
-//! of SecurityProfiles it binds.
+//! ListSecurityProfiles page per binding and generation, and again every `PROBE_EVERY`), the number
+//! of SecurityProfiles it binds, and with `--events-queue-url` whether the events queue is read
+//! (EventsQueue, written again as soon as the queue's state changes).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,8 @@ use kube::{Resource, ResourceExt};
 use tracing::{Instrument, info, warn};
 
 use super::binding::covers;
-use super::context::{Context, MANAGER, key};
+use super::context::{Context, MANAGER, Settings, key};
+use super::events_queue::QueueState;
 use crate::api::{InstanceBinding, InstanceBindingStatus, SecurityProfile};
 use crate::connect::ConnectApi;
 use crate::domain::Target;
@@ -45,6 +47,7 @@ pub async fn run<C: ConnectApi>(
     let mut seen: HashMap<String, Option<i64>> = HashMap::new();
     let mut probed: HashMap<String, (Option<i64>, Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut queue = ctx.events_queue.subscribe();
     loop {
         tokio::select! {
             event = events.next() => {
@@ -80,6 +83,7 @@ pub async fn run<C: ConnectApi>(
                 }
             }
             _ = tick.tick() => report_all(&ctx, &namespaces, &api, &profiles, &mut probed).await,
+            Ok(()) = queue.changed() => report_all(&ctx, &namespaces, &api, &profiles, &mut probed).await,
         }
     }
 }
@@ -109,12 +113,15 @@ async fn report_all<C: ConnectApi>(
                 probe(ctx, &binding, generation, previous.as_ref()).await
             }
         };
+        let state = ctx.events_queue.borrow().clone();
+        let previous = current.conditions.iter().find(|c| c.type_ == EVENTS_QUEUE);
+        let events = events_queue_condition(&ctx.settings, &state, generation, previous);
         let (bound, revoked) = bound_profiles(ctx, &binding, profiles).await;
         let next = InstanceBindingStatus {
             observed_generation: generation,
             bound_profiles: bound,
             revoked_profiles: revoked,
-            conditions: vec![ready],
+            conditions: std::iter::once(ready).chain(events).collect(),
         };
         if next != current {
             let patch = serde_json::json!({
@@ -161,7 +168,7 @@ async fn probe<C: ConnectApi>(
     let spec = &binding.spec;
     if let Some((reason, message)) = misconfiguration(&ctx.settings, binding) {
         warn!(reason, %message, "the InstanceBinding is unusable");
-        return condition("False", reason.into(), message, generation, previous);
+        return condition("Ready", "False", reason.into(), message, generation, previous);
     }
     let target = Target {
         region: spec.region.clone(),
@@ -191,12 +198,12 @@ async fn probe<C: ConnectApi>(
     if status == "False" {
         warn!(%reason, %message, "the InstanceBinding's identity cannot reach its instance");
     }
-    condition(status, reason, message, generation, previous)
+    condition("Ready", status, reason, message, generation, previous)
 }
 
 /// What makes a binding unusable before any call: a role --allowed-role-arns does not allow, an
 /// allowAdoption of the wrong shape, no namespaces named or selected.
-fn misconfiguration(settings: &super::context::Settings, binding: &InstanceBinding) -> Option<(&'static str, String)> {
+fn misconfiguration(settings: &Settings, binding: &InstanceBinding) -> Option<(&'static str, String)> {
     let spec = &binding.spec;
     if let Some(role) = &spec.role_arn
         && !settings.role_allowed(role)
@@ -219,7 +226,50 @@ fn misconfiguration(settings: &super::context::Settings, binding: &InstanceBindi
     None
 }
 
+/// The type of the condition that says whether the events queue is read.
+const EVENTS_QUEUE: &str = "EventsQueue";
+
+/// The EventsQueue condition: none without `--events-queue-url`; True (`Reading`) while the queue is
+/// read, False (`QueueUnreadable`, with SQS's error) while it cannot be; the binding's current one while
+/// the first ReceiveMessage has not answered (a restart writes nothing).
+fn events_queue_condition(
+    settings: &Settings,
+    state: &QueueState,
+    generation: Option<i64>,
+    previous: Option<&Condition>,
+) -> Option<Condition> {
+    let url = settings.events_queue_url.as_ref()?;
+    let (status, reason, message) = match state {
+        QueueState::Unknown => return previous.cloned(),
+        QueueState::Reading => (
+            "True",
+            "Reading",
+            format!(
+                "Reading Connect's CloudTrail events from {url}; each instance is listed every \
+                 --events-observe-interval ({})",
+                friendly(settings.events_observe_interval.max(settings.observe_interval))
+            ),
+        ),
+        QueueState::Unreadable(error) => (
+            "False",
+            "QueueUnreadable",
+            format!(
+                "Cannot read the events queue {url} ({error}); the instance listings fall back to \
+                 --observe-interval ({}) until it can be read",
+                friendly(settings.observe_interval)
+            ),
+        ),
+    };
+    Some(condition(EVENTS_QUEUE, status, reason.into(), message, generation, previous))
+}
+
+/// A duration as the flags spell it (`2m`, `30m`).
+fn friendly(d: Duration) -> String {
+    jiff::SignedDuration::try_from(d).map(|d| format!("{d:#}")).unwrap_or_else(|_| format!("{d:?}"))
+}
+
 fn condition(
+    type_: &str,
     status: &str,
     reason: String,
     message: String,
@@ -228,7 +278,7 @@ fn condition(
 ) -> Condition {
     let unchanged = previous.is_some_and(|p| p.status == status);
     Condition {
-        type_: "Ready".into(),
+        type_: type_.into(),
         status: status.into(),
         reason,
         message,
@@ -269,7 +319,6 @@ async fn bound_profiles<C>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::context::Settings;
 
     fn binding(spec: serde_json::Value) -> InstanceBinding {
         let mut full = serde_json::json!({"instanceId": "i-1", "region": "eu-west-2"});
@@ -294,5 +343,47 @@ mod tests {
             Some("InvalidAllowAdoption")
         );
         assert_eq!(reason(serde_json::json!({})), Some("NoNamespaces"));
+    }
+
+    #[test]
+    fn the_events_queue_condition_follows_the_queue() {
+        let url = "https://sqs.eu-west-2.amazonaws.com/111122223333/connect-events";
+        let on = Settings { events_queue_url: Some(url.into()), ..Settings::default() };
+        let unreadable = QueueState::Unreadable("AWS.SimpleQueueService.NonExistentQueue: no such queue".into());
+        let decide = |settings: &Settings, state: &QueueState, previous: Option<&Condition>| {
+            events_queue_condition(settings, state, Some(3), previous)
+        };
+        // Events off: no condition, whatever the state.
+        assert_eq!(decide(&Settings::default(), &QueueState::Reading, None), None);
+
+        let reading = decide(&on, &QueueState::Reading, None).unwrap();
+        assert_eq!(
+            (reading.type_.as_str(), reading.status.as_str(), reading.reason.as_str()),
+            ("EventsQueue", "True", "Reading")
+        );
+        assert!(
+            reading.message.contains(url) && reading.message.contains("--events-observe-interval (30m)"),
+            "{}",
+            reading.message
+        );
+        assert_eq!(reading.observed_generation, Some(3));
+
+        let down = decide(&on, &unreadable, Some(&reading)).unwrap();
+        assert_eq!((down.status.as_str(), down.reason.as_str()), ("False", "QueueUnreadable"));
+        assert!(down.message.contains("NonExistentQueue: no such queue"), "names the error: {}", down.message);
+        assert!(down.message.contains("fall back to --observe-interval (2m)"), "{}", down.message);
+
+        // Not known yet (the first ReceiveMessage of a restarted operator): the current condition stays.
+        assert_eq!(decide(&on, &QueueState::Unknown, Some(&down)), Some(down.clone()));
+        assert_eq!(decide(&on, &QueueState::Unknown, None), None);
+
+        // The same state again is the same condition, its lastTransitionTime included: nothing to write.
+        let old = Time(jiff::Timestamp::UNIX_EPOCH);
+        let earlier = Condition { last_transition_time: old.clone(), ..down.clone() };
+        assert_eq!(decide(&on, &unreadable, Some(&earlier)), Some(earlier.clone()));
+        // Another error keeps the transition time; reading again moves it.
+        let other = decide(&on, &QueueState::Unreadable("AccessDenied: denied".into()), Some(&earlier)).unwrap();
+        assert_eq!((other.last_transition_time, other.reason.as_str()), (old.clone(), "QueueUnreadable"));
+        assert_ne!(decide(&on, &QueueState::Reading, Some(&earlier)).unwrap().last_transition_time, old);
     }
 }

@@ -10,6 +10,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store, store::Writer};
 
+use super::events_queue::QueueState;
 use crate::api::{InstanceBinding, SecurityProfileStatus};
 use crate::runtime::Metrics;
 
@@ -154,9 +155,10 @@ pub struct Context<C> {
     /// (the `revoked_profiles` metric counts them).
     pub(crate) revoked: Mutex<HashMap<String, String>>,
     binding_writer: Mutex<Option<Writer<InstanceBinding>>>,
-    /// Whether the events queue is being read ([`super::events_queue`]): the listings then come every
-    /// `events_observe_interval`.
-    pub(crate) events_up: std::sync::atomic::AtomicBool,
+    /// What the events reader ([`super::events_queue`]) knows of its queue: while it is read the
+    /// listings come every `events_observe_interval`; the binding watch subscribes to it and reports it
+    /// on each binding's status (its EventsQueue condition) when it changes.
+    pub(crate) events_queue: tokio::sync::watch::Sender<QueueState>,
 }
 
 impl<C> Context<C> {
@@ -185,14 +187,14 @@ impl<C> Context<C> {
             last_status: Mutex::default(),
             namespace_labels: Mutex::default(),
             revoked: Mutex::default(),
-            events_up: Default::default(),
+            events_queue: tokio::sync::watch::Sender::new(QueueState::default()),
         }
     }
 
     /// How long an instance's observer waits between listings: `events_observe_interval` while the
     /// events queue is read (never shorter than `observe_interval`), else `observe_interval`.
     pub fn observe_interval(&self) -> Duration {
-        if self.events_up.load(std::sync::atomic::Ordering::Relaxed) {
+        if *self.events_queue.borrow() == QueueState::Reading {
             self.settings.events_observe_interval.max(self.settings.observe_interval)
         } else {
             self.settings.observe_interval

@@ -10,11 +10,11 @@
 //! more, and the reconcile reads what Connect holds now, whatever the event said. The operator's own
 //! writes (its sessions `csp-*` and `csp.*`, or its own access key without a role) are ignored. A
 //! message that is not such an event is logged and deleted; a queue that cannot be read is retried
-//! with backoff, `connect_operator_events_queue_up` drops to 0 and the listings fall back to
-//! `--observe-interval`.
+//! with backoff, `connect_operator_events_queue_up` drops to 0, the listings fall back to
+//! `--observe-interval` and each InstanceBinding's `EventsQueue` condition turns False
+//! (`QueueUnreadable`, see [`QueueState`]).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aws_sdk_sqs::config::ProvideCredentials;
@@ -163,10 +163,22 @@ fn region_of_queue(url: &str) -> Option<String> {
     labels.get(at + 1).map(|r| r.to_string())
 }
 
-/// Reads the queue `url` until the process ends.
-pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-    let mut builder = aws_sdk_sqs::config::Builder::from(&config)
+/// What the reader knows of its queue: the listings' interval, `connect_operator_events_queue_up` and
+/// the bindings' EventsQueue condition follow it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum QueueState {
+    /// Events are off, or the first ReceiveMessage has not answered yet.
+    #[default]
+    Unknown,
+    /// The last ReceiveMessage succeeded.
+    Reading,
+    /// The last ReceiveMessage failed with this error (SQS's code and message).
+    Unreadable(String),
+}
+
+/// The SQS client of the queue `url`.
+fn client(config: &aws_config::SdkConfig, url: &str) -> aws_sdk_sqs::Client {
+    let mut builder = aws_sdk_sqs::config::Builder::from(config)
         // A long poll answers after up to WAIT_TIME_SECONDS: an attempt may take that long, and more.
         .timeout_config(
             aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
@@ -175,21 +187,30 @@ pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
                 .build(),
         );
     // The queue's own Region (a real queue URL names it), else the operator's, else us-east-1.
-    match region_of_queue(&url) {
+    match region_of_queue(url) {
         Some(region) => builder = builder.region(aws_sdk_sqs::config::Region::new(region)),
         None if config.region().is_none() => builder = builder.region(aws_sdk_sqs::config::Region::new("us-east-1")),
         None => {}
     }
-    let client = aws_sdk_sqs::Client::from_conf(builder.build());
+    aws_sdk_sqs::Client::from_conf(builder.build())
+}
+
+/// Reads the queue `url` until the process ends.
+pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
+    let client = client(&config, &url);
     let provider = config.credentials_provider();
     let mut own = Own::default();
     info!(queue = %url, "reading Connect's CloudTrail events from the queue");
     let mut failures: u32 = 0;
     loop {
+        // Until the queue is known to be read (at start, after a failure) a short poll, which answers
+        // at once: the bindings' status shows the queue's state within a second, not after 20 s.
+        let reading = *ctx.events_queue.borrow() == QueueState::Reading;
         let received = client
             .receive_message()
             .queue_url(&url)
-            .wait_time_seconds(WAIT_TIME_SECONDS)
+            .wait_time_seconds(if reading { WAIT_TIME_SECONDS } else { 0 })
             .max_number_of_messages(MAX_MESSAGES)
             .send()
             .await;
@@ -199,7 +220,7 @@ pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
                     info!(queue = %url, "the events queue is read again");
                 }
                 failures = 0;
-                set_up(&ctx, true);
+                set_state(&ctx, QueueState::Reading);
                 if !out.messages().is_empty() {
                     own.refresh(provider.as_ref()).await;
                 }
@@ -215,9 +236,10 @@ pub async fn run<C: ConnectApi>(ctx: Arc<Context<C>>, url: String) {
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                set_up(&ctx, false);
+                let error = short(&e);
+                set_state(&ctx, QueueState::Unreadable(error.clone()));
                 let wait = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(failures - 1)).min(BACKOFF_MAX);
-                warn!(queue = %url, error = %short(&e), retry_in = ?wait, "cannot read the events queue; the instance listings fall back to --observe-interval");
+                warn!(queue = %url, error = %error, retry_in = ?wait, "cannot read the events queue; the instance listings fall back to --observe-interval");
                 tokio::time::sleep(crate::domain::jitter(wait, 0.1)).await;
             }
         }
@@ -237,9 +259,14 @@ where
     }
 }
 
-fn set_up<C>(ctx: &Context<C>, up: bool) {
-    ctx.events_up.store(up, Ordering::Relaxed);
-    ctx.metrics.set_events_queue_up(up);
+/// Records the queue's state; a change wakes the binding watch, which reports it.
+fn set_state<C>(ctx: &Context<C>, state: QueueState) {
+    ctx.metrics.set_events_queue_up(state == QueueState::Reading);
+    ctx.events_queue.send_if_modified(|current| {
+        let changed = *current != state;
+        *current = state;
+        changed
+    });
 }
 
 /// One message: requeues the profiles it names; logs (and so drops) anything else.

@@ -1,10 +1,13 @@
 //! End to end, drift found by events (issue 22): the emulator sends every write to an SQS queue (moto's
 //! server) as the CloudTrail event EventBridge delivers; the operator, listing each instance only every
 //! 30 minutes, reads the queue and repairs a console edit within seconds, with no listing; it deletes
-//! what is not an event and goes on; its own writes' events cost no read.
+//! what is not an event and goes on; its own writes' events cost no read; a queue it cannot read shows
+//! on the InstanceBindings' status (EventsQueue) within seconds.
 
 use std::time::{Duration, Instant};
 
+use connect_operator::api::InstanceBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::json;
 
 use crate::harness::{INSTANCE, SqsServer, TestEnv, free_port, manifest, scrape};
@@ -12,6 +15,8 @@ use crate::harness::{INSTANCE, SqsServer, TestEnv, free_port, manifest, scrape};
 const T: Duration = Duration::from_secs(60);
 /// A console edit is repaired through the queue within this.
 const REPAIR: Duration = Duration::from_secs(15);
+/// A change of the queue's state shows on the bindings' status within this.
+const REPORTED: Duration = Duration::from_secs(5);
 
 struct EventsEnv {
     env: TestEnv,
@@ -53,6 +58,19 @@ impl EventsEnv {
     fn log_lines(&self, parts: &[&str]) -> usize {
         let log = std::fs::read_to_string(&self.env.operator.as_ref().unwrap().log).unwrap_or_default();
         log.lines().filter(|l| parts.iter().all(|p| l.contains(p))).count()
+    }
+
+    /// Waits (at most `within`) until the InstanceBinding `name`'s EventsQueue condition has `status`
+    /// and `reason`; returns it.
+    async fn wait_events_queue(&self, name: &str, status: &str, reason: &str, within: Duration) -> Condition {
+        let api: kube::Api<InstanceBinding> = kube::Api::all(self.env.client.clone());
+        let what = format!("binding {name} EventsQueue={status} ({reason})");
+        self.env
+            .wait_for(&what, within, async || {
+                let conditions = api.get(name).await.ok()?.status?.conditions;
+                conditions.into_iter().find(|c| c.type_ == "EventsQueue" && c.status == status && c.reason == reason)
+            })
+            .await
     }
 
     async fn wait_log(&self, what: &str, parts: &[&str], at_least: usize) {
@@ -155,6 +173,8 @@ async fn queue_up(port: u16) -> Option<f64> {
     line.rsplit(' ').next()?.parse().ok()
 }
 
+/// Also: the InstanceBinding of the namespace shows it, EventsQueue False (QueueUnreadable, naming SQS's
+/// error) while the queue cannot be read and True (Reading) within seconds once it can.
 #[tokio::test]
 async fn a_queue_that_cannot_be_read_brings_the_listings_back_until_it_can() {
     let sqs = SqsServer::start(&format!("events-down-{:05}", rand::random_range(0..100_000)));
@@ -167,7 +187,14 @@ async fn a_queue_that_cannot_be_read_brings_the_listings_back_until_it_can() {
         &["--observe-interval", "1s", "--metrics-addr", &metrics],
         &[("EVENTS_QUEUE_URL", &queue), ("AWS_ENDPOINT_URL_SQS", &sqs.endpoint)],
     );
+    let binding = format!("{}-events", env.ns);
+    let _binding = env.bind(&binding, json!({"instanceId": INSTANCE, "region": "us-east-1", "namespaces": [env.ns]}));
     let e = EventsEnv { env, sqs, queue };
+    let down = e.wait_events_queue(&binding, "False", "QueueUnreadable", REPORTED).await;
+    println!("binding EventsQueue while the queue cannot be read: {}", down.message);
+    for part in ["NonExistentQueue", "fall back to --observe-interval (1s)", e.queue.as_str()] {
+        assert!(down.message.contains(part), "the message says {part:?}: {}", down.message);
+    }
     e.profile("ev-down").await;
     e.env.wait_for("events_queue_up 0", T, async || (queue_up(port).await? == 0.0).then_some(())).await;
     let lists = e.count("ListSecurityProfiles");
@@ -181,6 +208,11 @@ async fn a_queue_that_cannot_be_read_brings_the_listings_back_until_it_can() {
     // --events-observe-interval (30m).
     assert_eq!(e.sqs.create_queue("connect-events-late").await, e.queue);
     e.env.wait_for("events_queue_up 1", T, async || (queue_up(port).await? == 1.0).then_some(())).await;
+    // The change is reported on the bindings' status at once (not at the next minute's report).
+    let read_again = Instant::now();
+    let up = e.wait_events_queue(&binding, "True", "Reading", REPORTED).await;
+    println!("queue read again -> binding EventsQueue True in {} ms: {}", read_again.elapsed().as_millis(), up.message);
+    assert_ne!(up.last_transition_time, down.last_transition_time, "a transition");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let lists = e.count("ListSecurityProfiles");
     tokio::time::sleep(Duration::from_secs(4)).await;
