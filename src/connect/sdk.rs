@@ -70,22 +70,16 @@ pub struct SdkConnect {
     settings: ConnectSettings,
     limiter: RateLimiter,
     metrics: Arc<Metrics>,
-    clients: Mutex<HashMap<ClientKey, aws_sdk_connect::Client>>,
+    /// Built once per key, however many reconciles ask at once: each client assumes its role once and
+    /// caches the credentials (a race here made one AssumeRole per concurrent first call).
+    clients: Mutex<HashMap<ClientKey, Arc<tokio::sync::OnceCell<aws_sdk_connect::Client>>>>,
 }
 
 impl SdkConnect {
     /// Loads the AWS configuration from the environment.
     pub async fn from_env(settings: ConnectSettings, metrics: Arc<Metrics>) -> Self {
         let base = aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await;
-        let default_region = base.region().map(|r| r.to_string());
-        Self {
-            base,
-            default_region,
-            limiter: RateLimiter::new(settings.rate),
-            settings,
-            metrics,
-            clients: Mutex::new(HashMap::new()),
-        }
+        Self::from_config(base, settings, metrics)
     }
 
     /// Like [`SdkConnect::from_env`], but with `region` instead of the SDK's Region chain, whose last
@@ -95,9 +89,14 @@ impl SdkConnect {
             .region(Region::new(region.clone()))
             .load()
             .await;
+        Self::from_config(base, settings, metrics)
+    }
+
+    /// Over the loaded configuration `base` (its Region is the default one).
+    pub fn from_config(base: aws_config::SdkConfig, settings: ConnectSettings, metrics: Arc<Metrics>) -> Self {
         Self {
+            default_region: base.region().map(|r| r.to_string()),
             base,
-            default_region: Some(region),
             limiter: RateLimiter::new(settings.rate),
             settings,
             metrics,
@@ -120,9 +119,17 @@ impl SdkConnect {
         let session = role.as_ref().map(|_| target.session_name.clone().unwrap_or_else(|| "connect-operator".into()));
         let tags = if role.is_some() { target.session_tags.clone() } else { Vec::new() };
         let key = (target.region.clone(), role.clone(), session.clone(), tags.clone());
-        if let Some(c) = self.clients.lock().expect("client cache lock").get(&key) {
-            return c.clone();
-        }
+        let cell = self.clients.lock().expect("client cache lock").entry(key).or_default().clone();
+        cell.get_or_init(|| self.build_client(target, role, session, tags)).await.clone()
+    }
+
+    async fn build_client(
+        &self,
+        target: &Target,
+        role: Option<String>,
+        session: Option<String>,
+        tags: Vec<(String, String)>,
+    ) -> aws_sdk_connect::Client {
         let mut builder = aws_sdk_connect::config::Builder::from(&self.base)
             .region(Region::new(target.region.clone()))
             // One attempt per SDK call: retries go through `call`, and so through the rate limiter.
@@ -134,6 +141,10 @@ impl SdkConnect {
                     .build(),
             );
         if let Some(role) = &role {
+            // A credentials cache of its own: the SDK's shared one keeps 64 identities and evicts the
+            // rest, and an operator of 100 bindings has three hundred (a session per namespace, the
+            // observer's and the probe's per role): each eviction was one more AssumeRole.
+            builder = builder.identity_cache(aws_sdk_connect::config::IdentityCache::lazy().build());
             let mut provider =
                 aws_config::sts::AssumeRoleProvider::builder(role).session_name(session.unwrap_or_default()).tags(tags);
             if let Some(id) = &self.settings.external_id {
@@ -142,9 +153,7 @@ impl SdkConnect {
             let provider = provider.region(Region::new(target.region.clone())).configure(&self.base).build().await;
             builder = builder.credentials_provider(provider);
         }
-        let client = aws_sdk_connect::Client::from_conf(builder.build());
-        self.clients.lock().expect("client cache lock").insert(key, client.clone());
-        client
+        aws_sdk_connect::Client::from_conf(builder.build())
     }
 
     /// One Connect call: up to `max_attempts` attempts, each after a token from the rate limiter (at the
@@ -219,6 +228,49 @@ fn retryable(operation: &str, e: &ConnectError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many reconciles of one namespace starting at once (a restart, a rollout): one client, one
+    /// AssumeRole, however many ask before the first is built.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_identity_assumes_its_role_once_however_many_ask_and_however_many_there_are() {
+        use crate::connect::ConnectApi;
+        let faults = connect_emulator::Faults { throttle_rate: 0.0, ..Default::default() };
+        let config = connect_emulator::EmulatorConfig { faults, ..Default::default() };
+        let emu = connect_emulator::Emulator::start(config).await.unwrap();
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(emu.endpoint())
+            .credentials_provider(Credentials::new("AKIDOPERATOR", "secret", None, None, "static"))
+            .load()
+            .await;
+        let settings = ConnectSettings { rate: Rate { per_second: 0.0, ..Default::default() }, ..Default::default() };
+        let sdk = Arc::new(SdkConnect::from_config(base, settings, Arc::new(Metrics::default())));
+        let target = Target {
+            region: "us-east-1".into(),
+            instance_id: connect_emulator::DEFAULT_INSTANCE_ID.into(),
+            role_arn: Some("arn:aws:iam::123456789012:role/team-a".into()),
+            session_name: Some("csp-team-a".into()),
+            session_tags: vec![("namespace".into(), "team-a".into())],
+            tenant: "team-a".into(),
+            priority: crate::domain::Priority::User,
+        };
+        let probes = (0..32).map(|_| {
+            let (sdk, target) = (sdk.clone(), target.clone());
+            tokio::spawn(async move { sdk.probe_instance(&target).await })
+        });
+        assert!(futures::future::join_all(probes).await.into_iter().all(|r| r.is_ok_and(|r| r.is_ok())));
+        let assumed = emu.calls().iter().filter(|c| c.operation == "AssumeRole").count();
+        assert_eq!(assumed, 1, "one AssumeRole for 32 concurrent first calls of one identity");
+        // Many identities (bindings, namespaces): each keeps its credentials, used again and again.
+        for _round in 0..2 {
+            for i in 0..80 {
+                let target = Target { session_name: Some(format!("csp-team-{i}")), ..target.clone() };
+                sdk.probe_instance(&target).await.unwrap();
+            }
+        }
+        let assumed = emu.calls().iter().filter(|c| c.operation == "AssumeRole").count();
+        assert_eq!(assumed, 1 + 80, "one AssumeRole per identity, however many identities");
+    }
 
     #[test]
     fn only_what_cannot_have_taken_effect_is_repeated() {

@@ -23,7 +23,7 @@ use super::context::{Context, MANAGER, Settings, key};
 use super::events_queue::QueueState;
 use crate::api::{InstanceBinding, InstanceBindingStatus, SecurityProfile};
 use crate::connect::ConnectApi;
-use crate::domain::Target;
+use crate::domain::{Priority, Target};
 use kube::core::DeserializeGuard;
 
 /// How often a binding's reachability is checked again when nothing changes.
@@ -105,12 +105,16 @@ async fn report_all<C: ConnectApi>(
         let generation = binding.meta().generation;
         let current = binding.status.clone().unwrap_or_default();
         let ready = current.conditions.iter().find(|c| c.type_ == "Ready").cloned();
-        let due = probed.get(&name).is_none_or(|(g, at)| *g != generation || at.elapsed() >= PROBE_EVERY);
-        let ready = match ready {
-            Some(ready) if !due => ready,
-            previous => {
+        if ready.is_some() && current.observed_generation == generation {
+            // Probed before a restart, for this generation: as good as probed now.
+            probed.entry(name.clone()).or_insert((generation, Instant::now()));
+        }
+        let ready = match (ready, probe_due(ctx, probed.get(&name), &binding)) {
+            (Some(ready), None) => ready,
+            (previous, priority) => {
                 probed.insert(name.clone(), (generation, Instant::now()));
-                probe(ctx, &binding, generation, previous.as_ref()).await
+                let priority = priority.unwrap_or(Priority::User);
+                probe(ctx, &binding, previous.as_ref(), priority).await
             }
         };
         let state = ctx.events_queue.borrow().clone();
@@ -141,6 +145,37 @@ async fn report_all<C: ConnectApi>(
     }
 }
 
+/// Whether a binding's reachability is to be checked, and at which priority: at once (user work) for a
+/// generation not probed yet (an admin's change), in the background when the last probe is older than
+/// [`PROBE_EVERY`] and no listing of the instance with the binding's identity has succeeded since (the
+/// observer lists it with the same untagged identity: a recent listing is the probe, and costs nothing
+/// more; 100 bindings probed every 10 minutes would be 600 calls an hour).
+fn probe_due<C>(
+    ctx: &Context<C>,
+    probed: Option<&(Option<i64>, Instant)>,
+    binding: &InstanceBinding,
+) -> Option<Priority> {
+    match probed {
+        Some((g, _)) if *g != binding.meta().generation => Some(Priority::User),
+        None => Some(Priority::User),
+        Some((_, at)) if at.elapsed() >= PROBE_EVERY && !listed_recently(ctx, binding) => Some(Priority::Background),
+        Some(_) => None,
+    }
+}
+
+/// Whether the instance's observer listed it with the binding's identity within [`PROBE_EVERY`], or
+/// within its own listing interval and a quarter when that is longer (30 minutes with events on).
+fn listed_recently<C>(ctx: &Context<C>, binding: &InstanceBinding) -> bool {
+    let key = super::instance_listing::InstanceKey {
+        region: binding.spec.region.clone(),
+        instance_id: binding.spec.instance_id.clone(),
+        role_arn: binding.spec.role_arn.clone(),
+    };
+    let within =
+        jiff::SignedDuration::try_from(PROBE_EVERY.max(ctx.observe_interval().mul_f64(1.25))).unwrap_or_default();
+    ctx.observations.snapshot(&key).is_some_and(|s| jiff::Timestamp::now().duration_since(s.taken_at) < within)
+}
+
 /// An operator limited to some namespaces reports only the bindings that select one of them (another
 /// operator, for other namespaces, may report the rest).
 async fn concerns_us<C>(ctx: &Context<C>, namespaces: &[String], binding: &InstanceBinding) -> bool {
@@ -162,10 +197,11 @@ async fn concerns_us<C>(ctx: &Context<C>, namespaces: &[String], binding: &Insta
 async fn probe<C: ConnectApi>(
     ctx: &Context<C>,
     binding: &InstanceBinding,
-    generation: Option<i64>,
     previous: Option<&Condition>,
+    priority: Priority,
 ) -> Condition {
     let spec = &binding.spec;
+    let generation = binding.meta().generation;
     if let Some((reason, message)) = misconfiguration(&ctx.settings, binding) {
         warn!(reason, %message, "the InstanceBinding is unusable");
         return condition("Ready", "False", reason.into(), message, generation, previous);
@@ -178,7 +214,7 @@ async fn probe<C: ConnectApi>(
         // Untagged: a read-only session (see the observer's).
         session_tags: Vec::new(),
         tenant: String::new(),
-        priority: crate::domain::Priority::Background,
+        priority,
     };
     let (status, reason, message) = match ctx.connect.probe_instance(&target).await {
         Ok(()) => (
