@@ -25,9 +25,15 @@ use super::{Row, cpu_seconds, metric, operator_pid, row, scrape, status_mib};
 
 const ACCOUNTS: usize = 10;
 const INSTANCES_PER_ACCOUNT: usize = 10;
-const PROFILES_PER_ACCOUNT: usize = 1000;
-const TOTAL: usize = ACCOUNTS * PROFILES_PER_ACCOUNT;
+/// 1,000; `SCALE_PROFILES_PER_ACCOUNT` sets fewer for a quick look (a profiler's run, say).
+static PROFILES_PER_ACCOUNT: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+    std::env::var("SCALE_PROFILES_PER_ACCOUNT").ok().and_then(|n| n.parse().ok()).unwrap_or(1000)
+});
 const REGION: &str = "us-east-1";
+
+fn total() -> usize {
+    ACCOUNTS * *PROFILES_PER_ACCOUNT
+}
 
 fn account(k: usize) -> String {
     format!("{}", 210_000_000_000u64 + k as u64)
@@ -120,7 +126,7 @@ fn profile(name: &str, instance_id: &str, i: usize) -> SecurityProfile {
 /// Creates every account's profiles, interleaved across accounts (profile i of each account, then i+1).
 async fn create_all(client: &kube::Client, namespaces: &[String]) {
     let items: Vec<(usize, usize)> =
-        (0..PROFILES_PER_ACCOUNT).flat_map(|i| (0..ACCOUNTS).map(move |k| (k, i))).collect();
+        (0..(*PROFILES_PER_ACCOUNT)).flat_map(|i| (0..ACCOUNTS).map(move |k| (k, i))).collect();
     futures::stream::iter(items)
         .map(|(k, i)| {
             let api: Api<SecurityProfile> = Api::namespaced(client.clone(), &namespaces[k]);
@@ -181,8 +187,7 @@ pub async fn run(rows: &mut Vec<Row>) {
     }
     let sts = env.emulator.endpoint();
     // Logging at info, as a production operator runs (the tests' debug logs 10,000 reconciles).
-    let polling_env =
-        [("ALLOW_UNBOUND", "false"), ("AWS_ENDPOINT_URL_STS", sts.as_str()), ("LOG_LEVEL", "info")];
+    let polling_env = [("ALLOW_UNBOUND", "false"), ("AWS_ENDPOINT_URL_STS", sts.as_str()), ("LOG_LEVEL", "info")];
     let port = free_port();
     start_operator(&mut env, &operator_args(port, &namespaces, false), &polling_env);
     let progress = Progress::start(env.client.clone(), &env.ns);
@@ -195,13 +200,13 @@ pub async fn run(rows: &mut Vec<Row>) {
     let start = Instant::now();
     create_all(&env.client, &namespaces).await;
     let created = start.elapsed().as_secs_f64();
-    progress.wait("all Ready", Duration::from_secs(1800), |(ready, _)| ready >= TOTAL).await;
+    progress.wait("all Ready", Duration::from_secs(1800), |(ready, _)| ready >= total()).await;
     let took = start.elapsed().as_secs_f64();
     let cpu_rollout = cpu_seconds(pid) - cpu0;
     let calls = env.emulator.calls();
     let throttled = calls.iter().filter(|c| c.outcome == "ThrottlingException").count();
     let (busiest, _) = max_min(&per_account(&calls));
-    let optimum = (PROFILES_PER_ACCOUNT as f64 - 5.0) / 2.0;
+    let optimum = ((*PROFILES_PER_ACCOUNT) as f64 - 5.0) / 2.0;
     rows.push(row(
         "10,000 profiles (100 instances, 10 accounts, 1,000 each) applied to all Ready, 2/s burst 5 per account",
         format!(
@@ -212,12 +217,12 @@ pub async fn run(rows: &mut Vec<Row>) {
     ));
     rows.push(row(
         "ThrottlingExceptions during that rollout; Connect calls of the busiest account",
-        format!("{throttled}; {busiest} ({:.2}/profile)", busiest as f64 / PROFILES_PER_ACCOUNT as f64),
+        format!("{throttled}; {busiest} ({:.2}/profile)", busiest as f64 / (*PROFILES_PER_ACCOUNT) as f64),
         "0",
     ));
 
     // 2. Idle, polling: every profile's baseline recorded, then a window of two listing intervals.
-    progress.wait("every baseline", Duration::from_secs(1200), |(_, baselined)| baselined >= TOTAL).await;
+    progress.wait("every baseline", Duration::from_secs(1200), |(_, baselined)| baselined >= total()).await;
     env.emulator.control("DELETE", "calls", None);
     let m0 = scrape(port).await;
     let cpu1 = cpu_seconds(pid);
@@ -266,11 +271,12 @@ pub async fn run(rows: &mut Vec<Row>) {
     rows.push(row(
         "restart with 10,000 Ready profiles: Connect calls in the first minute",
         format!(
-            "{} in all, {max} for the busiest account ({operations:?}; {} throttled); {:.1} CPU s; {:.0} status writes; {ready} of {TOTAL} still Ready",
+            "{} in all, {max} for the busiest account ({operations:?}; {} throttled); {:.1} CPU s; {:.0} status writes; {ready} of {} still Ready",
             calls.len(),
             calls.iter().filter(|c| c.outcome == "ThrottlingException").count(),
             cpu_seconds(pid),
             metric(&m, "connect_operator_status_writes_total"),
+            total(),
         ),
         "-",
     ));
