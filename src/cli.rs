@@ -157,7 +157,7 @@ pub(crate) struct RunArgs {
     /// Retry delay for quota (LimitExceeded) and unknown-instance errors.
     #[arg(long, env = "SLOW_RETRY", default_value = Settings::DEFAULT_SLOW_RETRY, value_parser = parse_duration)]
     pub(crate) slow_retry: Duration,
-    /// Reconciles in parallel.
+    /// Reconciles in flight in the whole operator; with --namespace, shared evenly among the namespaces.
     #[arg(long, env = "CONCURRENCY", default_value_t = Settings::DEFAULT_CONCURRENCY)]
     pub(crate) concurrency: u16,
     /// How often each instance is listed (ListSecurityProfiles) to find the profiles that changed,

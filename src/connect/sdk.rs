@@ -27,6 +27,26 @@ pub fn client_for_endpoint(endpoint: &str, region: &str, max_attempts: u32) -> a
     aws_sdk_connect::Client::from_conf(config)
 }
 
+/// The HTTPS client every SDK client of the operator shares: the SDK's default, built the way the SDK
+/// builds it (rustls with aws-lc, the SDK's proxy settings from the environment), but once. Left to
+/// itself the SDK gives each client its own, with its own copy of the trusted roots and its own
+/// connection pool: with a client per identity (300 in an operator of 100 bindings) that was 67 of
+/// the 95 MiB of heap measured at 3,000 profiles. Connections stay per host, whichever identity signs.
+fn shared_https_client() -> aws_sdk_connect::config::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            aws_smithy_http_client::Connector::builder().tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
+}
+
 /// How the operator talks to Connect.
 #[derive(Debug, Clone)]
 pub struct ConnectSettings {
@@ -92,8 +112,13 @@ impl SdkConnect {
         Self::from_config(base, settings, metrics)
     }
 
-    /// Over the loaded configuration `base` (its Region is the default one).
+    /// Over the loaded configuration `base` (its Region is the default one). Unless `base` brings its own
+    /// HTTP client, every Connect and STS client built here shares one ([`shared_https_client`]).
     pub fn from_config(base: aws_config::SdkConfig, settings: ConnectSettings, metrics: Arc<Metrics>) -> Self {
+        let base = match base.http_client() {
+            Some(_) => base,
+            None => base.into_builder().http_client(shared_https_client()).build(),
+        };
         Self {
             default_region: base.region().map(|r| r.to_string()),
             base,

@@ -40,10 +40,15 @@ pub async fn run<C: ConnectApi>(
     let (observed_tx, observed_rx) = futures::channel::mpsc::unbounded();
     ctx.observations.set_requeue(observed_tx);
     let mut wiring = Wiring::default();
-    let controllers: Vec<_> = scopes(&ctx, &namespaces)
+    let scopes = scopes(&ctx, &namespaces);
+    let concurrency = scope_concurrency(ctx.settings.concurrency, scopes.len());
+    let controllers: Vec<_> = scopes
         .into_iter()
         .enumerate()
-        .map(|(i, api)| scope_controller(&ctx, api, api_namespace(&namespaces, i), &mut wiring, shutdown.clone()))
+        .map(|(i, api)| {
+            let namespace = api_namespace(&namespaces, i);
+            scope_controller(&ctx, api, namespace, concurrency, &mut wiring, shutdown.clone())
+        })
         .collect();
     tokio::spawn(route_observed(observed_rx, wiring.routes));
     if let Some(url) = ctx.settings.events_queue_url.clone() {
@@ -120,6 +125,14 @@ fn scopes<C>(ctx: &Context<C>, namespaces: &[String]) -> Vec<Api<Guarded>> {
     }
 }
 
+/// Each scope's share of `--concurrency`, a limit for the whole operator: every reconcile in flight holds
+/// its future (tens of KiB while an SDK call waits in the limiter), so ten `--namespace` scopes must not
+/// hold ten times as many. At least one each.
+fn scope_concurrency(total: u16, scopes: usize) -> u16 {
+    let scopes = u16::try_from(scopes.max(1)).unwrap_or(u16::MAX);
+    (total / scopes).max(1)
+}
+
 /// What the scopes' controllers hand to the rest: their requeue-all channels and stores (for the
 /// binding watch), and the route of observed changes to each.
 #[derive(Default)]
@@ -135,6 +148,7 @@ fn scope_controller<C: ConnectApi, S: Future<Output = ()> + Send + Sync + 'stati
     ctx: &Arc<Context<C>>,
     api: Api<Guarded>,
     namespace: Option<String>,
+    concurrency: u16,
     wiring: &mut Wiring,
     shutdown: S,
 ) -> impl Future<Output = ()> + use<C, S> {
@@ -145,7 +159,7 @@ fn scope_controller<C: ConnectApi, S: Future<Output = ()> + Send + Sync + 'stati
     let (observed, changed) = futures::channel::mpsc::unbounded();
     wiring.routes.push((namespace, observed));
     Controller::for_stream(trigger(api, writer), reader)
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .reconcile_all_on(rx)
         .reconcile_on(changed)
         .graceful_shutdown_on(shutdown)
@@ -265,5 +279,15 @@ mod tests {
             listed,
             [("securityprofiles".to_string(), None, false), ("instancebindings".to_string(), None, true)]
         );
+    }
+
+    /// `--concurrency` bounds the whole operator: scopes share it, each keeps at least one.
+    #[test]
+    fn scopes_share_the_concurrency() {
+        assert_eq!(scope_concurrency(128, 1), 128);
+        assert_eq!(scope_concurrency(128, 10), 12);
+        assert_eq!(scope_concurrency(4, 10), 1);
+        assert_eq!(scope_concurrency(128, 0), 128);
+        assert_eq!(scope_concurrency(u16::MAX, 100_000), 1);
     }
 }
