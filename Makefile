@@ -66,9 +66,14 @@ RELEASE_DIR = $${CARGO_TARGET_DIR:-target}/$(RELEASE_TRIPLE)/release
 RELEASE_BUILD = CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
 	cargo build --release --locked --target $(RELEASE_TRIPLE)
 
+# The fairness part's "before" row runs the operator of the commit before the fair limiter.
+BENCH_BEFORE_COMMIT := 931f0b1
+
 bench: cluster-up ## the benchmark (release build): prints a table and writes BENCHMARKS.md
 	$(RELEASE_BUILD) --workspace --bins --example bench
-	source $(CLUSTER_ENV) && CONNECT_OPERATOR_BIN_DIR=$(RELEASE_DIR) $(RELEASE_DIR)/examples/bench
+	scripts/bench-before.sh $(BENCH_BEFORE_COMMIT) $(CACHE)/bench-before
+	source $(CLUSTER_ENV) && CONNECT_OPERATOR_BIN_DIR=$(RELEASE_DIR) BENCH_BEFORE_BIN=$(CACHE)/bench-before/connect-operator \
+		$(RELEASE_DIR)/examples/bench
 
 # The release binary for the image is built where scripts/image/build.sh looks for it: CARGO_TARGET_DIR,
 # else the cache's cargo-target (as in .ci/run).

@@ -361,8 +361,19 @@ impl TestEnv {
         self.operator = Some(self.spawn_operator(extra, env, "operator"));
     }
 
+    /// Starts `program`, another build of the operator (the benchmark's "before"), as
+    /// [`TestEnv::start_operator`] starts this one.
+    pub fn start_operator_binary(&mut self, program: &Path, extra: &[&str]) {
+        self.operator = Some(self.spawn_operator_of(program, extra, &[], "operator"));
+    }
+
     /// Starts another `connect-operator run` process (logging to `<ns>-<log_name>.log`) and returns it.
     pub fn spawn_operator(&self, extra: &[&str], env: &[(&str, &str)], log_name: &str) -> Proc {
+        self.spawn_operator_of(&bin("connect-operator"), extra, env, log_name)
+    }
+
+    /// [`TestEnv::spawn_operator`] of the binary `program`.
+    fn spawn_operator_of(&self, program: &Path, extra: &[&str], env: &[(&str, &str)], log_name: &str) -> Proc {
         let log = log_dir().join(format!("{}-{log_name}.log", self.ns));
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let defaults = [
@@ -375,7 +386,7 @@ impl TestEnv {
             // Drift shows up in the instance's listing within a second.
             ("--observe-interval", "1s"),
         ];
-        let child = Command::new(bin("connect-operator"))
+        let child = Command::new(program)
             .args(["run", "--namespace", &self.ns])
             .args(with_defaults(extra, &defaults))
             .env("KUBECONFIG", kubeconfig())
