@@ -191,10 +191,11 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "ALLOWED_ROLE_ARNS", value_delimiter = ',')]
     pub(crate) allowed_role_arns: Vec<String>,
     /// Attempts per Connect call before the controller's own backoff takes over. The operator makes
-    /// them itself (the AWS SDK's retries are off): throttling and server errors, and for reads answers
-    /// that never came, are repeated after a short jittered pause (0.5 s, doubling), each attempt
-    /// waiting for the rate limiter. Retrying a read in place keeps a multi-call observation from
-    /// starting over.
+    /// them itself (the AWS SDK's retries are off): throttling and server errors, and for reads lost
+    /// connections, are repeated after a short jittered pause (0.5 s, doubling), each attempt waiting
+    /// for the rate limiter. Retrying a read in place keeps a multi-call observation from starting
+    /// over. An attempt that ran into `--connect-attempt-timeout` is not repeated in place: the
+    /// resource's status says so at once and the controller's backoff retries it.
     #[arg(long, env = "SDK_MAX_ATTEMPTS", default_value_t = 3)]
     pub(crate) sdk_max_attempts: u32,
     #[command(flatten)]

@@ -245,9 +245,13 @@ impl SdkConnect {
 
 /// Whether a failed attempt of `operation` may be repeated at once: it did not take effect (throttled,
 /// a server error before any effect), or it is a read, which any number of repeats leaves unchanged.
+/// Not an attempt that timed out, read or write: Connect is slow or away, a repeat would only keep the
+/// resource silent for another `--connect-attempt-timeout`; the controller's backoff retries it after
+/// the status said so.
 fn retryable(operation: &str, e: &ConnectError) -> bool {
     let read = ["Describe", "List", "Search"].iter().any(|p| operation.starts_with(p));
-    super::error::repeatable(&e.code) || (read && e.class == ErrorClass::Recoverable)
+    let timed_out = e.code == "RequestTimeout";
+    super::error::repeatable(&e.code) || (read && e.class == ErrorClass::Recoverable && !timed_out)
 }
 
 #[cfg(test)]
@@ -305,7 +309,8 @@ mod tests {
         };
         assert!(retryable("CreateSecurityProfile", &e("ThrottlingException", false)));
         assert!(!retryable("CreateSecurityProfile", &e("RequestTimeout", true)), "a create that may have happened");
-        assert!(retryable("DescribeSecurityProfile", &e("RequestTimeout", true)));
+        assert!(!retryable("DescribeSecurityProfile", &e("RequestTimeout", true)), "said in status first");
+        assert!(retryable("DescribeSecurityProfile", &e("ConnectionFailure", true)), "a read is repeated");
         let terminal = ConnectError::new(ErrorClass::Terminal, "InvalidParameterException", "x");
         assert!(!retryable("DescribeSecurityProfile", &terminal));
     }

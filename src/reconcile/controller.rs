@@ -242,7 +242,7 @@ async fn route_observed(
 }
 
 /// Drops the expired status copies of [`Context`] even when no reconcile runs.
-async fn forget_expired_statuses_periodically<C>(ctx: Arc<Context<C>>) {
+pub(super) async fn forget_expired_statuses_periodically<C>(ctx: Arc<Context<C>>) {
     let mut every = tokio::time::interval(super::context::LAST_STATUS_TTL);
     loop {
         every.tick().await;

@@ -961,22 +961,29 @@ async fn switching_to_manage_takes_an_unowned_profile_only_under_the_adoption_ru
     assert_eq!(s.events().last().map(String::as_str), Some("DriftRepaired"), "the Event names what changed");
 }
 
-/// `forget_expired_statuses`, what the controller's housekeeping task calls every LAST_STATUS_TTL,
-/// keeps a written status's copy for its TTL and drops it after, with no reconcile in between. The
-/// task itself (spawned in `controller::run`) is not exercised here.
-#[tokio::test]
-async fn forgetting_expired_statuses_keeps_a_written_status_for_its_ttl_and_drops_it_after() {
+/// The controller's housekeeping task (`controller::forget_expired_statuses_periodically`, spawned by
+/// `controller::run`) keeps a written status's copy for its TTL and drops it after, with no reconcile
+/// in between: an idle operator holds no copy of any status.
+#[tokio::test(start_paused = true)]
+async fn the_housekeeping_task_forgets_a_written_status_after_its_ttl_without_a_reconcile() {
     let object = resource(false);
     let s = Scenario::new(&object);
     s.reconcile(&object).await.expect("reconcile succeeds");
-    assert_eq!(s.ctx.last_status.lock().unwrap().len(), 1, "the written status is remembered");
-    s.ctx.forget_expired_statuses();
-    assert_eq!(s.ctx.last_status.lock().unwrap().len(), 1, "kept while the watch cache may lag");
+    let remembered = |s: &Scenario| s.ctx.last_status.lock().unwrap().len();
+    assert_eq!(remembered(&s), 1, "the written status is remembered");
+    let task = tokio::spawn(super::controller::forget_expired_statuses_periodically(s.ctx.clone()));
+    // The task's first run (at once) keeps the fresh copy: the watch cache may still lag.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(remembered(&s), 1, "kept while the watch cache may lag");
+    // The copy ages past its TTL (its clock is std's, which paused tokio time does not move) and the
+    // task's next run, one TTL later, drops it.
     for (_, at) in s.ctx.last_status.lock().unwrap().values_mut() {
         *at -= super::context::LAST_STATUS_TTL;
     }
-    s.ctx.forget_expired_statuses();
-    assert!(s.ctx.last_status.lock().unwrap().is_empty(), "an idle operator keeps no copy");
+    assert_eq!(remembered(&s), 1, "nothing but the task drops it");
+    tokio::time::sleep(super::context::LAST_STATUS_TTL).await;
+    assert_eq!(remembered(&s), 0, "an idle operator keeps no copy");
+    task.abort();
 }
 
 // --- Tenancy in depth (issue 20): each test is one finding of the security review. ---

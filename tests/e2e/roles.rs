@@ -8,8 +8,8 @@ use serde_json::json;
 
 use crate::harness::{BindingGuard, INSTANCE, TestEnv, manifest};
 
-const OPERATOR_ROLE: &str = "arn:aws:iam::111111111111:role/connect-operator";
-const TEAM_ROLE: &str = "arn:aws:iam::222222222222:role/team-a-connect-admin";
+const OPERATOR_ROLE: &str = "arn:aws:iam::123456789012:role/connect-operator";
+const TEAM_ROLE: &str = "arn:aws:iam::123456789012:role/team-a-connect-admin";
 const STATIC_KEY: &str = "AKIDEMULATOR";
 
 /// An operator with `--role-arn`; with `binding_role`, bound mode and a binding of that role.
