@@ -39,7 +39,7 @@ pub async fn report_invalid_object<C>(
         return Ok(Action::await_change());
     }
     let message = format!(
-        "The object does not match the SecurityProfile schema: {}. Fix the manifest; nothing was sent to Connect.",
+        "The object does not match the SecurityProfile schema: {}. Nothing was sent to Connect.",
         invalid.error
     );
     let next = status::next_status(

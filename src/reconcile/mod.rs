@@ -150,7 +150,7 @@ async fn sync<C: ConnectApi>(
     let current_instance =
         profile.status.as_ref().and_then(|s| s.security_profile_arn.as_deref()).and_then(instance_of_arn);
     validate::validate_spec(&profile.spec, current_instance).map_err(|errors| Error::InvalidSpec {
-        message: format!("{}. Fix the spec; nothing was sent to Connect.", validate::describe(&errors)),
+        message: format!("{}. Nothing was sent to Connect.", validate::describe(&errors)),
     })?;
     let existing = profile.status.as_ref().and_then(|s| s.security_profile_id.clone());
     let mut grant =
