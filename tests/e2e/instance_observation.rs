@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use crate::harness::{INSTANCE, TestEnv, manifest};
 
 const T: Duration = Duration::from_secs(60);
-/// With `--connect-attempt-timeout 2s`: the attempt timeout, plus the apply and the status write.
-const ATTEMPT_TIMEOUT_SAID_WITHIN: Duration = Duration::from_secs(6);
+/// With `--connect-attempt-timeout 2s`: the timed-out call's attempt timeout, plus the four applies, the
+/// pending status and the wait for a token (measured 4.3-5.1 s; repeated in place, it took 9.7 s).
+const ATTEMPT_TIMEOUT_SAID_WITHIN: Duration = Duration::from_secs(8);
 
 /// The profile IDs each DescribeSecurityProfile (and List*Members read) of the call log was about.
 fn read_ids(env: &TestEnv) -> BTreeSet<String> {
