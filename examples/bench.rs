@@ -217,12 +217,15 @@ async fn main() {
 
     // 1b. Fairness: team A rolls out 100 profiles under the real quota; 2 s later team B applies one. B's
     //     apply-to-Ready with the operator of the commit before the fair limiter (BENCH_BEFORE_BIN, built
-    //     by `make bench`: waiting calls served first come, first served) and with this one (round-robin
+    //     by `make bench`: every waiter woken per token, racing for it: no order) and with this one (round-robin
     //     across namespaces), both at --concurrency 128: every reconcile of A's rollout reaches the
     //     limiter, and only the limiter's order differs.
     if wanted("fairness") {
         let before = std::env::var("BENCH_BEFORE_BIN").ok().map(std::path::PathBuf::from);
-        let runs = [("before the fair limiter (first come, first served)", before), ("this build (round-robin)", None)];
+        let runs = [
+            ("before the fair limiter (every waiter woken per token, no order)", before),
+            ("this build (round-robin)", None),
+        ];
         for (label, binary) in runs {
             if label.starts_with("before") && binary.is_none() {
                 rows.push((
