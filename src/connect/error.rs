@@ -49,6 +49,10 @@ struct Code {
     repeat: bool,
 }
 
+/// The code of an attempt that ran into `--connect-attempt-timeout` (the SDK's TimeoutError): its outcome
+/// is unknown, and it is never repeated in place (`sdk::retryable`).
+pub const REQUEST_TIMEOUT: &str = "RequestTimeout";
+
 const fn code(name: &'static str, class: ErrorClass, repeat: bool) -> Code {
     Code { name, class, repeat }
 }
@@ -104,7 +108,7 @@ impl ConnectError {
             }
             SdkError::TimeoutError(_) => Self {
                 outcome_unknown: true,
-                ..Self::new(ErrorClass::Recoverable, "RequestTimeout", "the call to Connect timed out")
+                ..Self::new(ErrorClass::Recoverable, REQUEST_TIMEOUT, "the call to Connect timed out")
             },
             // The credentials could not be loaded (an AssumeRole refused by the role's trust policy, an
             // expired web identity token): the request never left. The SDK's error types say so only

@@ -250,7 +250,7 @@ impl SdkConnect {
 /// the status said so.
 fn retryable(operation: &str, e: &ConnectError) -> bool {
     let read = ["Describe", "List", "Search"].iter().any(|p| operation.starts_with(p));
-    let timed_out = e.code == "RequestTimeout";
+    let timed_out = e.code == super::error::REQUEST_TIMEOUT;
     super::error::repeatable(&e.code) || (read && e.class == ErrorClass::Recoverable && !timed_out)
 }
 

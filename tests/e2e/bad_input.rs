@@ -92,7 +92,8 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
     });
     let rules = cel_messages();
     let mut failures = Vec::new();
-    let mut table = vec!["| Case | Refused by | Message |".to_string(), "|---|---|---|".to_string()];
+    const HEAD: [&str; 2] = ["| Case | Refused by | Message |", "|---|---|---|"];
+    let mut table: Vec<String> = HEAD.map(String::from).to_vec();
     for (c, out) in cases.iter().zip(&outputs) {
         let err = stderr(out);
         // Which layer refused it, from what the API server said.
@@ -185,7 +186,7 @@ async fn the_corpus_is_refused_by_the_api_server_or_the_controller_and_never_rea
     table.push(String::new());
     table.push("Stored past the API server (as an API server without CEL, before 1.25, stores them):".into());
     table.push(String::new());
-    table.extend(["| Case | Refused by | Message |".to_string(), "|---|---|---|".to_string()]);
+    table.extend(HEAD.map(String::from));
     table.extend(past_the_api_server);
     let report = crate::harness::e2e_log_dir().join("bad-input-corpus.md");
     std::fs::write(&report, table.join("\n") + "\n").unwrap();

@@ -113,8 +113,8 @@ async fn connect_not_answering_shows_in_status_and_heals_without_duplicates() {
             .await;
         let synced = sp.condition("Synced").unwrap();
         assert!(synced.message.contains("Retrying"), "{}", synced.message);
-        // A create that timed out is not repeated in place (it may have taken effect): the status says
-        // so one attempt timeout (2 s) after the call, not after the hold ends.
+        // An attempt that timed out is not repeated in place, read or write: the status says so one
+        // attempt timeout (2 s) after the call, not after the hold ends.
         let said = applied.elapsed();
         println!("late-{i}: Synced {} {said:?} after apply (attempt timeout 2 s)", synced.reason);
         assert!(said < ATTEMPT_TIMEOUT_SAID_WITHIN, "late-{i} said it only after {said:?}");
