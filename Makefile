@@ -42,9 +42,14 @@ test-oldest: ## the whole test suite (make test) on the oldest supported Kuberne
 unit-test: ## tests that need no cluster
 	cargo test --locked --workspace --lib --bins --test emulator --test binary
 
-lint: ## rustfmt + clippy
+lint: ## rustfmt + clippy + shell syntax
 	cargo fmt --all --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	@for f in .ci/run $$(find scripts tests/cluster -name '*.sh'); do bash -n "$$f" || exit 1; done
+	@# `cmd | grep -q` under pipefail fails when grep exits at the first match while cmd still writes
+	@# (SIGPIPE, exit 141): a race that turned CI red once (ctr images ls). Read the whole input instead.
+	@if grep -nE '\|[[:space:]]*grep[[:space:]]+-[A-Za-z]*q' .ci/run $$(find scripts tests/cluster -name '*.sh'); then \
+	  echo "lint: pipe into 'grep ... >/dev/null', not 'grep -q' (SIGPIPE under pipefail)"; exit 1; fi
 
 crd: ## regenerate crds/*.yaml (and the chart's copies) from the Rust types
 	cargo run --locked --quiet --bin connect-operator -- crd securityprofile > crds/securityprofile.yaml

@@ -16,7 +16,7 @@ stop() {
   for name in operator emulator; do
     if [[ -f "$DEMO_DIR/$name.pid" ]]; then
       pid=$(cat "$DEMO_DIR/$name.pid")
-      if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "connect-"; then kill "$pid" || true; fi
+      if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep "connect-" >/dev/null; then kill "$pid" || true; fi
       rm -f "$DEMO_DIR/$name.pid"
     fi
   done

@@ -139,7 +139,7 @@ check_libraries() {
   local root="$1" bin="$2" interp lib
   interp="$(readelf -l "$bin" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')"
   if [[ -z "$interp" ]]; then
-    ! readelf -d "$bin" | grep -q '(NEEDED)' || image_die "$bin needs libraries but names no ELF interpreter"
+    ! readelf -d "$bin" | grep '(NEEDED)' >/dev/null || image_die "$bin needs libraries but names no ELF interpreter"
     return 0
   fi
   [[ -e "$root$interp" || -L "$root$interp" ]] || image_die "$bin needs $interp, which the base lacks"
@@ -157,7 +157,7 @@ build_operator() {
     image_die "Cargo.toml's version $version differs from the chart's appVersion $OPERATOR_VERSION: the image tag must be both"
   binary="${binary:-$IMAGE_DEFAULT_BINARY}"
   [[ -f "$binary" ]] || image_die "no operator binary at $binary: $IMAGE_BUILD_HINT"
-  readelf -h "$binary" 2>/dev/null | grep -q 'Machine:.*X86-64' || image_die "$binary is not an x86-64 ELF binary"
+  readelf -h "$binary" 2>/dev/null | grep 'Machine:.*X86-64' >/dev/null || image_die "$binary is not an x86-64 ELF binary"
   bin_version="$("$binary" --version)" || image_die "$binary --version failed"
   [[ "$bin_version" == "connect-operator $version" ]] ||
     image_die "$binary says '$bin_version', the source says $version: rebuild it"

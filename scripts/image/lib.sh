@@ -118,7 +118,7 @@ pin_debs() {
     sed -n '/^#/p' "$IMAGE_DEBS_LOCK"
     while read -r pkg _ _ _; do
       inst="$(dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true)"
-      if [[ -n "$inst" ]] && apt-cache show "$pkg=$inst" 2>/dev/null | grep -q '^SHA256:'; then
+      if [[ -n "$inst" ]] && apt-cache show "$pkg=$inst" 2>/dev/null | grep '^SHA256:' >/dev/null; then
         ver="$inst"
       else
         ver="$(apt-cache policy "$pkg" | awk '$1 == "Candidate:" { print $2 }')"

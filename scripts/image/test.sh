@@ -186,7 +186,7 @@ done
 ctr_ version >/dev/null || image_die "containerd did not answer on $T/ctr/containerd.sock"
 RUN=(run --runc-root "$T/ctr/runc" --fifo-dir "$T/ctr/fifo")
 
-in_ctr() { ctr_ images ls -q | grep -qxF "$1"; }
+in_ctr() { ctr_ images ls -q | grep -xF -- "$1" >/dev/null; }
 ctr_digest_is() { [[ "$(ctr_ images ls | awk -v ref="$1" '$1 == ref { print $3 }')" == "$2" ]]; }
 for format in docker oci; do
   for name in connect-operator pause; do
@@ -253,7 +253,7 @@ check "ctr run -d $PAUSE_IMAGE: /pause keeps running, as uid 65535" pause_runs_a
 pause_stops_on_sigterm() {
   ctr_ tasks kill -s TERM image-test-pause
   for _ in $(seq 25); do
-    if ctr_ tasks ls | awk '$1 == "image-test-pause" { print $3 }' | grep -qx STOPPED; then
+    if ctr_ tasks ls | awk '$1 == "image-test-pause" { print $3 }' | grep -x STOPPED >/dev/null; then
       ctr_ tasks delete image-test-pause >/dev/null 2>&1 || true
       ctr_ containers rm image-test-pause
       return 0

@@ -74,7 +74,7 @@ IMAGE="$("$CLUSTER_SCRIPTS_DIR/load-image.sh" "$IMAGE_TAR" ${IMAGE_NAME:+"$IMAGE
 
 step "host -> https://$SERVICE_IP_APISERVER:443 and https://$HOST_IP:$APISERVER_PORT (verified with the cluster CA)"
 for url in "https://$SERVICE_IP_APISERVER:443/version" "https://$HOST_IP:$APISERVER_PORT/version"; do
-  curl -fsS --max-time 5 --cacert "$CLUSTER_DIR/pki/ca.crt" "$url" | grep -q '"gitVersion"' ||
+  curl -fsS --max-time 5 --cacert "$CLUSTER_DIR/pki/ca.crt" "$url" | grep '"gitVersion"' >/dev/null ||
     die "$url did not answer with the version"
 done
 
@@ -131,12 +131,12 @@ ready_pod() {
   # shellcheck disable=SC2016  # a Go template
   kubectl get pods -n "$NS" -l app=node-smoke -o go-template='{{range .items}}{{if not .metadata.deletionTimestamp}}{{$n := .metadata.name}}{{range .status.conditions}}{{if and (eq .type "Ready") (eq .status "True")}}{{$n}}{{"\n"}}{{end}}{{end}}{{end}}{{end}}'
 }
-POD="$(ready_pod | head -n1)"
+POD="$(ready_pod | sed -n 1p)"
 [[ -n "$POD" ]] || die "no Ready pod after the rollout"
 kubectl get pods -n "$NS" -o wide >&2
 
 step "kubectl logs $POD"
-wait_until "the pod's first log line" 30 sh -c "kubectl logs -n '$NS' '$POD' | grep -qx node-smoke-started"
+wait_until "the pod's first log line" 30 sh -c "kubectl logs -n '$NS' '$POD' | grep -x node-smoke-started >/dev/null"
 
 step "kubectl exec: the apiserver at https://\$KUBERNETES_SERVICE_HOST:\$KUBERNETES_SERVICE_PORT with the service account token"
 # shellcheck disable=SC2016  # expanded in the pod
@@ -156,9 +156,9 @@ got="$(timeout 60 kubectl exec -n "$NS" "$POD" -- wget -qO- "http://$HOST_IP:$SE
 
 step "kubectl delete pod $POD: the deployment replaces it"
 kubectl delete pod -n "$NS" "$POD" --wait=false >&2
-replaced() { local p; p="$(ready_pod | head -n1)"; [[ -n "$p" && "$p" != "$POD" ]]; }
+replaced() { local p; p="$(ready_pod | sed -n 1p)"; [[ -n "$p" && "$p" != "$POD" ]]; }
 wait_until "a new Ready pod replacing $POD" 120 replaced
-NEW_POD="$(ready_pod | head -n1)"
+NEW_POD="$(ready_pod | sed -n 1p)"
 kubectl get pods -n "$NS" -o wide >&2
 step "$NEW_POD Ready; waiting for $POD to be gone"
 wait_until "$POD to be gone" 60 sh -c "! kubectl get pod -n '$NS' '$POD' >/dev/null 2>&1"

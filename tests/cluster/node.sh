@@ -258,7 +258,7 @@ sign_cert() {
 cert_has() {
   [[ -f "$PKI/$1.crt" && -f "$PKI/$1.key" ]] || return 1
   openssl verify -CAfile "$PKI/ca.crt" "$PKI/$1.crt" >/dev/null 2>&1 || return 1
-  openssl x509 -in "$PKI/$1.crt" -noout -text 2>/dev/null | sed 's/$/,/' | grep -qF -- "$2"
+  openssl x509 -in "$PKI/$1.crt" -noout -text 2>/dev/null | sed 's/$/,/' | grep -F -- "$2" >/dev/null
 }
 
 # Certificates of node mode (after make_pki): the apiserver's client cert for kubelets,
@@ -488,13 +488,13 @@ node_import_image() {
     return 0
   fi
   want="$(normalize_image_ref "$want")"
-  if ! printf '%s\n' "${names[@]}" | grep -qxF -- "$want"; then
+  if ! printf '%s\n' "${names[@]}" | grep -xF -- "$want" >/dev/null; then
     ctr_ images tag --force "${names[0]}" "$want" >/dev/null || die "ctr images tag ${names[0]} $want failed"
   fi
   echo "$want"
 }
 
-node_image_present() { ctr_ images ls -q 2>/dev/null | grep -qxF -- "$1"; }
+node_image_present() { ctr_ images ls -q 2>/dev/null | grep -xF -- "$1" >/dev/null; }
 
 # --- stopping (down.sh) ---------------------------------------------------
 
@@ -717,10 +717,10 @@ sys.exit(0 if ips == {sys.argv[1]} else 1)' "$HOST_IP"
 }
 
 kube_proxy_synced() {
-  iptables -t nat -S 2>/dev/null | grep -qF -- "--to-destination $HOST_IP:$APISERVER_PORT"
+  iptables -t nat -S 2>/dev/null | grep -F -- "--to-destination $HOST_IP:$APISERVER_PORT" >/dev/null
 }
 
-kubelet_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" | grep -qx ok; }
+kubelet_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" | grep -x ok >/dev/null; }
 
 # ClusterRole system:node for the group system:nodes (there is no Node authorizer).
 node_rbac() {

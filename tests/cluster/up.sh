@@ -122,7 +122,7 @@ api() { # api PATH [curl args...]: authenticated request to our apiserver
 load_state() {
   TOKEN=""
   APISERVER_PORT=""
-  if [[ -f "$TOKEN_FILE" ]]; then TOKEN="$(cut -d, -f1 "$TOKEN_FILE" | head -n1)"; fi
+  if [[ -f "$TOKEN_FILE" ]]; then TOKEN="$(cut -d, -f1 "$TOKEN_FILE" | sed -n 1p)"; fi
   # shellcheck disable=SC1090
   if [[ -f "$PORTS_FILE" ]]; then source "$PORTS_FILE"; fi
 }
@@ -192,7 +192,7 @@ EOF
     printf '%s,admin,admin,"system:masters"\n' "$(openssl rand -hex 24)" >"$TOKEN_FILE"
     chmod 600 "$TOKEN_FILE"
   fi
-  TOKEN="$(cut -d, -f1 "$TOKEN_FILE" | head -n1)"
+  TOKEN="$(cut -d, -f1 "$TOKEN_FILE" | sed -n 1p)"
 }
 
 write_kubeconfig() {
@@ -287,7 +287,7 @@ wait_bound() {
   shift 3
   until "$@" >/dev/null 2>&1 && running_pid "$name" >/dev/null; do
     if ! running_pid "$name" >/dev/null; then
-      if since_last_start "$name" | grep -q 'address already in use'; then
+      if since_last_start "$name" | grep 'address already in use' >/dev/null; then
         log "$name found a port taken; picking other ports"
         return 1
       fi
@@ -298,7 +298,7 @@ wait_bound() {
   done
 }
 
-etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'; }
+etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" | grep '"health":"true"' >/dev/null; }
 apiserver_ready() { [[ "$(api /readyz)" == ok ]]; }
 # Our apiserver answers (with our CA) on its port, ready or not.
 apiserver_listening() { api /healthz -o /dev/null; }
