@@ -243,6 +243,27 @@ impl<C> Context<C> {
         self.observations.send(objects);
     }
 
+    /// Requeues the profiles whose next observation is due (the resync of in-sync profiles; see
+    /// [`super::report::observe_again_after_resync`]) and forgets their due times; returns how many.
+    pub(crate) fn requeue_due(&self) -> usize {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .next_observe
+            .lock()
+            .expect("next_observe lock")
+            .extract_if(|_, at| *at <= now)
+            .map(|(key, _)| key)
+            .collect();
+        let objects: Vec<_> = due
+            .iter()
+            .filter_map(|key| key.split_once('/'))
+            .map(|(namespace, name)| kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+            .collect();
+        let n = objects.len();
+        self.observations.send(objects);
+        n
+    }
+
     /// Records the status this process just wrote for the object `uid`, and drops expired copies.
     pub(crate) fn remember_status(&self, uid: String, status: SecurityProfileStatus) {
         self.forget_expired_statuses();

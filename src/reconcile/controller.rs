@@ -56,6 +56,7 @@ pub async fn run<C: ConnectApi>(
         tokio::spawn(super::events_queue::run(ctx.clone(), url));
     }
     tokio::spawn(forget_expired_statuses_periodically(ctx.clone()));
+    tokio::spawn(requeue_due_periodically(ctx.clone()));
     if bindings_installed {
         tokio::spawn(binding_watch::run(ctx.clone(), namespaces.clone(), wiring.requeue, wiring.stores));
         // Reconciling before the bindings are listed would refuse every profile for a moment.
@@ -247,6 +248,23 @@ pub(super) async fn forget_expired_statuses_periodically<C>(ctx: Arc<Context<C>>
     loop {
         every.tick().await;
         ctx.forget_expired_statuses();
+    }
+}
+
+/// How often the resync task looks for due profiles: the resync's granularity (its jitter is ±10% of
+/// ten minutes by default).
+pub(super) const RESYNC_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The resync: requeues the in-sync profiles whose next observation is due ([`Context::requeue_due`]).
+pub(super) async fn requeue_due_periodically<C>(ctx: Arc<Context<C>>) {
+    let mut every = tokio::time::interval(RESYNC_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let n = ctx.requeue_due();
+        if n > 0 {
+            tracing::debug!(profiles = n, "resync: requeued the profiles due for observation");
+        }
     }
 }
 

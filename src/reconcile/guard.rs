@@ -48,12 +48,11 @@ pub fn skip_terminal<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<A
 }
 
 /// `Some(action)` when an in-sync profile is not due for its next observation yet (its guardrails,
-/// which cost no call, were checked before).
+/// which cost no call, were checked before): it waits, and the resync task requeues it when it is due.
 pub fn not_due<C>(profile: &SecurityProfile, ctx: &Context<C>) -> Option<Action> {
     let current = settled(profile) && !reconcile_requested(profile);
     let due = *ctx.next_observe.lock().expect("next_observe lock").get(&key(&profile.metadata))?;
-    let now = Instant::now();
-    (current && due > now).then(|| Action::requeue(due - now))
+    (current && due > Instant::now()).then(Action::await_change)
 }
 
 /// Whether the paused annotation is set.

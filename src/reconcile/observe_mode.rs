@@ -9,7 +9,7 @@ use super::context::Context;
 use super::error::Error;
 use super::report::write_status;
 use super::status::{Identity, Outcome, reason};
-use super::{Step, instance_listing, retry};
+use super::{Step, instance_listing};
 use crate::api::{ManagementPolicy, SecurityProfile, SecurityProfileStatus};
 use crate::connect::ConnectApi;
 use crate::domain::diff::diff;
@@ -46,7 +46,7 @@ pub async fn report<C: ConnectApi>(step: &Step<'_, C>, id: &str, observed: &Obse
     let identity =
         Identity::Set { id: id.to_string(), arn: observed.arn.clone(), last_modified: observed.last_modified.clone() };
     write_status(step.profile, step.api, step.ctx, identity, &outcome).await?;
-    Ok(Action::requeue(retry::resync_delay(&step.ctx.settings)))
+    Ok(super::report::observe_again_after_resync(step.profile, step.ctx))
 }
 
 /// Records the profile found by name as the one this resource observes (nothing is taken over).

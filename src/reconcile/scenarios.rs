@@ -290,7 +290,38 @@ async fn new_resource_gets_finalizer_then_profile_then_status() {
     assert_eq!(condition(&status, "Synced").reason, "ReconcileSucceeded");
     assert_eq!(condition(&status, "Ready").observed_generation, Some(1));
     assert_eq!(s.events(), ["Created"]);
-    assert_ne!(action, Action::await_change(), "a created profile is re-observed after the resync interval");
+    // Re-observed after the resync interval by the resync task (a due time in one map), not by a timer
+    // of its own in the controller's scheduler.
+    assert_eq!(action, Action::await_change());
+    let due = s.ctx.next_observe.lock().unwrap().get(&context::key(&object.metadata)).copied().expect("a due time");
+    let wait = due - std::time::Instant::now();
+    let resync = s.ctx.settings.resync;
+    assert!(wait > resync.mul_f64(0.85) && wait <= resync.mul_f64(1.1), "{wait:?}: the resync interval, jittered");
+}
+
+/// The resync: the resync task (`controller::requeue_due_periodically`) requeues an in-sync profile once
+/// its due time has come, once; the reconcile that follows sets the next one.
+#[tokio::test(start_paused = true)]
+async fn the_resync_task_requeues_an_in_sync_profile_once_when_it_is_due() {
+    let object = resource(false);
+    let s = Scenario::new(&object);
+    let (tx, mut requeued) = futures::channel::mpsc::unbounded();
+    s.ctx.observations.set_requeue(tx);
+    assert_eq!(s.reconcile(&object).await.expect("created"), Action::await_change());
+    let task = tokio::spawn(super::controller::requeue_due_periodically(s.ctx.clone()));
+    tokio::time::sleep(super::controller::RESYNC_SWEEP * 3).await;
+    assert!(requeued.try_recv().is_err(), "not due yet: nothing requeued");
+    // Its due time comes (std's clock, which paused tokio time does not move).
+    for at in s.ctx.next_observe.lock().unwrap().values_mut() {
+        *at = std::time::Instant::now();
+    }
+    tokio::time::sleep(super::controller::RESYNC_SWEEP).await;
+    let object_ref = requeued.try_recv().expect("requeued");
+    assert_eq!((object_ref.name.as_str(), object_ref.namespace.as_deref()), (NAME, Some(NS)));
+    assert!(s.ctx.next_observe.lock().unwrap().is_empty(), "its due time is used up");
+    tokio::time::sleep(super::controller::RESYNC_SWEEP * 3).await;
+    assert!(requeued.try_recv().is_err(), "requeued once");
+    task.abort();
 }
 
 #[tokio::test]
