@@ -21,10 +21,9 @@ use tracing::{Instrument, info, warn};
 use super::binding::covers;
 use super::context::{Context, MANAGER, Settings, key};
 use super::events_queue::QueueState;
-use crate::api::{InstanceBinding, InstanceBindingStatus, SecurityProfile};
+use crate::api::{InstanceBinding, InstanceBindingStatus};
 use crate::connect::ConnectApi;
 use crate::domain::{Priority, Target};
-use kube::core::DeserializeGuard;
 
 /// How often a binding's reachability is checked again when nothing changes.
 const PROBE_EVERY: Duration = Duration::from_secs(600);
@@ -35,7 +34,7 @@ pub async fn run<C: ConnectApi>(
     ctx: Arc<Context<C>>,
     namespaces: Vec<String>,
     requeue: Vec<UnboundedSender<()>>,
-    profiles: Vec<Store<DeserializeGuard<SecurityProfile>>>,
+    profiles: Vec<Store<super::cache::CachedProfile>>,
 ) {
     let Some(writer) = ctx.take_binding_writer() else {
         warn!("the InstanceBinding watch runs once per process");
@@ -94,7 +93,7 @@ async fn report_all<C: ConnectApi>(
     ctx: &Context<C>,
     namespaces: &[String],
     api: &Api<InstanceBinding>,
-    profiles: &[Store<DeserializeGuard<SecurityProfile>>],
+    profiles: &[Store<super::cache::CachedProfile>],
     probed: &mut HashMap<String, (Option<i64>, Instant)>,
 ) {
     for binding in ctx.bindings.state() {
@@ -331,13 +330,12 @@ fn condition(
 async fn bound_profiles<C>(
     ctx: &Context<C>,
     binding: &InstanceBinding,
-    profiles: &[Store<DeserializeGuard<SecurityProfile>>],
+    profiles: &[Store<super::cache::CachedProfile>],
 ) -> (i32, i32) {
     let mut count = (0, 0);
     for store in profiles {
         for p in store.state() {
-            let Ok(p) = &p.0 else { continue };
-            if p.spec.instance_id != binding.spec.instance_id {
+            if p.instance_id.as_deref() != Some(binding.spec.instance_id.as_str()) {
                 continue;
             }
             let namespace = p.namespace().unwrap_or_default();

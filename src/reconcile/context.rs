@@ -232,7 +232,7 @@ impl<C> Context<C> {
     /// resync timer says.
     pub(crate) fn requeue_observed(
         &self,
-        objects: Vec<kube::runtime::reflector::ObjectRef<kube::core::DeserializeGuard<crate::api::SecurityProfile>>>,
+        objects: Vec<kube::runtime::reflector::ObjectRef<super::cache::CachedProfile>>,
     ) {
         {
             let mut due = self.next_observe.lock().expect("next_observe lock");

@@ -6,23 +6,23 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
+use kube::Resource;
 use kube::api::{Api, ApiResource};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
-use kube::{Resource, ResourceExt};
 use tracing::{Instrument, warn};
 
 use super::binding_watch;
+use super::cache::CachedProfile;
 use super::context::Context;
 use super::retry::error_policy;
 use crate::api::{InstanceBinding, SecurityProfile};
 use crate::connect::ConnectApi;
 use crate::runtime::Listable;
 
-/// What the controllers watch: a SecurityProfile, or what could not be read as one.
-type Guarded = DeserializeGuard<SecurityProfile>;
+/// What the controllers watch and cache ([`super::cache`]).
+type Watched = CachedProfile;
 
 /// Runs the controller until `shutdown` completes: all namespaces when `namespaces` is empty, else those.
 pub async fn run<C: ConnectApi>(
@@ -87,7 +87,7 @@ pub fn listables(namespaces: &[String], allow_unbound: bool) -> Vec<Listable> {
 /// Fails when the SecurityProfile CRD is not installed, or when SecurityProfiles cannot be listed in
 /// all namespaces and all are watched (a namespaced watch may lack the cluster-wide right).
 async fn check_profiles_listable<C: ConnectApi>(ctx: &Context<C>, namespaces: &[String]) -> anyhow::Result<()> {
-    let probe: Api<Guarded> = Api::all(ctx.client.clone());
+    let probe: Api<Watched> = Api::all(ctx.client.clone());
     if let Err(e) = probe.list(&kube::api::ListParams::default().limit(1)).await {
         if matches!(&e, kube::Error::Api(s) if s.is_not_found()) {
             anyhow::bail!(
@@ -118,7 +118,7 @@ async fn bindings_installed<C: ConnectApi>(ctx: &Context<C>) -> anyhow::Result<b
 }
 
 /// One API per watch: all namespaces, or one per watched namespace.
-fn scopes<C>(ctx: &Context<C>, namespaces: &[String]) -> Vec<Api<Guarded>> {
+fn scopes<C>(ctx: &Context<C>, namespaces: &[String]) -> Vec<Api<Watched>> {
     if namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
@@ -139,15 +139,15 @@ fn scope_concurrency(total: u16, scopes: usize) -> u16 {
 #[derive(Default)]
 struct Wiring {
     requeue: Vec<UnboundedSender<()>>,
-    stores: Vec<Store<Guarded>>,
-    routes: Vec<(Option<String>, UnboundedSender<ObjectRef<Guarded>>)>,
+    stores: Vec<Store<Watched>>,
+    routes: Vec<(Option<String>, UnboundedSender<ObjectRef<Watched>>)>,
 }
 
 /// The controller of one scope (`namespace`, None for all): its filtered watch feeding reconciles, each
 /// in its span; it registers its channels and store in `wiring`.
 fn scope_controller<C: ConnectApi, S: Future<Output = ()> + Send + Sync + 'static>(
     ctx: &Arc<Context<C>>,
-    api: Api<Guarded>,
+    api: Api<Watched>,
     namespace: Option<String>,
     concurrency: u16,
     wiring: &mut Wiring,
@@ -171,17 +171,13 @@ fn scope_controller<C: ConnectApi, S: Future<Output = ()> + Send + Sync + 'stati
 /// The watch of one scope, cached in `writer`'s store, filtered to the changes that can alter what a
 /// reconcile does: generation, finalizers, annotations, deletion (not our own status writes).
 fn trigger(
-    api: Api<Guarded>,
-    writer: Writer<Guarded>,
-) -> impl futures::Stream<Item = Result<Guarded, watcher::Error>> + Send + 'static {
-    let deletion = |o: &Guarded| o.meta().deletion_timestamp.as_ref().map(|_| 1u64);
+    api: Api<Watched>,
+    writer: Writer<Watched>,
+) -> impl futures::Stream<Item = Result<Watched, watcher::Error>> + Send + 'static {
+    let deletion = |o: &Watched| o.meta().deletion_timestamp.as_ref().map(|_| 1u64);
     watcher(api, watcher::Config::default().page_size(100))
         .default_backoff()
-        // The cache keeps what reconciles read: not managedFields nor kubectl's copy of the manifest.
-        .modify(|o: &mut Guarded| {
-            o.managed_fields_mut().clear();
-            o.annotations_mut().remove("kubectl.kubernetes.io/last-applied-configuration");
-        })
+        .modify(super::cache::slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(
@@ -190,21 +186,28 @@ fn trigger(
         )
 }
 
-/// [`super::reconcile`] in the span of its object: every line a reconcile logs carries its namespace,
-/// name, generation and instance.
+/// [`super::reconcile`] of the whole object behind a cached one, in the span of its object: every line
+/// a reconcile logs carries its namespace, name, generation and instance. An object gone since the
+/// event has nothing left to reconcile.
 fn reconcile_in_span<C: ConnectApi>(
-    obj: Arc<Guarded>,
+    obj: Arc<Watched>,
     ctx: Arc<Context<C>>,
 ) -> impl Future<Output = Result<Action, super::Error>> + Send + 'static {
     let span = reconcile_span(&obj);
-    super::reconcile(obj, ctx).instrument(span)
+    async move {
+        match super::cache::read(&ctx.client, &obj).await.map_err(super::Error::ReadObject)? {
+            Some(full) => super::reconcile(Arc::new(full), ctx).await,
+            None => Ok(Action::await_change()),
+        }
+    }
+    .instrument(span)
 }
 
 /// The span of one reconcile (`instance` is empty for an object that does not parse). The object's
 /// name is `profile`: a field called `name` would collide with the span's own `name` in JSON logs.
-fn reconcile_span(obj: &Guarded) -> tracing::Span {
+fn reconcile_span(obj: &Watched) -> tracing::Span {
     let meta = obj.meta();
-    let instance = obj.0.as_ref().map(|p| p.spec.instance_id.as_str()).unwrap_or_default();
+    let instance = obj.instance_id.as_deref().unwrap_or_default();
     tracing::info_span!(
         "reconcile",
         namespace = meta.namespace.as_deref().unwrap_or_default(),
@@ -216,7 +219,7 @@ fn reconcile_span(obj: &Guarded) -> tracing::Span {
 
 /// Logs what a reconcile came to: failures at warn, with the error's reason and category.
 fn log_outcome(
-    result: Result<(ObjectRef<Guarded>, Action), kube::runtime::controller::Error<super::Error, watcher::Error>>,
+    result: Result<(ObjectRef<Watched>, Action), kube::runtime::controller::Error<super::Error, watcher::Error>>,
 ) {
     match result {
         Ok((obj, _)) => tracing::debug!(object = %obj, "reconciled"),
@@ -229,8 +232,8 @@ fn log_outcome(
 
 /// Sends each profile an instance observer found changed to the controller of its namespace.
 async fn route_observed(
-    mut observed: UnboundedReceiver<ObjectRef<Guarded>>,
-    routes: Vec<(Option<String>, UnboundedSender<ObjectRef<Guarded>>)>,
+    mut observed: UnboundedReceiver<ObjectRef<Watched>>,
+    routes: Vec<(Option<String>, UnboundedSender<ObjectRef<Watched>>)>,
 ) {
     while let Some(object) = observed.next().await {
         let ns: Option<String> = object.namespace.clone();

@@ -69,6 +69,8 @@ pub enum Error {
     WriteStatus(#[source] kube::Error),
     #[error("reading an invalid object: {0}")]
     ReadInvalidObject(#[source] kube::Error),
+    #[error("reading the object: {0}")]
+    ReadObject(#[source] kube::Error),
 
     // --- The resource itself ---
     /// The spec breaks a rule; `message` names the field and the rule.
@@ -255,7 +257,7 @@ impl Error {
         let (retry, category, reason, keeps_ready, in_status, lifted_by_adoption) = match self {
             // --- Kubernetes API ---
             Error::AddFinalizer(_) | Error::RemoveFinalizer(_) | Error::WriteStatus(_) => kube(),
-            Error::ReadInvalidObject(_) => kube(),
+            Error::ReadInvalidObject(_) | Error::ReadObject(_) => kube(),
             // --- The resource itself ---
             Error::InvalidSpec { .. } => (WhenSpecChanges, Validation, Fixed(VALIDATION_FAILED), READY, STATUS, NOT_LIFTED),
             Error::InvalidObject { .. } => (WhenSpecChanges, Validation, Fixed(INVALID_OBJECT), NOT_READY, STATUS, NOT_LIFTED),
@@ -434,6 +436,7 @@ impl Error {
             | Error::RemoveFinalizer(_)
             | Error::WriteStatus(_)
             | Error::ReadInvalidObject(_)
+            | Error::ReadObject(_)
             | Error::NamespaceUnreadable { .. }
             | Error::NameNotYetSearchable { .. }
             | Error::Create(_)
@@ -485,6 +488,7 @@ mod tests {
             Error::RemoveFinalizer(kube_error()),
             Error::WriteStatus(kube_error()),
             Error::ReadInvalidObject(kube_error()),
+            Error::ReadObject(kube_error()),
             Error::InvalidSpec { message: s("spec.tags: aws: is reserved") },
             Error::InvalidObject { message: s("spec.permissions: invalid type: integer, expected a string") },
             Error::RenamedInConnect { id: s("sp-1"), connect_name: s("A"), spec_name: s("B") },
@@ -539,6 +543,7 @@ mod tests {
             Error::RemoveFinalizer(_) => ("RemoveFinalizer", Kubernetes),
             Error::WriteStatus(_) => ("WriteStatus", Kubernetes),
             Error::ReadInvalidObject(_) => ("ReadInvalidObject", Kubernetes),
+            Error::ReadObject(_) => ("ReadObject", Kubernetes),
             Error::InvalidSpec { .. } => ("InvalidSpec", Validation),
             Error::InvalidObject { .. } => ("InvalidObject", Validation),
             Error::RenamedInConnect { .. } => ("RenamedInConnect", Validation),

@@ -15,12 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::channel::mpsc::UnboundedSender;
-use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{Instrument, debug, warn};
 
 use super::context::Context;
-use crate::api::SecurityProfile;
 use crate::connect::ConnectApi;
 use crate::domain::{Expectation, Listing, Priority, Target, Verdict};
 
@@ -50,7 +48,7 @@ pub struct Snapshot {
     pub taken_at: jiff::Timestamp,
 }
 
-type Object = ObjectRef<DeserializeGuard<SecurityProfile>>;
+type Object = ObjectRef<super::cache::CachedProfile>;
 
 struct Watched {
     object: Object,

@@ -19,6 +19,7 @@ pub mod apply;
 pub mod audit;
 pub mod binding;
 pub mod binding_watch;
+pub mod cache;
 pub mod cleanup;
 pub mod context;
 pub mod controller;

@@ -5,16 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Resource;
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 
 use super::context::{Context, Settings, Terminal, key};
 use super::error::{Error, Retry};
-use crate::api::SecurityProfile;
 
 /// The controller's error policy: remembers terminal failures for their generation and requeues the
 /// rest per [`retry_after`].
-pub fn error_policy<C>(obj: Arc<DeserializeGuard<SecurityProfile>>, err: &Error, ctx: Arc<Context<C>>) -> Action {
+pub fn error_policy<C, K: Resource>(obj: Arc<K>, err: &Error, ctx: Arc<Context<C>>) -> Action {
     let key = key(obj.meta());
     let failures = {
         let mut map = ctx.failures.lock().expect("failures lock");
