@@ -38,7 +38,7 @@ where
 }
 
 fn main() -> anyhow::Result<()> {
-    limit_malloc_arenas();
+    tune_malloc();
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(async_main())
 }
 
@@ -116,30 +116,37 @@ fn replica_identity() -> String {
 }
 
 /// glibc gives each thread that allocates its own malloc arena (up to 8 per core); an operator that
-/// spends its time waiting on the network does not need them, and they dominate idle RSS.
-fn limit_malloc_arenas() {
+/// spends its time waiting on the network does not need them, and they dominate idle RSS. And glibc
+/// raises its mmap threshold (up to 32 MiB) each time a large block is freed, so that later large
+/// buffers (a listing page, a watch page of 100 objects) come from the heap and leave it fragmented
+/// around what lives on; a fixed threshold keeps every block of 64 KiB or more in its own mapping,
+/// returned to the kernel when freed.
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         unsafe extern "C" {
             fn mallopt(param: i32, value: i32) -> i32;
         }
         const M_ARENA_MAX: i32 = -8;
+        const M_MMAP_THRESHOLD: i32 = -3;
         // SAFETY: mallopt only adjusts allocator tuning; called before any other thread exists.
         unsafe {
             mallopt(M_ARENA_MAX, 1);
+            mallopt(M_MMAP_THRESHOLD, 64 * 1024);
         }
     }
 }
 
-/// glibc keeps freed heap pages (from a rollout's or a relist's transient buffers) mapped; once a minute
-/// hand them back to the kernel so that an idle operator's RSS reflects what it holds.
+/// glibc keeps freed heap pages (from a rollout's or a relist's transient buffers, a listing round's)
+/// mapped; every 15 s hand them back to the kernel so that an idle operator's RSS reflects what it
+/// holds (a trim walks the free lists only).
 fn release_freed_memory_periodically() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     tokio::spawn(async {
         unsafe extern "C" {
             fn malloc_trim(pad: usize) -> i32;
         }
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(15));
         loop {
             every.tick().await;
             // SAFETY: malloc_trim only returns free memory to the kernel; it is thread-safe.

@@ -2,6 +2,7 @@
 //! written against, its aws-sdk-connect implementation ([`SdkConnect`]), and the classification of every
 //! error into one class ([`ErrorClass`]).
 
+mod assume_role;
 mod convert;
 mod error;
 #[cfg(test)]

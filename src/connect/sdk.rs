@@ -10,6 +10,7 @@ use aws_sdk_connect::config::retry::RetryConfig;
 use aws_sdk_connect::config::timeout::TimeoutConfig;
 use aws_sdk_connect::config::{BehaviorVersion, Credentials, Region};
 
+use super::assume_role::AssumedRole;
 use super::limiter::{Rate, RateLimiter};
 use super::{ConnectError, ErrorClass};
 use crate::domain::Target;
@@ -93,6 +94,8 @@ pub struct SdkConnect {
     /// Built once per key, however many reconciles ask at once: each client assumes its role once and
     /// caches the credentials (a race here made one AssumeRole per concurrent first call).
     clients: Mutex<HashMap<ClientKey, Arc<tokio::sync::OnceCell<aws_sdk_connect::Client>>>>,
+    /// One STS client per Region, for every role session's AssumeRole ([`AssumedRole`]).
+    sts: Mutex<HashMap<String, aws_sdk_sts::Client>>,
 }
 
 impl SdkConnect {
@@ -126,6 +129,7 @@ impl SdkConnect {
             settings,
             metrics,
             clients: Mutex::new(HashMap::new()),
+            sts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -170,15 +174,26 @@ impl SdkConnect {
             // rest, and an operator of 100 bindings has three hundred (a session per namespace, the
             // observer's and the probe's per role): each eviction was one more AssumeRole.
             builder = builder.identity_cache(aws_sdk_connect::config::IdentityCache::lazy().build());
-            let mut provider =
-                aws_config::sts::AssumeRoleProvider::builder(role).session_name(session.unwrap_or_default()).tags(tags);
-            if let Some(id) = &self.settings.external_id {
-                provider = provider.external_id(id);
-            }
-            let provider = provider.region(Region::new(target.region.clone())).configure(&self.base).build().await;
-            builder = builder.credentials_provider(provider);
+            builder = builder.credentials_provider(AssumedRole {
+                sts: self.sts_client(&target.region),
+                role_arn: role.clone(),
+                session_name: session.unwrap_or_default(),
+                tags,
+                external_id: self.settings.external_id.clone(),
+            });
         }
         aws_sdk_connect::Client::from_conf(builder.build())
+    }
+
+    /// The STS client of `region` (its regional endpoint), signed with the operator's own credentials.
+    fn sts_client(&self, region: &str) -> aws_sdk_sts::Client {
+        let mut all = self.sts.lock().expect("sts client lock");
+        let client = all.entry(region.to_string()).or_insert_with(|| {
+            aws_sdk_sts::Client::from_conf(
+                aws_sdk_sts::config::Builder::from(&self.base).region(Region::new(region.to_string())).build(),
+            )
+        });
+        client.clone()
     }
 
     /// One Connect call: up to `max_attempts` attempts, each after a token from the rate limiter (at the
