@@ -8,6 +8,7 @@
 //! | `GET /_emulator/state` | every instance and profile |
 //! | `GET/PUT /_emulator/faults` | read or replace the [`Faults`](super::Faults) (the throttle's bucket keeps its tokens) |
 //! | `GET /_emulator/throttle` | `{"tokens": ...}`: what is left in the throttle's bucket now |
+//! | `PUT /_emulator/events` | `{"paused": true}` stops publishing CloudTrail events (`--events-queue-url`), `false` resumes |
 //! | `GET/PUT /_emulator/iam` | read or replace the IAM in force ([`IamConfig`](super::iam::IamConfig) JSON; `null`: IAM off) |
 //! | `POST /_emulator/instances/{id}` | adds an instance (body `{"instanceStatus": "CREATION_FAILED"}` optional) |
 //! | `PATCH /_emulator/profiles/{instance}/{id}` | sets `inUse` / `deleteDenied` on a profile, and makes console edits (below) |
@@ -426,6 +427,20 @@ fn control(shared: &Shared, method: &Method, path: &[String], body: &[u8]) -> Re
                 connect.instances.get_mut(&id).expect("added").instance_status = s.to_string();
             }
             json_response(200, &json!(connect.instances[&id]))
+        }
+        (&Method::PUT, ["events"]) => {
+            #[derive(serde::Deserialize)]
+            struct Events {
+                paused: bool,
+            }
+            match (serde_json::from_slice::<Events>(body), &shared.events) {
+                (Ok(e), Some(events)) => {
+                    events.set_paused(e.paused);
+                    json_response(200, &json!({"paused": e.paused}))
+                }
+                (Ok(_), None) => bad("no events are published: start with --events-queue-url".into()),
+                (Err(e), _) => bad(format!("invalid events: {e}")),
+            }
         }
         (&Method::GET, ["iam"]) => json_response(200, &json!(shared.iam())),
         (&Method::PUT, ["iam"]) => match serde_json::from_slice::<Option<iam::IamConfig>>(body) {
