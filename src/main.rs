@@ -116,11 +116,7 @@ fn replica_identity() -> String {
 }
 
 /// glibc gives each thread that allocates its own malloc arena (up to 8 per core); an operator that
-/// spends its time waiting on the network does not need them, and they dominate idle RSS. And glibc
-/// raises its mmap threshold (up to 32 MiB) each time a large block is freed, so that later large
-/// buffers (a listing page, a watch page of 100 objects) come from the heap and leave it fragmented
-/// around what lives on; a fixed threshold keeps every block of 64 KiB or more in its own mapping,
-/// returned to the kernel when freed.
+/// spends its time waiting on the network does not need them, and they dominate idle RSS.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -128,11 +124,9 @@ fn tune_malloc() {
             fn mallopt(param: i32, value: i32) -> i32;
         }
         const M_ARENA_MAX: i32 = -8;
-        const M_MMAP_THRESHOLD: i32 = -3;
         // SAFETY: mallopt only adjusts allocator tuning; called before any other thread exists.
         unsafe {
             mallopt(M_ARENA_MAX, 1);
-            mallopt(M_MMAP_THRESHOLD, 64 * 1024);
         }
     }
 }
