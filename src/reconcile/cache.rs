@@ -32,16 +32,61 @@ pub struct CachedProfile {
     pub instance_id: Option<String>,
 }
 
-/// Reads `spec.instanceId` and nothing else of the spec. Never fails on a spec of an unexpected shape:
-/// one object that does not parse must not stop the watch of all (the reconcile's read reports it).
+/// Reads `spec.instanceId` and skips the rest of the spec without building it (every watch event goes
+/// through here). Never fails on a spec of an unexpected shape: one object that does not parse must not
+/// stop the watch of all (the reconcile's read reports it).
 fn instance_id_of_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
     #[derive(Deserialize)]
-    struct Spec {
-        #[serde(default, rename = "instanceId")]
-        instance_id: Option<serde_json::Value>,
+    #[serde(field_identifier)]
+    enum Field {
+        #[serde(rename = "instanceId")]
+        InstanceId,
+        #[serde(other)]
+        Other,
     }
-    let spec = serde_json::Value::deserialize(d)?;
-    Ok(Spec::deserialize(spec).ok().and_then(|s| s.instance_id).and_then(|v| v.as_str().map(str::to_string)))
+    struct Spec;
+    impl<'de> Visitor<'de> for Spec {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a SecurityProfile spec")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut id = None;
+            while let Some(field) = map.next_key::<Field>()? {
+                match field {
+                    Field::InstanceId => id = map.next_value::<serde_json::Value>()?.as_str().map(str::to_string),
+                    Field::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(id)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Spec)
 }
 
 impl Resource for CachedProfile {
@@ -90,10 +135,24 @@ pub async fn read(
     client: &kube::Client,
     cached: &CachedProfile,
 ) -> Result<Option<DeserializeGuard<SecurityProfile>>, kube::Error> {
-    let api: Api<DeserializeGuard<SecurityProfile>> =
-        Api::namespaced(client.clone(), &cached.namespace().unwrap_or_default());
+    let namespace = cached.namespace().unwrap_or_default();
     let at = GetParams { resource_version: cached.resource_version() };
-    match api.get_with(&cached.name_any(), &at).await {
+    let typed: Api<SecurityProfile> = Api::namespaced(client.clone(), &namespace);
+    match typed.get_with(&cached.name_any(), &at).await {
+        Ok(object) => Ok(Some(DeserializeGuard(Ok(object)))),
+        // Not a SecurityProfile as this operator reads one: read it again through the guard, whose
+        // error says which field and why (parsing it guarded every time would parse twice).
+        Err(kube::Error::SerdeError(_)) => {
+            let guarded: Api<DeserializeGuard<SecurityProfile>> = Api::namespaced(client.clone(), &namespace);
+            found(guarded.get_with(&cached.name_any(), &at).await)
+        }
+        other => found(other.map(|o| DeserializeGuard(Ok(o)))),
+    }
+}
+
+/// A read's answer, None for an object that is gone.
+fn found<T>(read: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
+    match read {
         Ok(object) => Ok(Some(object)),
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(None),
         Err(e) => Err(e),
@@ -123,7 +182,10 @@ mod tests {
     /// The cache keeps the instance and what the predicates read, and drops the rest.
     #[test]
     fn keeps_the_instance_and_the_metadata_the_predicates_read() {
-        let mut p = parse(serde_json::json!({"instanceId": "i-1", "securityProfileName": "agents"}));
+        let spec = serde_json::json!({"securityProfileName": "agents", "permissions": ["A", "B"],
+                                      "applications": [{"namespace": "x", "applicationPermissions": ["C"]}],
+                                      "instanceId": "i-1", "allowedAccessControlTags": {"k": "v"}});
+        let mut p = parse(spec);
         slim(&mut p);
         assert_eq!(p.instance_id.as_deref(), Some("i-1"));
         assert_eq!((p.metadata.generation, p.resource_version().as_deref()), (Some(3), Some("42")));
@@ -146,7 +208,14 @@ mod tests {
             while let Some((request, send)) = handle.next_request().await {
                 let path = request.uri().to_string();
                 seen.lock().unwrap().push(path.clone());
-                let (status, body) = if path.contains("/securityprofiles/agents?") {
+                let (status, body) = if path.contains("/securityprofiles/odd?") {
+                    let object = serde_json::json!({
+                        "apiVersion": "connect.cloud-operators.dev/v1alpha1", "kind": "SecurityProfile",
+                        "metadata": {"name": "odd", "namespace": "team-a", "resourceVersion": "44"},
+                        "spec": {"instanceId": "i-1", "securityProfileName": "odd", "permissions": 5},
+                    });
+                    (StatusCode::OK, object)
+                } else if path.contains("/securityprofiles/agents?") {
                     let object = serde_json::json!({
                         "apiVersion": "connect.cloud-operators.dev/v1alpha1", "kind": "SecurityProfile",
                         "metadata": {"name": "agents", "namespace": "team-a", "resourceVersion": "43"},
@@ -173,6 +242,10 @@ mod tests {
             paths.lock().unwrap()[0],
             "/apis/connect.cloud-operators.dev/v1alpha1/namespaces/team-a/securityprofiles/agents?&resourceVersion=42"
         );
+        let mut odd = cached.clone();
+        odd.metadata.name = Some("odd".into());
+        let invalid = read(&client, &odd).await.expect("read").expect("found");
+        assert!(invalid.0.is_err(), "an object that does not parse is read through the guard");
         let mut gone = cached.clone();
         gone.metadata.name = Some("gone".into());
         assert!(read(&client, &gone).await.expect("a 404 is not a failure").is_none());
@@ -184,5 +257,7 @@ mod tests {
         assert_eq!(parse(serde_json::json!({"instanceId": 7})).instance_id, None);
         assert_eq!(parse(serde_json::json!("not an object")).instance_id, None);
         assert_eq!(parse(serde_json::json!(null)).instance_id, None);
+        assert_eq!(parse(serde_json::json!(["i-1"])).instance_id, None);
+        assert_eq!(parse(serde_json::json!({"instanceId": {"id": "i-1"}})).instance_id, None);
     }
 }
